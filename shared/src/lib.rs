@@ -1,0 +1,2 @@
+//! costream's library.
+pub mod domain;
