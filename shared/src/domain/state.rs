@@ -1,0 +1,282 @@
+//! The room's state: the facts the callbacks told us, merged so that the result depends only on
+//! *which* events arrived, never on their order or on how often each arrived.
+//!
+//! Per user we keep a few recent sessions, each summarised by three lattice values:
+//! the earliest event time (`first`, a min), the latest event (`latest`, a max by time and
+//! [`UserAction::rank`]) and the latest Publish time (`last_publish`, a max). Min and max are
+//! commutative, associative and idempotent, so merging events in any order, with any duplicates,
+//! gives the same summary. Everything else — who hosts, who is on stage, what the task should be —
+//! is *derived* from these facts (`stage.rs`, `decide.rs`), never stored, so it cannot drift.
+//!
+//! Why sessions: a user who reconnects gets a new session, and the old session's `Leave` can
+//! arrive late *with a later timestamp* (ARTC kicks the old connection when the new one logs in).
+//! Comparing only timestamps would let that Leave remove the user; comparing sessions by when they
+//! began keeps the newer session authoritative.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::decide::Target;
+use super::event::{CdnAction, Role, RoomEvent, UserAction, UserEvent};
+use super::ids::{ChannelId, SessionId, Timestamp, UserId};
+
+/// Sessions kept per user. Older ones are only needed to recognise their late events as stale.
+pub(crate) const MAX_SESSIONS: usize = 3;
+/// Users kept per room. Beyond this, users who have left are forgotten, oldest first.
+pub(crate) const MAX_MEMBERS: usize = 64;
+
+/// The latest thing a session did, ordered by time and then by [`UserAction::rank`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Mark {
+    pub(crate) at: Timestamp,
+    pub(crate) action: UserAction,
+}
+
+impl Mark {
+    fn key(self) -> (Timestamp, u8) {
+        (self.at, self.action.rank())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Session {
+    pub(crate) id: SessionId,
+    pub(crate) first: Timestamp,
+    pub(crate) latest: Mark,
+    pub(crate) last_publish: Option<Timestamp>,
+}
+
+impl Session {
+    /// Sessions are ordered by when they began (ties by id): the greatest is the current one.
+    fn order_key(&self) -> (Timestamp, &SessionId) {
+        (self.first, &self.id)
+    }
+}
+
+/// One user's sessions, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub(crate) struct Member {
+    pub(crate) sessions: Vec<Session>,
+}
+
+/// The latest CDN ingest callback for the room's stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CdnStatus {
+    pub action: CdnAction,
+    pub at: Timestamp,
+}
+
+impl CdnStatus {
+    fn key(self) -> (Timestamp, u8) {
+        let rank = match self.action {
+            CdnAction::Publish => 0,
+            CdnAction::PublishDone => 1,
+        };
+        (self.at, rank)
+    }
+}
+
+/// What [`RoomState::apply`] did with an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The facts changed (the decision may or may not change).
+    Changed,
+    /// Nothing new: an exact duplicate, or an event every fact already supersedes.
+    Unchanged,
+    /// Join/Leave of a viewer: viewers never take the stage, so they are not tracked.
+    IgnoredViewer,
+}
+
+/// Everything costream knows about one ARTC channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomState {
+    channel: ChannelId,
+    /// The host the app registered for this room, if any; else the first publisher hosts.
+    registered_host: Option<UserId>,
+    members: BTreeMap<UserId, Member>,
+    /// Latest `ChannelEvent` close: every session that did nothing after it has ended.
+    closed_at: Option<Timestamp>,
+    cdn: Option<CdnStatus>,
+    /// What the bypass task was last confirmed to be (written by the shell after an MPU call).
+    applied: Target,
+}
+
+impl RoomState {
+    /// A room nobody has been seen in.
+    pub fn new(channel: ChannelId) -> Self {
+        RoomState {
+            channel,
+            registered_host: None,
+            members: BTreeMap::new(),
+            closed_at: None,
+            cdn: None,
+            applied: Target::Off,
+        }
+    }
+
+    pub fn channel(&self) -> &ChannelId {
+        &self.channel
+    }
+
+    pub fn registered_host(&self) -> Option<&UserId> {
+        self.registered_host.as_ref()
+    }
+
+    /// Sets (or clears) the room's registered host: then only this user can start the broadcast.
+    pub fn set_registered_host(&mut self, host: Option<UserId>) {
+        self.registered_host = host;
+    }
+
+    pub fn cdn(&self) -> Option<CdnStatus> {
+        self.cdn
+    }
+
+    pub fn closed_at(&self) -> Option<Timestamp> {
+        self.closed_at
+    }
+
+    /// What the task was last confirmed to be.
+    pub fn applied(&self) -> &Target {
+        &self.applied
+    }
+
+    /// Records what the MPU task now is, after the call that made it so succeeded.
+    pub fn set_applied(&mut self, applied: Target) {
+        self.applied = applied;
+    }
+
+    /// Number of users tracked (for size accounting and tests).
+    pub fn member_count(&self) -> usize {
+        self.members.len()
+    }
+
+    pub(crate) fn members(&self) -> &BTreeMap<UserId, Member> {
+        &self.members
+    }
+
+    /// Merges one event into the facts. Total: never fails, never panics; validation of the
+    /// event's content happened when it was parsed.
+    pub fn apply(&mut self, event: &RoomEvent) -> Applied {
+        let applied = match event {
+            RoomEvent::User(ev) => self.apply_user(ev),
+            RoomEvent::ChannelClosed { at } => {
+                if self.closed_at.is_some_and(|c| c >= *at) {
+                    Applied::Unchanged
+                } else {
+                    self.closed_at = Some(*at);
+                    Applied::Changed
+                }
+            }
+            RoomEvent::Cdn { action, at } => self.apply_cdn(CdnStatus {
+                action: *action,
+                at: *at,
+            }),
+        };
+        if applied == Applied::Changed {
+            self.prune_members();
+        }
+        applied
+    }
+
+    fn apply_user(&mut self, ev: &UserEvent) -> Applied {
+        let viewer_presence = matches!(ev.action, UserAction::Join | UserAction::Leave)
+            && ev.role == Some(Role::Live);
+        if viewer_presence {
+            return Applied::IgnoredViewer;
+        }
+        let mark = Mark {
+            at: ev.at,
+            action: ev.action,
+        };
+        let publish = ev.action.publishes().then_some(ev.at);
+        let member = self.members.entry(ev.user.clone()).or_default();
+        if let Some(s) = member.sessions.iter_mut().find(|s| s.id == ev.session) {
+            let before = s.clone();
+            s.first = s.first.min(ev.at);
+            if mark.key() > s.latest.key() {
+                s.latest = mark;
+            }
+            s.last_publish = s.last_publish.max(publish);
+            if *s == before {
+                return Applied::Unchanged;
+            }
+        } else {
+            member.sessions.push(Session {
+                id: ev.session.clone(),
+                first: ev.at,
+                latest: mark,
+                last_publish: publish,
+            });
+        }
+        // `first` may have moved: keep newest-first order, then keep the newest few.
+        member
+            .sessions
+            .sort_by(|a, b| b.order_key().cmp(&a.order_key()));
+        let kept_new = member
+            .sessions
+            .iter()
+            .take(MAX_SESSIONS)
+            .any(|s| s.id == ev.session);
+        member.sessions.truncate(MAX_SESSIONS);
+        if kept_new {
+            Applied::Changed
+        } else {
+            // A late event of a session older than every kept one: already superseded.
+            Applied::Unchanged
+        }
+    }
+
+    fn apply_cdn(&mut self, status: CdnStatus) -> Applied {
+        if self.cdn.is_some_and(|c| c.key() >= status.key()) {
+            return Applied::Unchanged;
+        }
+        self.cdn = Some(status);
+        // The CDN lost the stream while the room still wants it: forget what we believe runs, so
+        // the next decision re-issues the (idempotent) Start and heals the task.
+        if status.action == CdnAction::PublishDone && self.broadcast().is_some() {
+            self.applied = Target::Off;
+        }
+        Applied::Changed
+    }
+
+    /// Keeps the room bounded: beyond [`MAX_MEMBERS`], forget users who are gone, the ones whose
+    /// last event is oldest first. Users still present are never forgotten.
+    fn prune_members(&mut self) {
+        if self.members.len() <= MAX_MEMBERS {
+            return;
+        }
+        let mut gone: Vec<(Mark, UserId)> = self
+            .members
+            .iter()
+            .filter(|(user, _)| !self.is_present(user))
+            .filter_map(|(user, m)| m.sessions.first().map(|s| (s.latest, user.clone())))
+            .collect();
+        gone.sort_by(|a, b| (a.0.key(), &a.1).cmp(&(b.0.key(), &b.1)));
+        let excess = self.members.len() - MAX_MEMBERS;
+        for (_, user) in gone.into_iter().take(excess) {
+            self.members.remove(&user);
+        }
+    }
+
+    /// Whether a session's last event is at or before the latest channel close.
+    pub(crate) fn closed_after(&self, s: &Session) -> bool {
+        self.closed_at.is_some_and(|c| s.latest.at <= c)
+    }
+
+    /// Whether the user is in the channel now (current session neither left nor closed).
+    pub fn is_present(&self, user: &UserId) -> bool {
+        self.current_session(user)
+            .is_some_and(|s| !self.closed_after(s) && !matches!(s.latest.action, UserAction::Leave))
+    }
+
+    /// Whether the user publishes now.
+    pub fn is_publishing(&self, user: &UserId) -> bool {
+        self.current_session(user)
+            .is_some_and(|s| !self.closed_after(s) && s.latest.action.publishes())
+    }
+
+    pub(crate) fn current_session(&self, user: &UserId) -> Option<&Session> {
+        self.members.get(user).and_then(|m| m.sessions.first())
+    }
+}
