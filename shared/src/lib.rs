@@ -1,2 +1,3 @@
 //! costream's library.
+pub mod alibaba;
 pub mod domain;
