@@ -1,1 +1,6 @@
 //! Integration tests: one binary so `cargo test --workspace` always builds and runs them.
+//! DynamoDB tests need a moto server (`scripts/test-all.sh` starts one and exports
+//! `AWS_ENDPOINT_URL_DYNAMODB`); each test creates its own table.
+
+mod helpers;
+mod store_dynamo;

@@ -1,0 +1,347 @@
+//! The shell: load → decide → conditional save → at most one MPU call at a time → record.
+//!
+//! # The protocol (the correctness argument is in ARCHITECTURE.md)
+//! 1. **Commit.** Read the room (consistent read). Apply the callback's events (the core ignores
+//!    duplicates and stale events by construction). Decide. Write the new state conditional on
+//!    the version read; if a command is needed and the MPU lease is free (or expired), take the
+//!    lease *in the same write*. On a version conflict start over (bounded).
+//! 2. **Converge (lease holders only).** Execute the command decided from the version just
+//!    written. Record the result and decide again from the same state, in one write conditional on
+//!    the version: if nothing is left to do the lease is released in that write, otherwise the
+//!    lease is renewed and the next command executed. If the write conflicts (another handler
+//!    committed an event meanwhile), re-read, record, decide again: the holder keeps going until
+//!    `applied == target` for the newest version, so the last event is never left unapplied.
+//! 3. Handlers that find the lease taken just commit their event and return: the holder will see
+//!    the new version when it records, and converge to it.
+//!
+//! Requests on the common path: 1 read + 1 write + 1 MPU call + 1 write. A duplicate callback:
+//! 1 read, no write, no call.
+
+use crate::alibaba::MpuError;
+use crate::domain::{decide, Applied, Command, DecisionConfig, RoomEvent, Target, Version};
+use crate::ports::{Clock, MpuDone, MpuPort, RoomKey, StateStore};
+use crate::store::{Lease, StoreError, StoredRoom};
+
+/// Tunables of the shell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShellConfig {
+    /// How long a lease lasts. Must exceed the function timeout (which exceeds the MPU client's
+    /// total deadline), so a holder can never still be calling after its lease expired.
+    pub lease_ms: u64,
+    /// How long a callback key is remembered for de-duplication (≥ Lambda's redelivery window).
+    pub dedupe_secs: u64,
+    /// At most this many keys are remembered per room.
+    pub dedupe_cap: usize,
+    /// Version conflicts tolerated per handler before giving up with a retryable error.
+    pub max_conflicts: u32,
+    /// MPU calls one holder makes before giving up (a target that keeps moving).
+    pub max_calls: u32,
+}
+
+impl Default for ShellConfig {
+    fn default() -> Self {
+        ShellConfig {
+            lease_ms: 60_000,
+            dedupe_secs: 3_600,
+            dedupe_cap: 128,
+            max_conflicts: 16,
+            max_calls: 8,
+        }
+    }
+}
+
+/// What [`Shell::handle`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handled {
+    /// The callback was seen before and the room needs nothing: no write, no call.
+    Duplicate,
+    /// Nothing changed and nothing is to be done: no write, no call.
+    NoChange,
+    /// The event was committed; another handler holds the lease and will converge the task.
+    Committed { version: Version },
+    /// This handler held the lease and the task now equals the target of `version`.
+    Converged {
+        version: Version,
+        calls: u32,
+        target: Target,
+    },
+    /// This handler lost its lease (it expired and was taken over): the new holder converges.
+    LeaseLost { calls: u32 },
+}
+
+/// Failures that reach the caller. [`AppError::is_retryable`] tells a Lambda whether to report
+/// "Retryable" (the event will be redelivered and the room repaired) or "NonRetryable".
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("MPU call failed for room {room}")]
+    Mpu {
+        room: String,
+        #[source]
+        source: MpuError,
+    },
+    #[error("room {room}: gave up after {conflicts} concurrent-write conflicts")]
+    Contention { room: String, conflicts: u32 },
+    #[error("room {room}: target still moving after {calls} MPU calls")]
+    NotConverged { room: String, calls: u32 },
+}
+
+impl AppError {
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            AppError::Store(e) => e.is_retryable(),
+            AppError::Mpu { source, .. } => source.is_retryable(),
+            AppError::Contention { .. } | AppError::NotConverged { .. } => true,
+        }
+    }
+}
+
+/// The shell, generic over its two ports and the clock.
+#[derive(Debug)]
+pub struct Shell<S, M, C> {
+    pub store: S,
+    pub mpu: M,
+    pub clock: C,
+    pub decision: DecisionConfig,
+    pub config: ShellConfig,
+}
+
+impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
+    /// Handles one callback for one room: its `events` (one callback may carry several), and
+    /// the callback's de-duplication key. `owner` identifies this invocation (e.g. the Lambda
+    /// request id) in the lease.
+    #[tracing::instrument(skip_all, fields(channel_id = %key.channel, app_id = %key.app, dedupe_key = dedupe_key))]
+    pub async fn handle(
+        &self,
+        key: &RoomKey,
+        dedupe_key: Option<&str>,
+        events: &[RoomEvent],
+        owner: &str,
+    ) -> Result<Handled, AppError> {
+        let (room, command) = match self.commit(key, dedupe_key, events, owner).await? {
+            Commit::Done(handled) => return Ok(handled),
+            Commit::Holding(room, command) => (*room, command),
+        };
+        self.converge(key, room, command, owner).await
+    }
+
+    async fn commit(
+        &self,
+        key: &RoomKey,
+        dedupe_key: Option<&str>,
+        events: &[RoomEvent],
+        owner: &str,
+    ) -> Result<Commit, AppError> {
+        for _ in 0..self.config.max_conflicts {
+            let mut room = self
+                .store
+                .load(key)
+                .await?
+                .unwrap_or_else(|| StoredRoom::new(key.channel.clone()));
+            let now_ms = self.clock.now_ms();
+            let now_secs = now_ms / 1000;
+            let duplicate = dedupe_key.is_some_and(|k| room.seen.contains(k, now_secs));
+            let mut changed = false;
+            if !duplicate {
+                for event in events {
+                    changed |= room.state.apply(event) == Applied::Changed;
+                }
+            }
+            let decision = decide(&room.state, &self.decision);
+            let lease_free = room.lease.as_ref().is_none_or(|l| l.until_ms <= now_ms);
+            // A command only matters to us if we can take the lease; otherwise its holder will
+            // see our committed state and act on it.
+            let will_call = decision.command.is_some() && lease_free;
+            if duplicate && !will_call {
+                return Ok(Commit::Done(Handled::Duplicate));
+            }
+            if !changed && !will_call && !duplicate {
+                tracing::debug!(version = %room.version, "no change");
+                return Ok(Commit::Done(Handled::NoChange));
+            }
+            if let (Some(k), false) = (dedupe_key, duplicate) {
+                room.seen.insert(
+                    k.to_owned(),
+                    now_secs,
+                    now_secs + self.config.dedupe_secs,
+                    self.config.dedupe_cap,
+                );
+            }
+            if will_call {
+                room.lease = Some(Lease {
+                    owner: owner.to_owned(),
+                    until_ms: now_ms + self.config.lease_ms,
+                });
+            }
+            let expected = room.version;
+            match self.store.save(key, &room, expected).await {
+                Ok(()) => {
+                    room.version = expected.next();
+                    tracing::info!(
+                        version = %room.version,
+                        command = decision.command.as_ref().map_or("none", Command::name),
+                        mix_mode = ?decision.target.mix_mode(),
+                        lease = will_call,
+                        "event committed"
+                    );
+                    return Ok(match decision.command {
+                        Some(cmd) if will_call => Commit::Holding(Box::new(room), cmd),
+                        _ => Commit::Done(Handled::Committed {
+                            version: room.version,
+                        }),
+                    });
+                }
+                Err(StoreError::VersionConflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(AppError::Contention {
+            room: key.to_string(),
+            conflicts: self.config.max_conflicts,
+        })
+    }
+
+    async fn converge(
+        &self,
+        key: &RoomKey,
+        mut room: StoredRoom,
+        mut command: Command,
+        owner: &str,
+    ) -> Result<Handled, AppError> {
+        let mut calls = 0;
+        loop {
+            if calls == self.config.max_calls {
+                self.release(key, room, owner).await?;
+                return Err(AppError::NotConverged {
+                    room: key.to_string(),
+                    calls,
+                });
+            }
+            calls += 1;
+            let done = self.mpu.execute(key, &command, room.version).await;
+            let now_applied = match done {
+                Ok(MpuDone::Applied { request_id }) => {
+                    tracing::info!(
+                        version = %room.version,
+                        command = command.name(),
+                        task_id = %command.task(),
+                        mpu_request_id = request_id.as_deref().unwrap_or(""),
+                        "mpu call applied"
+                    );
+                    command.result()
+                }
+                Ok(MpuDone::TaskMissing) => {
+                    tracing::warn!(task_id = %command.task(), "task gone; starting it again");
+                    Target::Off
+                }
+                Err(source) => {
+                    // Leave the applied record as it was: the next event, or the redelivery of
+                    // this one, re-decides and re-issues the idempotent call.
+                    self.release(key, room, owner).await?;
+                    return Err(AppError::Mpu {
+                        room: key.to_string(),
+                        source,
+                    });
+                }
+            };
+            match self.record(key, room, &now_applied, owner).await? {
+                Record::Converged(room) => {
+                    return Ok(Handled::Converged {
+                        version: room.version,
+                        calls,
+                        target: room.state.applied().clone(),
+                    })
+                }
+                Record::Next(r, next) => {
+                    room = *r;
+                    command = next;
+                }
+                Record::LeaseLost => return Ok(Handled::LeaseLost { calls }),
+            }
+        }
+    }
+
+    /// Records what the task now is and decides again from the newest state, releasing the lease
+    /// if nothing is left to do, in one conditional write.
+    async fn record(
+        &self,
+        key: &RoomKey,
+        mut room: StoredRoom,
+        applied: &Target,
+        owner: &str,
+    ) -> Result<Record, AppError> {
+        for _ in 0..self.config.max_conflicts {
+            room.state.set_applied(applied.clone());
+            let decision = decide(&room.state, &self.decision);
+            let now_ms = self.clock.now_ms();
+            room.lease = decision.command.as_ref().map(|_| Lease {
+                owner: owner.to_owned(),
+                until_ms: now_ms + self.config.lease_ms,
+            });
+            let expected = room.version;
+            match self.store.save(key, &room, expected).await {
+                Ok(()) => {
+                    room.version = expected.next();
+                    return Ok(match decision.command {
+                        None => Record::Converged(Box::new(room)),
+                        Some(next) => Record::Next(Box::new(room), next),
+                    });
+                }
+                Err(StoreError::VersionConflict { .. }) => match self.store.load(key).await? {
+                    // Someone committed an event meanwhile: record on top of it and decide
+                    // again from the newest state.
+                    Some(r) if r.lease.as_ref().is_some_and(|l| l.owner == owner) => room = r,
+                    // Our lease expired and was taken over: the new holder owns convergence.
+                    _ => return Ok(Record::LeaseLost),
+                },
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(AppError::Contention {
+            room: key.to_string(),
+            conflicts: self.config.max_conflicts,
+        })
+    }
+
+    /// Gives the lease back (after a failed call), so the next event can act without waiting for
+    /// it to expire. Best effort under contention: if the room keeps changing, the lease simply
+    /// expires.
+    async fn release(
+        &self,
+        key: &RoomKey,
+        mut room: StoredRoom,
+        owner: &str,
+    ) -> Result<(), AppError> {
+        for _ in 0..self.config.max_conflicts {
+            if room.lease.as_ref().is_none_or(|l| l.owner != owner) {
+                return Ok(());
+            }
+            room.lease = None;
+            let expected = room.version;
+            match self.store.save(key, &room, expected).await {
+                Ok(()) => return Ok(()),
+                Err(StoreError::VersionConflict { .. }) => match self.store.load(key).await? {
+                    Some(r) => room = r,
+                    None => return Ok(()),
+                },
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+}
+
+enum Commit {
+    Done(Handled),
+    Holding(Box<StoredRoom>, Command),
+}
+
+enum Record {
+    Converged(Box<StoredRoom>),
+    Next(Box<StoredRoom>, Command),
+    LeaseLost,
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,348 @@
+//! Shell tests on the in-memory store: request budgets, lease hand-over, crash repair, and the
+//! concurrency model test (many seeds of 32 concurrent handlers for one room).
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::domain::{target, MsgId, UserAction};
+use crate::store::memory::InMemoryStore;
+use crate::testing::concurrency::{ev, key};
+use crate::testing::{ManualClock, RecordingMpu};
+
+type TestShell = Shell<Arc<InMemoryStore>, Arc<RecordingMpu>, Arc<ManualClock>>;
+
+fn shell(mpu: Arc<RecordingMpu>) -> TestShell {
+    Shell {
+        store: Arc::new(InMemoryStore::new()),
+        mpu,
+        clock: Arc::new(ManualClock::at_ms(1_000_000)),
+        decision: DecisionConfig::default(),
+        config: ShellConfig::default(),
+    }
+}
+
+async fn stored(shell: &TestShell) -> StoredRoom {
+    shell
+        .store
+        .load(&key())
+        .await
+        .expect("load")
+        .expect("room exists")
+}
+
+#[tokio::test]
+async fn request_budget_state_change_and_duplicate() {
+    let s = shell(Arc::new(RecordingMpu::instant()));
+    let before = s.store.requests();
+    let out = s
+        .handle(
+            &key(),
+            Some("m1"),
+            &[ev("host", 10, UserAction::Publish)],
+            "inv-1",
+        )
+        .await
+        .expect("handled");
+    assert!(
+        matches!(out, Handled::Converged { calls: 1, .. }),
+        "{out:?}"
+    );
+    assert_eq!(s.store.requests() - before, 3, "read + commit + record");
+    assert_eq!(s.mpu.calls().len(), 1);
+
+    let before = s.store.requests();
+    let out = s
+        .handle(
+            &key(),
+            Some("m1"),
+            &[ev("host", 10, UserAction::Publish)],
+            "inv-2",
+        )
+        .await
+        .expect("handled");
+    assert_eq!(out, Handled::Duplicate);
+    assert_eq!(s.store.requests() - before, 1, "a duplicate costs one read");
+    assert_eq!(s.mpu.calls().len(), 1, "and no MPU call");
+
+    // The same event under a new MsgId is recognised by the core: still no write, no call.
+    let before = s.store.requests();
+    let out = s
+        .handle(
+            &key(),
+            Some("m2"),
+            &[ev("host", 10, UserAction::Publish)],
+            "inv-3",
+        )
+        .await
+        .expect("handled");
+    assert_eq!(out, Handled::NoChange);
+    assert_eq!(s.store.requests() - before, 1);
+}
+
+#[tokio::test]
+async fn seed_flow_through_the_shell() {
+    let s = shell(Arc::new(RecordingMpu::instant()));
+    let steps = [
+        ev("host", 10, UserAction::Publish),
+        ev("guest", 20, UserAction::Publish),
+        ev("guest", 30, UserAction::Leave),
+        ev("host", 40, UserAction::Leave),
+    ];
+    for (i, e) in steps.iter().enumerate() {
+        s.handle(
+            &key(),
+            Some(&format!("m{i}")),
+            std::slice::from_ref(e),
+            "inv",
+        )
+        .await
+        .expect("handled");
+    }
+    let names: Vec<_> = s
+        .mpu
+        .calls()
+        .iter()
+        .map(|c| (c.command.name(), c.command.result().mix_mode()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("start", Some(MixModeAlias::Single)),
+            ("update", Some(MixModeAlias::Mixed)),
+            ("update", Some(MixModeAlias::Single)),
+            ("stop", None)
+        ]
+    );
+    assert!(s.mpu.tasks(&key()).is_empty());
+    let room = stored(&s).await;
+    assert_eq!(room.state.applied(), &Target::Off);
+    assert_eq!(room.lease, None);
+}
+
+use crate::domain::MixMode as MixModeAlias;
+
+#[tokio::test]
+async fn a_held_lease_makes_others_commit_and_leave() {
+    let s = shell(Arc::new(RecordingMpu::instant()));
+    s.handle(
+        &key(),
+        Some("m1"),
+        &[ev("host", 10, UserAction::Publish)],
+        "a",
+    )
+    .await
+    .expect("handled");
+    // Someone else holds the lease (mid-call).
+    let mut room = stored(&s).await;
+    room.lease = Some(Lease {
+        owner: "other".into(),
+        until_ms: s.clock.now_ms() + 10_000,
+    });
+    s.store
+        .save(&key(), &room, room.version)
+        .await
+        .expect("save");
+
+    let out = s
+        .handle(
+            &key(),
+            Some("m2"),
+            &[ev("guest", 20, UserAction::Publish)],
+            "b",
+        )
+        .await
+        .expect("handled");
+    assert!(matches!(out, Handled::Committed { .. }), "{out:?}");
+    assert_eq!(s.mpu.calls().len(), 1, "no call without the lease");
+
+    // The lease expires without its holder coming back: the next event's handler repairs.
+    s.clock.advance_ms(10_001);
+    let out = s
+        .handle(
+            &key(),
+            Some("m3"),
+            &[ev("viewer-x", 21, UserAction::Join)],
+            "c",
+        )
+        .await
+        .expect("handled");
+    assert!(matches!(out, Handled::Converged { .. }), "{out:?}");
+    let room = stored(&s).await;
+    assert_eq!(room.state.applied(), &target(&room.state, &s.decision));
+    assert_eq!(s.mpu.tasks(&key()).len(), 1);
+}
+
+/// A store that fails the `n`th save with a retryable error (a crash or timeout of the write).
+#[derive(Debug)]
+struct FailNthSave {
+    inner: Arc<InMemoryStore>,
+    n: u32,
+    seen: AtomicU32,
+}
+
+impl StateStore for FailNthSave {
+    async fn load(&self, key: &RoomKey) -> Result<Option<StoredRoom>, StoreError> {
+        self.inner.load(key).await
+    }
+    async fn save(
+        &self,
+        key: &RoomKey,
+        room: &StoredRoom,
+        expected: Version,
+    ) -> Result<(), StoreError> {
+        if self.seen.fetch_add(1, Ordering::SeqCst) + 1 == self.n {
+            return Err(StoreError::Unavailable {
+                room: key.to_string(),
+                source: "injected timeout".into(),
+            });
+        }
+        self.inner.save(key, room, expected).await
+    }
+}
+
+#[tokio::test]
+async fn crash_between_call_and_record_is_repaired_by_the_next_delivery() {
+    let inner = Arc::new(InMemoryStore::new());
+    let mpu = Arc::new(RecordingMpu::instant());
+    let clock = Arc::new(ManualClock::at_ms(1_000_000));
+    let s = Shell {
+        store: FailNthSave {
+            inner: inner.clone(),
+            n: 2, // commit succeeds, the record after the Start fails
+            seen: AtomicU32::new(0),
+        },
+        mpu: mpu.clone(),
+        clock: clock.clone(),
+        decision: DecisionConfig::default(),
+        config: ShellConfig::default(),
+    };
+    let publish = [ev("host", 10, UserAction::Publish)];
+    let err = s
+        .handle(&key(), Some("m1"), &publish, "a")
+        .await
+        .expect_err("record failed");
+    assert!(err.is_retryable(), "reaches Lambda as retryable: {err}");
+    assert_eq!(mpu.calls().len(), 1);
+    let room = inner.load(&key()).await.expect("load").expect("room");
+    assert_eq!(
+        room.state.applied(),
+        &Target::Off,
+        "the call was not recorded"
+    );
+
+    // Lambda redelivers the same callback once the lease has expired: not a duplicate while the
+    // room is unconverged; the idempotent Start is re-issued and recorded.
+    clock.advance_ms(ShellConfig::default().lease_ms + 1);
+    let out = s
+        .handle(&key(), Some("m1"), &publish, "b")
+        .await
+        .expect("repaired");
+    assert!(
+        matches!(out, Handled::Converged { calls: 1, .. }),
+        "{out:?}"
+    );
+    assert_eq!(mpu.calls().len(), 2);
+    assert_eq!(mpu.tasks(&key()).len(), 1, "still exactly one task");
+    let room = inner.load(&key()).await.expect("load").expect("room");
+    assert_eq!(room.state.applied(), &target(&room.state, &s.decision));
+}
+
+#[tokio::test]
+async fn a_failed_mpu_call_releases_the_lease_and_the_retry_converges() {
+    let mpu = Arc::new(RecordingMpu::new(7, Duration::ZERO, 1.0));
+    let s = shell(mpu);
+    let publish = [ev("host", 10, UserAction::Publish)];
+    let err = s
+        .handle(&key(), Some("m1"), &publish, "a")
+        .await
+        .expect_err("mpu down");
+    assert!(
+        matches!(err, AppError::Mpu { .. }) && err.is_retryable(),
+        "{err}"
+    );
+    let room = stored(&s).await;
+    assert_eq!(room.lease, None, "lease released for the retry");
+    assert_eq!(room.state.applied(), &Target::Off);
+
+    let healthy = Shell {
+        mpu: Arc::new(RecordingMpu::instant()),
+        store: s.store.clone(),
+        clock: s.clock.clone(),
+        decision: s.decision.clone(),
+        config: s.config.clone(),
+    };
+    let out = healthy
+        .handle(&key(), Some("m1"), &publish, "b")
+        .await
+        .expect("retried");
+    assert!(
+        matches!(out, Handled::Converged { calls: 1, .. }),
+        "{out:?}"
+    );
+}
+
+#[tokio::test]
+async fn update_of_a_vanished_task_starts_it_again() {
+    let s = shell(Arc::new(RecordingMpu::instant()));
+    s.handle(
+        &key(),
+        Some("m1"),
+        &[ev("host", 10, UserAction::Publish)],
+        "a",
+    )
+    .await
+    .expect("handled");
+    // Alibaba stopped the task behind our back (idle timeout).
+    let task = stored(&s)
+        .await
+        .state
+        .applied()
+        .task()
+        .cloned()
+        .expect("task");
+    s.mpu
+        .execute(&key(), &Command::Stop { task }, Version::NONE)
+        .await
+        .expect("stop");
+    s.handle(
+        &key(),
+        Some("m2"),
+        &[ev("guest", 20, UserAction::Publish)],
+        "b",
+    )
+    .await
+    .expect("handled");
+    let names: Vec<_> = s.mpu.calls().iter().map(|c| c.command.name()).collect();
+    assert_eq!(names, ["start", "stop", "update", "start"]);
+    let room = stored(&s).await;
+    let tasks = s.mpu.tasks(&key());
+    assert_eq!(tasks.len(), 1);
+    assert_eq!(room.state.applied(), &target(&room.state, &s.decision));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Concurrency model test (the scenario and checks live in `testing::concurrency`, shared with the
+// DynamoDB run in tests/it)
+
+use crate::testing::concurrency::{run_concurrent, scenario};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thirty_two_concurrent_handlers_converge_in_memory() {
+    for seed in 0..300 {
+        let latency = Duration::from_micros(if seed % 3 == 0 { 0 } else { 300 });
+        run_concurrent(Arc::new(InMemoryStore::new()), seed, 32, latency).await;
+    }
+}
+
+#[test]
+fn scenario_is_deterministic_and_has_duplicates() {
+    let a = scenario(5, 32);
+    assert_eq!(a, scenario(5, 32));
+    let mut ids: Vec<_> = a.iter().map(|(m, _)| m.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    assert!(ids.len() < a.len(), "duplicates included");
+    assert!(MsgId::parse(ids[0].clone()).is_ok());
+}

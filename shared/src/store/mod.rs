@@ -1,0 +1,129 @@
+//! The stored shape of a room and the two [`StateStore`](crate::ports::StateStore) adapters.
+//!
+//! A stored room is the domain state plus what only the shell needs: the optimistic-concurrency
+//! version, the MPU lease (who may call the MPU API for this room, until when) and the recently
+//! seen callback keys (de-duplication).
+
+pub mod dynamo;
+pub mod memory;
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{ChannelId, RoomState, Version};
+
+/// The right to make MPU calls for a room. Taken in the same conditional write that commits an
+/// event, so at most one handler holds it; it expires so a crashed holder can't block the room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub owner: String,
+    /// Epoch milliseconds after which anyone may take the lease over.
+    pub until_ms: u64,
+}
+
+/// Recently seen callback keys (ARTC `MsgId`s, CDN natural keys) with their expiry, bounded in
+/// count and age so the room item can't grow without limit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct SeenKeys(Vec<(String, u64)>);
+
+impl SeenKeys {
+    /// Whether `key` was seen and has not expired at `now_secs`.
+    pub fn contains(&self, key: &str, now_secs: u64) -> bool {
+        self.0.iter().any(|(k, exp)| k == key && *exp > now_secs)
+    }
+
+    /// Records `key` until `expires_secs`, dropping expired keys and, beyond `cap`, the ones
+    /// expiring first.
+    pub fn insert(&mut self, key: String, now_secs: u64, expires_secs: u64, cap: usize) {
+        self.0.retain(|(k, exp)| *exp > now_secs && *k != key);
+        self.0.push((key, expires_secs));
+        if self.0.len() > cap {
+            self.0.sort_by_key(|(_, exp)| std::cmp::Reverse(*exp));
+            self.0.truncate(cap);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Everything stored for one room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRoom {
+    pub state: RoomState,
+    /// The version this copy was read at (or written as).
+    pub version: Version,
+    pub lease: Option<Lease>,
+    pub seen: SeenKeys,
+}
+
+impl StoredRoom {
+    /// A room that was never stored.
+    pub fn new(channel: ChannelId) -> StoredRoom {
+        StoredRoom {
+            state: RoomState::new(channel),
+            version: Version::NONE,
+            lease: None,
+            seen: SeenKeys::default(),
+        }
+    }
+}
+
+/// Failures of a state store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Someone else wrote the room since it was read: re-read and re-decide.
+    #[error("room {room} was changed concurrently (expected version {expected})")]
+    VersionConflict { room: String, expected: Version },
+    /// The stored item can't be understood. Never "fixed" by resetting the room: that would
+    /// forget a running task.
+    #[error("stored room {room} is corrupt: {reason}")]
+    Corrupt { room: String, reason: String },
+    /// Throttling, timeouts, 5xx: worth retrying the whole event later.
+    #[error("state store temporarily unavailable for room {room}")]
+    Unavailable {
+        room: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Anything else (permissions, missing table, validation).
+    #[error("state store request failed for room {room}")]
+    Failed {
+        room: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl StoreError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::VersionConflict { .. } | StoreError::Unavailable { .. }
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seen_keys_expire_and_stay_bounded() {
+        let mut s = SeenKeys::default();
+        s.insert("a".into(), 0, 100, 3);
+        assert!(s.contains("a", 99));
+        assert!(!s.contains("a", 100), "expired");
+        for (i, k) in ["b", "c", "d"].into_iter().enumerate() {
+            s.insert(k.into(), 0, 200 + i as u64, 3);
+        }
+        assert_eq!(s.len(), 3);
+        assert!(!s.contains("a", 0), "the one expiring first was dropped");
+        s.insert("e".into(), 150, 400, 3);
+        assert!(s.contains("e", 150) && s.contains("d", 150));
+    }
+}

@@ -1,0 +1,238 @@
+//! The DynamoDB adapter and the shell against moto, through the real aws-sdk-dynamodb client.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use shared::app::{Handled, Shell, ShellConfig};
+use shared::domain::{
+    decide, DecisionConfig, RoomState, SessionId, Timestamp, UserAction, UserEvent, UserId,
+    Version,
+};
+use shared::ports::StateStore;
+use shared::store::dynamo::DynamoStore;
+use shared::store::{Lease, StoreError, StoredRoom};
+use shared::testing::concurrency::{ev, key, run_concurrent};
+use shared::testing::{ManualClock, RecordingMpu};
+
+use crate::helpers::fresh_store;
+
+#[tokio::test]
+async fn conditional_writes_conflict_with_a_typed_error() {
+    let (store, _) = fresh_store("conflict").await;
+    let room = StoredRoom::new(key().channel);
+    store.save(&key(), &room, Version::NONE).await.expect("create");
+    let again = store.save(&key(), &room, Version::NONE).await;
+    assert!(matches!(again, Err(StoreError::VersionConflict { .. })), "{again:?}");
+    let loaded = store.load(&key()).await.expect("load").expect("exists");
+    assert_eq!(loaded.version, Version::new(1));
+    store.save(&key(), &loaded, Version::new(1)).await.expect("v1 -> v2");
+    let stale = store.save(&key(), &loaded, Version::new(1)).await;
+    assert!(matches!(stale, Err(StoreError::VersionConflict { .. })), "{stale:?}");
+    assert_eq!(
+        store.load(&key()).await.expect("load").expect("exists").version,
+        Version::new(2)
+    );
+}
+
+/// A full room: 16 publishing members (one with three sessions), the applied 16-pane layout,
+/// a lease and a full de-duplication set. Round-trips exactly; prints its size.
+#[tokio::test]
+async fn a_sixteen_member_room_round_trips() {
+    let (store, _) = fresh_store("roundtrip").await;
+    let mut state = RoomState::new(key().channel);
+    for i in 0..16u64 {
+        let user = UserId::parse(format!("user-{i:02}-abcdefgh")).expect("user");
+        for s in 0..if i == 0 { 3 } else { 1 } {
+            state.apply(&shared::domain::RoomEvent::User(UserEvent {
+                user: user.clone(),
+                session: SessionId::parse(format!("0dr15rrnhkz0jnvz6o8sxo01hoond{i:02}{s}"))
+                    .expect("session"),
+                at: Timestamp::from_secs(1_700_000_000 + i * 10 + s),
+                action: UserAction::Publish,
+                role: None,
+            }));
+        }
+    }
+    let decision = decide(&state, &DecisionConfig::default());
+    state.set_applied(decision.target.clone());
+    let mut room = StoredRoom::new(key().channel);
+    room.state = state;
+    room.lease = Some(Lease {
+        owner: "c0ffee00-1111-2222-3333-444455556666".into(),
+        until_ms: 1_700_000_060_000,
+    });
+    for i in 0..ShellConfig::default().dedupe_cap {
+        room.seen.insert(format!("{i:08x}-83d3-44af-a94f-4e0ad82fd6cf"), 0, 1_700_003_600, 128);
+    }
+    store.save(&key(), &room, Version::NONE).await.expect("save");
+    let loaded = store.load(&key()).await.expect("load").expect("exists");
+    assert_eq!(loaded.state, room.state);
+    assert_eq!(loaded.lease, room.lease);
+    assert_eq!(loaded.seen, room.seen);
+    assert_eq!(loaded.version, Version::new(1));
+
+    // DynamoDB item size: attribute names + values (UTF-8 bytes; numbers ~ digits).
+    let raw = store
+        .client()
+        .get_item()
+        .table_name(store.table())
+        .key("pk", AttributeValue::S(DynamoStore::partition_key(&key())))
+        .send()
+        .await
+        .expect("get");
+    let item = raw.item().expect("item");
+    let size: usize = item
+        .iter()
+        .map(|(k, v)| {
+            k.len()
+                + match v {
+                    AttributeValue::S(s) | AttributeValue::N(s) => s.len(),
+                    _ => 0,
+                }
+        })
+        .sum();
+    let state_only = item.get("state").and_then(|v| v.as_s().ok()).map_or(0, String::len);
+    eprintln!(
+        "16-member room item: {size} bytes ({} WCU per write); state alone {state_only} bytes",
+        size.div_ceil(1024)
+    );
+    assert!(size < 400 * 1024, "DynamoDB's item limit");
+}
+
+#[tokio::test]
+async fn ttl_is_enabled_and_set_on_every_item() {
+    let (store, _) = fresh_store("ttl").await;
+    let ttl = store
+        .client()
+        .describe_time_to_live()
+        .table_name(store.table())
+        .send()
+        .await
+        .expect("describe ttl");
+    let desc = ttl.time_to_live_description().expect("ttl description");
+    assert_eq!(desc.attribute_name(), Some("expires_at"));
+    store
+        .save(&key(), &StoredRoom::new(key().channel), Version::NONE)
+        .await
+        .expect("save");
+    let raw = store
+        .client()
+        .get_item()
+        .table_name(store.table())
+        .key("pk", AttributeValue::S(DynamoStore::partition_key(&key())))
+        .send()
+        .await
+        .expect("get");
+    let expires: u64 = raw
+        .item()
+        .and_then(|i| i.get("expires_at"))
+        .and_then(|v| v.as_n().ok())
+        .and_then(|n| n.parse().ok())
+        .expect("expires_at set");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    assert!(expires > now + 7 * 24 * 3600, "room TTL is weeks ahead: {expires}");
+}
+
+#[tokio::test]
+async fn a_corrupt_item_is_a_loud_error_naming_the_room() {
+    let (store, _) = fresh_store("corrupt").await;
+    store
+        .client()
+        .put_item()
+        .table_name(store.table())
+        .item("pk", AttributeValue::S(DynamoStore::partition_key(&key())))
+        .item("version", AttributeValue::N("4".into()))
+        .item("state", AttributeValue::S("{\"channel\":\"room-1\"".into()))
+        .send()
+        .await
+        .expect("put raw");
+    let err = store.load(&key()).await.expect_err("corrupt");
+    assert!(matches!(&err, StoreError::Corrupt { room, .. } if room == "app/room-1"), "{err:?}");
+    assert!(!err.is_retryable());
+}
+
+#[tokio::test]
+async fn an_unreachable_dynamodb_is_a_retryable_error() {
+    // A loopback port nobody listens on: connection refused, like a network failure.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(format!("http://127.0.0.1:{port}"))
+        .load()
+        .await;
+    let conf = aws_sdk_dynamodb::config::Builder::from(&sdk)
+        .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
+        .build();
+    let store = DynamoStore::new(aws_sdk_dynamodb::Client::from_conf(conf), "nowhere");
+    let err = store.load(&key()).await.expect_err("unreachable");
+    assert!(matches!(err, StoreError::Unavailable { .. }) && err.is_retryable(), "{err:?}");
+}
+
+/// The budget: a state-changing event without contention costs ≤ 3 DynamoDB requests and
+/// exactly one MPU call; a duplicate ≤ 1 request and no call.
+#[tokio::test]
+async fn request_budget_against_dynamodb() {
+    let (store, counter) = fresh_store("budget").await;
+    let mpu = Arc::new(RecordingMpu::instant());
+    let shell = Shell {
+        store,
+        mpu: mpu.clone(),
+        clock: ManualClock::at_ms(1_000_000),
+        decision: DecisionConfig::default(),
+        config: ShellConfig::default(),
+    };
+    let steps = [
+        ev("host", 10, UserAction::Publish),
+        ev("guest", 20, UserAction::Publish),
+        ev("guest", 30, UserAction::Leave),
+        ev("host", 40, UserAction::Leave),
+    ];
+    for (i, e) in steps.iter().enumerate() {
+        let msg = format!("msg-{i}");
+        let before = (counter.get(), mpu.calls().len());
+        let out = shell
+            .handle(&key(), Some(&msg), std::slice::from_ref(e), "inv")
+            .await
+            .expect("handled");
+        assert!(matches!(out, Handled::Converged { calls: 1, .. }), "{out:?}");
+        let requests = counter.get() - before.0;
+        eprintln!("event {i}: {requests} DynamoDB requests, 1 MPU call");
+        assert!(requests <= 3, "event {i}: {requests} requests");
+        assert_eq!(mpu.calls().len() - before.1, 1);
+
+        let before = (counter.get(), mpu.calls().len());
+        let out = shell
+            .handle(&key(), Some(&msg), std::slice::from_ref(e), "inv-dup")
+            .await
+            .expect("handled");
+        assert_eq!(out, Handled::Duplicate);
+        assert!(counter.get() - before.0 <= 1);
+        assert_eq!(mpu.calls().len(), before.1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thirty_two_concurrent_handlers_converge_on_dynamodb() {
+    let (store, counter) = fresh_store("concurrency").await;
+    let store = Arc::new(store);
+    let seeds = 12;
+    for seed in 0..seeds {
+        // Each seed plays in a fresh room: clear the item between runs.
+        store
+            .client()
+            .delete_item()
+            .table_name(store.table())
+            .key("pk", AttributeValue::S(DynamoStore::partition_key(&key())))
+            .send()
+            .await
+            .expect("reset room");
+        run_concurrent(store.clone(), 1000 + seed, 32, Duration::from_millis(2)).await;
+    }
+    eprintln!("{seeds} seeds x 32 handlers: {} DynamoDB requests", counter.get());
+}
