@@ -1,1 +1,35 @@
-fn main() {}
+//! `costream`: the operator and developer command line.
+//!
+//! `main` only parses arguments and dispatches; each subcommand lives in `commands/` with its own
+//! `--help` text. Secrets are read from environment variables named on the command line (never
+//! from arguments, which end up in shell history and `ps`).
+
+mod commands;
+
+use clap::{Parser, Subcommand};
+
+/// costream: ARTC co-streaming app server tools.
+///
+/// Debugging helpers for the Alibaba Cloud APIs costream calls: sign an OpenAPI request by hand,
+/// produce signed ingest/playback URLs, issue ARTC join tokens.
+#[derive(Debug, Parser)]
+#[command(name = "costream", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Sign(commands::sign::SignArgs),
+    Url(commands::url::UrlArgs),
+    Token(commands::token::TokenArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Sign(args) => commands::sign::run(&args),
+        Command::Url(args) => commands::url::run(&args),
+        Command::Token(args) => commands::token::run(&args),
+    }
+}
