@@ -6,8 +6,7 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::AttributeValue;
 use shared::app::{Handled, Shell, ShellConfig};
 use shared::domain::{
-    decide, DecisionConfig, RoomState, SessionId, Timestamp, UserAction, UserEvent, UserId,
-    Version,
+    decide, DecisionConfig, RoomState, SessionId, Timestamp, UserAction, UserEvent, UserId, Version,
 };
 use shared::ports::StateStore;
 use shared::store::dynamo::DynamoStore;
@@ -21,16 +20,33 @@ use crate::helpers::fresh_store;
 async fn conditional_writes_conflict_with_a_typed_error() {
     let (store, _) = fresh_store("conflict").await;
     let room = StoredRoom::new(key().channel);
-    store.save(&key(), &room, Version::NONE).await.expect("create");
+    store
+        .save(&key(), &room, Version::NONE)
+        .await
+        .expect("create");
     let again = store.save(&key(), &room, Version::NONE).await;
-    assert!(matches!(again, Err(StoreError::VersionConflict { .. })), "{again:?}");
+    assert!(
+        matches!(again, Err(StoreError::VersionConflict { .. })),
+        "{again:?}"
+    );
     let loaded = store.load(&key()).await.expect("load").expect("exists");
     assert_eq!(loaded.version, Version::new(1));
-    store.save(&key(), &loaded, Version::new(1)).await.expect("v1 -> v2");
+    store
+        .save(&key(), &loaded, Version::new(1))
+        .await
+        .expect("v1 -> v2");
     let stale = store.save(&key(), &loaded, Version::new(1)).await;
-    assert!(matches!(stale, Err(StoreError::VersionConflict { .. })), "{stale:?}");
+    assert!(
+        matches!(stale, Err(StoreError::VersionConflict { .. })),
+        "{stale:?}"
+    );
     assert_eq!(
-        store.load(&key()).await.expect("load").expect("exists").version,
+        store
+            .load(&key())
+            .await
+            .expect("load")
+            .expect("exists")
+            .version,
         Version::new(2)
     );
 }
@@ -63,9 +79,17 @@ async fn a_sixteen_member_room_round_trips() {
         until_ms: 1_700_000_060_000,
     });
     for i in 0..ShellConfig::default().dedupe_cap {
-        room.seen.insert(format!("{i:08x}-83d3-44af-a94f-4e0ad82fd6cf"), 0, 1_700_003_600, 128);
+        room.seen.insert(
+            format!("{i:08x}-83d3-44af-a94f-4e0ad82fd6cf"),
+            0,
+            1_700_003_600,
+            128,
+        );
     }
-    store.save(&key(), &room, Version::NONE).await.expect("save");
+    store
+        .save(&key(), &room, Version::NONE)
+        .await
+        .expect("save");
     let loaded = store.load(&key()).await.expect("load").expect("exists");
     assert_eq!(loaded.state, room.state);
     assert_eq!(loaded.lease, room.lease);
@@ -92,7 +116,10 @@ async fn a_sixteen_member_room_round_trips() {
                 }
         })
         .sum();
-    let state_only = item.get("state").and_then(|v| v.as_s().ok()).map_or(0, String::len);
+    let state_only = item
+        .get("state")
+        .and_then(|v| v.as_s().ok())
+        .map_or(0, String::len);
     eprintln!(
         "16-member room item: {size} bytes ({} WCU per write); state alone {state_only} bytes",
         size.div_ceil(1024)
@@ -134,7 +161,10 @@ async fn ttl_is_enabled_and_set_on_every_item() {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
         .as_secs();
-    assert!(expires > now + 7 * 24 * 3600, "room TTL is weeks ahead: {expires}");
+    assert!(
+        expires > now + 7 * 24 * 3600,
+        "room TTL is weeks ahead: {expires}"
+    );
 }
 
 #[tokio::test]
@@ -151,7 +181,10 @@ async fn a_corrupt_item_is_a_loud_error_naming_the_room() {
         .await
         .expect("put raw");
     let err = store.load(&key()).await.expect_err("corrupt");
-    assert!(matches!(&err, StoreError::Corrupt { room, .. } if room == "app/room-1"), "{err:?}");
+    assert!(
+        matches!(&err, StoreError::Corrupt { room, .. } if room == "app/room-1"),
+        "{err:?}"
+    );
     assert!(!err.is_retryable());
 }
 
@@ -171,7 +204,10 @@ async fn an_unreachable_dynamodb_is_a_retryable_error() {
         .build();
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::from_conf(conf), "nowhere");
     let err = store.load(&key()).await.expect_err("unreachable");
-    assert!(matches!(err, StoreError::Unavailable { .. }) && err.is_retryable(), "{err:?}");
+    assert!(
+        matches!(err, StoreError::Unavailable { .. }) && err.is_retryable(),
+        "{err:?}"
+    );
 }
 
 /// The budget: a state-changing event without contention costs ≤ 3 DynamoDB requests and
@@ -200,7 +236,10 @@ async fn request_budget_against_dynamodb() {
             .handle(&key(), Some(&msg), std::slice::from_ref(e), "inv")
             .await
             .expect("handled");
-        assert!(matches!(out, Handled::Converged { calls: 1, .. }), "{out:?}");
+        assert!(
+            matches!(out, Handled::Converged { calls: 1, .. }),
+            "{out:?}"
+        );
         let requests = counter.get() - before.0;
         eprintln!("event {i}: {requests} DynamoDB requests, 1 MPU call");
         assert!(requests <= 3, "event {i}: {requests} requests");
@@ -234,5 +273,8 @@ async fn thirty_two_concurrent_handlers_converge_on_dynamodb() {
             .expect("reset room");
         run_concurrent(store.clone(), 1000 + seed, 32, Duration::from_millis(2)).await;
     }
-    eprintln!("{seeds} seeds x 32 handlers: {} DynamoDB requests", counter.get());
+    eprintln!(
+        "{seeds} seeds x 32 handlers: {} DynamoDB requests",
+        counter.get()
+    );
 }

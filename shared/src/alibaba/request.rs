@@ -37,6 +37,13 @@ pub enum RequestError {
         #[source]
         source: serde_json::Error,
     },
+    /// The ingest URL could not be signed (a malformed push domain or app name).
+    #[error("cannot build the StreamURL of {action}")]
+    StreamUrl {
+        action: &'static str,
+        #[source]
+        source: super::urls::UrlSignError,
+    },
 }
 
 /// A normalised layout coordinate or size in `[0, 1]` (fraction of the output canvas).

@@ -145,7 +145,9 @@ impl MpuError {
             | MpuError::Transport { action, .. }
             | MpuError::Timeout { action, .. }
             | MpuError::MalformedResponse { action, .. } => action,
-            MpuError::Request(RequestError::Json { action, .. }) => action,
+            MpuError::Request(
+                RequestError::Json { action, .. } | RequestError::StreamUrl { action, .. },
+            ) => action,
         }
     }
 

@@ -1,0 +1,484 @@
+//! The MPU port's real adapter: the core's [`Command`]s as Live API requests, with Alibaba's
+//! idempotency rules applied (Start of an existing task → Update it to the target; Stop of a
+//! missing task → done; Update of a missing task → [`MpuDone::TaskMissing`]), and the stream
+//! naming rule that maps a CDN stream back to its room without a lookup table.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::alibaba::request::{
+    Background, EncodeParams, Fraction, Mix, MixLayout, MpuRegion, PaneUserInfo,
+    RenderMode as WireRenderMode, RequestError, SingleSubParams, StartLiveMpuTask, StopLiveMpuTask,
+    StreamOutput, TranscodeParams, UpdateLiveMpuTask, UserInfo, UserPane, VideoCodec as WireCodec,
+};
+use crate::alibaba::urls::StreamLocation;
+use crate::alibaba::{LiveApi, LiveRequest, MpuError, Outcome};
+use crate::domain::Version;
+use crate::domain::{
+    AppId, ChannelId, Command, DecisionConfig, Frac, Layout, RenderMode, Shape, VideoCodec,
+};
+use crate::ports::{Clock, MpuDone, MpuPort, RoomKey};
+
+/// The suffix that turns a channel id into its CDN stream name.
+pub const STREAM_SUFFIX: &str = "_main";
+
+/// The CDN stream name of a room: `<ChannelId>_main`. One stream per room, so viewers' URLs stay
+/// the same across MixMode switches, and [`channel_of_stream`] maps it back without a lookup.
+pub fn stream_name(channel: &ChannelId) -> String {
+    format!("{channel}{STREAM_SUFFIX}")
+}
+
+/// The room of a CDN stream name (the inverse of [`stream_name`]), or `None` if the name is not
+/// one of ours.
+pub fn channel_of_stream(stream: &str) -> Option<ChannelId> {
+    let channel = stream.strip_suffix(STREAM_SUFFIX)?;
+    ChannelId::parse(channel).ok()
+}
+
+/// Where the mixed stream goes: the ingest domain, app name and URL-signing key.
+#[derive(Clone)]
+pub struct IngestSettings {
+    pub push_domain: String,
+    pub app_name: String,
+    /// Type-A auth key of the ingest domain (`None` if URL signing is off there).
+    pub push_auth_key: Option<SecretString>,
+    /// How far ahead the signed StreamURL's timestamp is set. The MPU service reconnects with the
+    /// same URL for the task's life, so this is long.
+    pub url_validity: Duration,
+}
+
+impl std::fmt::Debug for IngestSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IngestSettings")
+            .field("push_domain", &self.push_domain)
+            .field("app_name", &self.app_name)
+            .field(
+                "push_auth_key",
+                &self.push_auth_key.as_ref().map(|_| "[REDACTED]"),
+            )
+            .field("url_validity", &self.url_validity)
+            .finish()
+    }
+}
+
+impl IngestSettings {
+    /// The StreamURL of a room, signed when a key is configured.
+    pub fn stream_url(&self, channel: &ChannelId, now_secs: u64) -> Result<String, MpuError> {
+        let stream = stream_name(channel);
+        let loc = StreamLocation {
+            domain: &self.push_domain,
+            app_name: &self.app_name,
+            stream_name: &stream,
+        };
+        match &self.push_auth_key {
+            None => Ok(loc.ingest_url()),
+            Some(key) => loc
+                .signed_ingest_url(key.expose_secret(), now_secs + self.url_validity.as_secs())
+                .map_err(|source| {
+                    MpuError::Request(RequestError::StreamUrl {
+                        action: "StartLiveMPUTask",
+                        source,
+                    })
+                }),
+        }
+    }
+}
+
+/// Everything the adapter needs besides the client.
+#[derive(Debug, Clone)]
+pub struct MpuSettings {
+    pub app_id: AppId,
+    pub ingest: IngestSettings,
+    pub decision: DecisionConfig,
+    pub region: Option<MpuRegion>,
+    /// A Start rejected because its StreamURL is still held (Alibaba forbids reusing it within
+    /// 10 s of a Stop) is retried for up to this long.
+    pub stream_url_wait: Duration,
+}
+
+/// The Live API behind the [`MpuPort`].
+#[derive(Debug, Clone)]
+pub struct AlibabaMpu<L, C> {
+    api: L,
+    clock: C,
+    settings: Arc<MpuSettings>,
+}
+
+impl<L: LiveApi + Send + Sync, C: Clock> AlibabaMpu<L, C> {
+    pub fn new(api: L, clock: C, settings: MpuSettings) -> Self {
+        AlibabaMpu {
+            api,
+            clock,
+            settings: Arc::new(settings),
+        }
+    }
+
+    pub fn api(&self) -> &L {
+        &self.api
+    }
+
+    pub fn settings(&self) -> &MpuSettings {
+        &self.settings
+    }
+
+    /// The Start request for a room's task.
+    pub fn start_request(
+        &self,
+        room: &RoomKey,
+        task: &str,
+        shape: &Shape,
+    ) -> Result<LiveRequest, MpuError> {
+        let now = self.clock.now_ms() / 1000;
+        Ok(LiveRequest::Start(StartLiveMpuTask {
+            app_id: self.settings.app_id.to_string(),
+            channel_id: room.channel.to_string(),
+            task_id: task.to_owned(),
+            mix: mix(shape, &self.settings.decision),
+            output: StreamOutput::Url(self.settings.ingest.stream_url(&room.channel, now)?),
+            max_idle_time: self.settings.decision.max_idle_time,
+            region: self.settings.region,
+            sei: None,
+        }))
+    }
+
+    /// The Update request: always the complete target parameters.
+    pub fn update_request(
+        &self,
+        room: &RoomKey,
+        task: &str,
+        shape: &Shape,
+    ) -> Result<LiveRequest, MpuError> {
+        Ok(LiveRequest::Update(UpdateLiveMpuTask {
+            app_id: self.settings.app_id.to_string(),
+            channel_id: room.channel.to_string(),
+            task_id: task.to_owned(),
+            mix: mix(shape, &self.settings.decision),
+            output: None,
+            sei: None,
+        }))
+    }
+
+    async fn start(&self, room: &RoomKey, task: &str, shape: &Shape) -> Result<MpuDone, MpuError> {
+        let request = self.start_request(room, task, shape)?;
+        let mut waited = Duration::ZERO;
+        let reply = loop {
+            match self.api.call(&request).await {
+                Err(e) if stream_url_busy(&e) && waited < self.settings.stream_url_wait => {
+                    tracing::warn!(
+                        task_id = task,
+                        waited_ms = waited.as_millis() as u64,
+                        "stream URL still held after a stop; retrying"
+                    );
+                    let step = Duration::from_secs(1);
+                    tokio::time::sleep(step).await;
+                    waited += step;
+                }
+                other => break other?,
+            }
+        };
+        match reply.outcome {
+            Outcome::AlreadyExists => {
+                // A retried Start (or a task Alibaba has not cleared): make it match the target.
+                tracing::info!(
+                    task_id = task,
+                    "task already exists; updating it to the target"
+                );
+                self.update(room, task, shape).await
+            }
+            Outcome::Applied | Outcome::AlreadyStopped => Ok(MpuDone::Applied {
+                request_id: reply.request_id,
+            }),
+            Outcome::TaskNotFound { .. } => Ok(MpuDone::TaskMissing),
+        }
+    }
+
+    async fn update(&self, room: &RoomKey, task: &str, shape: &Shape) -> Result<MpuDone, MpuError> {
+        let reply = self
+            .api
+            .call(&self.update_request(room, task, shape)?)
+            .await?;
+        Ok(match reply.outcome {
+            Outcome::TaskNotFound { .. } => MpuDone::TaskMissing,
+            Outcome::Applied | Outcome::AlreadyExists | Outcome::AlreadyStopped => {
+                MpuDone::Applied {
+                    request_id: reply.request_id,
+                }
+            }
+        })
+    }
+
+    /// The Stop request.
+    pub fn stop_request(&self, task: &str) -> LiveRequest {
+        LiveRequest::Stop(StopLiveMpuTask {
+            app_id: self.settings.app_id.to_string(),
+            task_id: task.to_owned(),
+        })
+    }
+
+    async fn stop(&self, task: &str) -> Result<MpuDone, MpuError> {
+        let reply = self.api.call(&self.stop_request(task)).await?;
+        Ok(MpuDone::Applied {
+            request_id: reply.request_id,
+        })
+    }
+}
+
+/// Whether a Start failed because the StreamURL is still in use (another task, or within 10 s of
+/// a Stop). The exact code is undocumented, so the message is matched.
+fn stream_url_busy(e: &MpuError) -> bool {
+    match e {
+        MpuError::Rejected { message, .. } => {
+            let m = message.to_ascii_lowercase();
+            m.contains("streamurl") || m.contains("stream url")
+        }
+        _ => false,
+    }
+}
+
+impl<L: LiveApi + Send + Sync, C: Clock> MpuPort for AlibabaMpu<L, C> {
+    async fn execute(
+        &self,
+        room: &RoomKey,
+        command: &Command,
+        _version: Version,
+    ) -> Result<MpuDone, MpuError> {
+        match command {
+            Command::Start { task, shape } => self.start(room, task.as_str(), shape).await,
+            Command::Update { task, shape } => self.update(room, task.as_str(), shape).await,
+            Command::Stop { task } => self.stop(task.as_str()).await,
+        }
+    }
+}
+
+fn frac(f: Frac) -> Fraction {
+    // units/10000 prints as the shortest decimal ("0.5", "0.3333"), like the SDK's callers.
+    Fraction::new(f.as_f64()).expect("a Frac is within [0, 1] by construction")
+}
+
+fn render(mode: RenderMode) -> WireRenderMode {
+    match mode {
+        RenderMode::Fit => WireRenderMode::Fit,
+        RenderMode::Crop => WireRenderMode::Crop,
+    }
+}
+
+/// The MixMode and its parameters for a task shape.
+pub fn mix(shape: &Shape, cfg: &DecisionConfig) -> Mix {
+    match shape {
+        Shape::Single { user } => Mix::Single(SingleSubParams::camera(user.as_str())),
+        Shape::Mixed { layout } => Mix::Transcode(transcode(layout, cfg)),
+    }
+}
+
+fn transcode(layout: &Layout, cfg: &DecisionConfig) -> TranscodeParams {
+    let enc = cfg.encode;
+    let user_panes = layout
+        .panes
+        .iter()
+        .map(|p| UserPane {
+            background_image_url: p.placeholder.as_ref().map(|u| u.as_str().to_owned()),
+            height: frac(p.height),
+            render_mode: Some(render(p.render_mode)),
+            user_info: Some(PaneUserInfo::camera(p.user.as_str())),
+            width: frac(p.width),
+            x: frac(p.x),
+            y: frac(p.y),
+            z_order: u32::from(p.z_order),
+        })
+        .collect();
+    TranscodeParams {
+        background: cfg.background_image.as_ref().map(|u| Background {
+            render_mode: Some(WireRenderMode::Crop),
+            url: u.as_str().to_owned(),
+        }),
+        encode_params: EncodeParams {
+            audio_bitrate: Some(enc.audio_bitrate_kbps),
+            audio_channels: Some(enc.audio_channels),
+            audio_only: Some(false),
+            audio_sample_rate: Some(enc.audio_sample_rate),
+            enhanced_param: None,
+            video_bitrate: Some(enc.bitrate_kbps),
+            video_codec: Some(match enc.codec {
+                VideoCodec::H264 => WireCodec::H264,
+                VideoCodec::H265 => WireCodec::H265,
+            }),
+            video_framerate: Some(enc.fps),
+            video_gop: Some(enc.gop),
+            video_height: Some(layout.canvas.height()),
+            video_width: Some(layout.canvas.width()),
+        },
+        layout: Some(MixLayout { user_panes }),
+        user_infos: layout
+            .panes
+            .iter()
+            .map(|p| UserInfo::camera(p.user.as_str()))
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::alibaba::request::{sign_request, CommonParams};
+    use crate::alibaba::Reply;
+    use crate::domain::{
+        layout, Canvas, EncodeSettings, ImageUrl, LayoutSpec, LayoutStyle, TaskId, UserId,
+    };
+    use crate::testing::ManualClock;
+
+    /// A LiveApi that must not be called (these tests only build requests).
+    struct NoApi;
+    impl LiveApi for NoApi {
+        async fn call(&self, _request: &LiveRequest) -> Result<Reply, MpuError> {
+            unreachable!("request-building tests make no calls")
+        }
+    }
+
+    fn vectors() -> serde_json::Value {
+        let text = std::fs::read_to_string(crate::alibaba::vector_path("mpu_requests.json"))
+            .expect("read ../shared/vectors/mpu_requests.json");
+        serde_json::from_str(&text).expect("vector json")
+    }
+
+    /// The inputs of the captured flow, expressed as costream configuration.
+    fn adapter(
+        max_idle_time: Option<u32>,
+        region: Option<MpuRegion>,
+    ) -> AlibabaMpu<NoApi, ManualClock> {
+        let decision = DecisionConfig {
+            canvas: Canvas::LANDSCAPE_720P,
+            background_image: Some(
+                ImageUrl::parse("https://static.example.com/bg-1280x720-0x1E1E1E.png")
+                    .expect("url"),
+            ),
+            pane_placeholder: Some(
+                ImageUrl::parse("https://static.example.com/pane-bg.png").expect("url"),
+            ),
+            max_idle_time,
+            encode: EncodeSettings {
+                fps: 25,
+                bitrate_kbps: 1500,
+                ..EncodeSettings::default()
+            },
+            ..DecisionConfig::default()
+        };
+        AlibabaMpu::new(
+            NoApi,
+            ManualClock::at_ms(1_704_164_645_000),
+            MpuSettings {
+                app_id: AppId::parse("9qb1abcd").expect("app"),
+                ingest: IngestSettings {
+                    push_domain: "push.example.com".into(),
+                    app_name: "live".into(),
+                    push_auth_key: Some(SecretString::from("ingestkey")),
+                    url_validity: Duration::ZERO,
+                },
+                decision,
+                region,
+                stream_url_wait: Duration::ZERO,
+            },
+        )
+    }
+
+    fn room() -> RoomKey {
+        RoomKey {
+            app: AppId::parse("9qb1abcd").expect("app"),
+            channel: ChannelId::parse("room-1001").expect("channel"),
+        }
+    }
+
+    fn two_panes(a: &AlibabaMpu<NoApi, ManualClock>) -> Shape {
+        let cfg = &a.settings().decision;
+        let spec = LayoutSpec {
+            canvas: cfg.canvas,
+            style: LayoutStyle::Grid,
+            render_mode: cfg.render_mode,
+            placeholder: cfg.pane_placeholder.as_ref(),
+        };
+        let users = [
+            UserId::parse("host_u1").expect("user"),
+            UserId::parse("guest_u2").expect("user"),
+        ];
+        Shape::Mixed {
+            layout: layout(&spec, &users),
+        }
+    }
+
+    fn single() -> Shape {
+        Shape::Single {
+            user: UserId::parse("host_u1").expect("user"),
+        }
+    }
+
+    /// Signs `request` with the capture's fixed inputs and compares the whole parameter map.
+    fn assert_matches_capture(request: &LiveRequest, capture: &serde_json::Value) {
+        let fixed = &vectors()["fixed"];
+        let timestamp = time::OffsetDateTime::parse(
+            fixed["Timestamp"].as_str().expect("ts"),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .expect("timestamp");
+        let common = CommonParams {
+            access_key_id: fixed["AccessKeyId"].as_str().expect("id"),
+            timestamp,
+            signature_nonce: fixed["SignatureNonce"].as_str().expect("nonce"),
+            security_token: None,
+            format: "json",
+        };
+        let signed = sign_request(
+            request,
+            &common,
+            fixed["AccessKeySecret"].as_str().expect("secret"),
+        )
+        .expect("sign");
+        let want: BTreeMap<String, String> =
+            serde_json::from_value(capture["query_params"].clone()).expect("params");
+        assert_eq!(signed.params, want);
+    }
+
+    #[test]
+    fn the_seed_flow_from_core_commands_matches_the_official_sdk_byte_for_byte() {
+        let v = vectors();
+        let flow = &v["flow"];
+        let a = adapter(None, None);
+        let task = TaskId::parse("room-1001_main").expect("task");
+        let task = task.as_str();
+        let start = a.start_request(&room(), task, &single()).expect("start");
+        assert_matches_capture(&start, &flow["a_start_mixmode0_single_stream"]);
+        let update = a
+            .update_request(&room(), task, &two_panes(&a))
+            .expect("update");
+        assert_matches_capture(&update, &flow["b_update_mixmode1_two_panes"]);
+        let back = a.update_request(&room(), task, &single()).expect("update");
+        assert_matches_capture(&back, &flow["c_update_back_to_mixmode0"]);
+        assert_matches_capture(&a.stop_request(task), &flow["d_stop"]);
+    }
+
+    #[test]
+    fn start_in_mixing_mode_with_idle_time_and_region_matches() {
+        let a = adapter(
+            Some(120),
+            Some("CN-Shanghai".parse::<MpuRegion>().expect("region")),
+        );
+        let start = a
+            .start_request(&room(), "room-1001_main", &two_panes(&a))
+            .expect("start");
+        assert_matches_capture(
+            &start,
+            &vectors()["other_operations"]["start_mixmode1_with_maxidletime_region"],
+        );
+    }
+
+    #[test]
+    fn stream_names_map_back_to_their_room() {
+        let ch = ChannelId::parse("room_main-7").expect("channel");
+        assert_eq!(stream_name(&ch), "room_main-7_main");
+        assert_eq!(channel_of_stream(&stream_name(&ch)), Some(ch));
+        assert_eq!(channel_of_stream("other-stream"), None);
+        assert_eq!(channel_of_stream("bad id_main"), None);
+    }
+}
