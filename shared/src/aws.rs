@@ -44,3 +44,36 @@ pub async fn load_sdk_config(timeouts: AwsTimeouts) -> SdkConfig {
 pub fn dynamodb_client(sdk: &SdkConfig) -> aws_sdk_dynamodb::Client {
     aws_sdk_dynamodb::Client::new(sdk)
 }
+
+/// Why the configuration secret could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("cannot read the secret named by COSTREAM_SECRET_ARN")]
+    Fetch(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("the secret named by COSTREAM_SECRET_ARN is not a JSON object of strings")]
+    Format(#[source] serde_json::Error),
+    #[error("the secret named by COSTREAM_SECRET_ARN has no SecretString")]
+    Empty,
+}
+
+/// The variable lookup of a Lambda function: the environment first, then — if
+/// `COSTREAM_SECRET_ARN` is set — the keys of that Secrets Manager secret (a JSON object such as
+/// `{"ALIBABA_CLOUD_ACCESS_KEY_SECRET": "...", "COSTREAM_PUSH_AUTH_KEY": "..."}`), read once at
+/// init. Secrets thus never sit in plain environment values.
+pub async fn secret_lookup(
+    sdk: &SdkConfig,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<impl Fn(&str) -> Option<String>, SecretError> {
+    let mut secrets = std::collections::HashMap::<String, String>::new();
+    if let Some(arn) = env("COSTREAM_SECRET_ARN").filter(|a| !a.is_empty()) {
+        let out = aws_sdk_secretsmanager::Client::new(sdk)
+            .get_secret_value()
+            .secret_id(arn)
+            .send()
+            .await
+            .map_err(|e| SecretError::Fetch(Box::new(e)))?;
+        let text = out.secret_string().ok_or(SecretError::Empty)?;
+        secrets = serde_json::from_str(text).map_err(SecretError::Format)?;
+    }
+    Ok(move |var: &str| env(var).or_else(|| secrets.get(var).cloned()))
+}

@@ -1,17 +1,27 @@
-//! Lambda entry point. The real handler arrives with the functions issue; until then the function
-//! starts the runtime and rejects every event as not yet handled, so a deployment can't silently
-//! swallow callbacks.
+//! `cdn-ingest`: Alibaba CDN ingest callbacks (`GET /cdn/ingest?action=publish|publish_done&...`)
+//! through the HTTP API. Verifies `ALI-LIVE-SIGNATURE` when a notify key is configured, records
+//! the room's CDN liveness (and tells the app's backend), re-starts the task when the CDN lost a
+//! stream the room still wants. Answers fast: Alibaba waits 5 s.
 
+use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
-use serde_json::Value;
+use shared::init::LambdaServices;
+use shared::lambda::{cdn_request, error_response, json_response};
 
-async fn handler(event: LambdaEvent<Value>) -> Result<Value, Error> {
-    let _ = event.payload;
-    Err("this function has no handler yet".into())
+async fn handler(
+    services: &LambdaServices,
+    event: LambdaEvent<ApiGatewayV2httpRequest>,
+) -> Result<ApiGatewayV2httpResponse, Error> {
+    let invocation = event.context.request_id.clone();
+    let request = cdn_request(&event.payload);
+    Ok(match services.cdn_ingest(&request, &invocation).await {
+        Ok(outcome) => json_response(200, &outcome),
+        Err(e) => error_response(&e),
+    })
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    lambda_runtime::tracing::init_default_subscriber();
-    lambda_runtime::run(service_fn(handler)).await
+    let services = shared::lambda::start().await?;
+    lambda_runtime::run(service_fn(|event| handler(&services, event))).await
 }

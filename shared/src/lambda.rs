@@ -1,0 +1,76 @@
+//! Lambda glue shared by the function crates (feature `lambda`): start-up, typed error
+//! diagnostics, and API Gateway (HTTP API, payload v2) conversions. No business logic.
+
+use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use aws_lambda_events::encodings::Body;
+use aws_lambda_events::http::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
+use lambda_runtime::Diagnostic;
+use serde::Serialize;
+
+use crate::handlers::{CdnRequest, HandlerError};
+use crate::init::{lambda_services, InitError, LambdaServices};
+
+/// Tracing (JSON when `AWS_LAMBDA_LOG_FORMAT=JSON`, as `template.yaml` sets) and the services.
+/// A configuration error ends the process at init with a message naming the variable.
+pub async fn start() -> Result<LambdaServices, InitError> {
+    lambda_runtime::tracing::init_default_subscriber();
+    lambda_services().await.inspect_err(|e| {
+        tracing::error!(error = %e, "cannot start");
+    })
+}
+
+/// The error of an EventBridge-triggered function: logged once here, reported as
+/// `Retryable` (the redelivery repairs the room) or `NonRetryable` (bad input: the event lands
+/// in the dead-letter queue for a human).
+pub fn diagnostic(e: &HandlerError) -> Diagnostic {
+    let error_type = if e.is_retryable() {
+        "Retryable"
+    } else {
+        "NonRetryable"
+    };
+    tracing::error!(error_type, error_kind = e.kind(), error = %e, cause = ?e, "event not handled");
+    Diagnostic {
+        error_type: error_type.to_owned(),
+        error_message: e.to_string(),
+    }
+}
+
+/// A JSON response.
+pub fn json_response(status: u16, body: &impl Serialize) -> ApiGatewayV2httpResponse {
+    let mut headers = HeaderMap::new();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let mut r = ApiGatewayV2httpResponse::default();
+    r.status_code = i64::from(status);
+    r.headers = headers;
+    r.body = Some(Body::Text(
+        serde_json::to_string(body).unwrap_or_else(|_| "{}".to_owned()),
+    ));
+    r
+}
+
+/// The response for a failed HTTP request: its status and reason, logged once here.
+pub fn error_response(e: &HandlerError) -> ApiGatewayV2httpResponse {
+    if e.status() >= 500 {
+        tracing::error!(error_kind = e.kind(), error = %e, cause = ?e, "request failed");
+    } else {
+        tracing::warn!(error_kind = e.kind(), error = %e, "request rejected");
+    }
+    json_response(
+        e.status(),
+        &serde_json::json!({ "error": e.kind(), "reason": e.to_string() }),
+    )
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The parts of a CDN ingest request.
+pub fn cdn_request(ev: &ApiGatewayV2httpRequest) -> CdnRequest<'_> {
+    CdnRequest {
+        query: ev.query_string_parameters.iter().collect(),
+        host: header(&ev.headers, "host").or(ev.request_context.domain_name.as_deref()),
+        ali_timestamp: header(&ev.headers, "ali-live-timestamp"),
+        ali_signature: header(&ev.headers, "ali-live-signature"),
+    }
+}
