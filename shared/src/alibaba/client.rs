@@ -27,7 +27,7 @@ use super::credentials::Credentials;
 use super::request::{
     sign_request, CommonParams, LiveRequest, SignedRequest, DEFAULT_FORMAT, LIVE_API_VERSION,
 };
-use super::response::{idempotent_outcome, interpret, parse_retry_after, MpuError, Reply};
+use super::response::{conclude, interpret, parse_retry_after, MpuError, Reply};
 use super::sign::Method;
 use super::LiveApi;
 
@@ -262,30 +262,24 @@ impl LiveClient {
             let remaining = deadline.saturating_duration_since(Instant::now());
             let budget = remaining.min(self.config.attempt_timeout);
             let AttemptError { error, nonce } = match self.attempt(request, budget).await {
-                Ok(success) => {
-                    return Ok(Reply {
-                        outcome: super::Outcome::Applied,
-                        request_id: Some(success.request_id),
-                        body: success.body,
-                    })
-                }
+                Ok(success) => return conclude(request, Ok(success)),
                 Err(e) => e,
             };
-            if let Some(outcome) = idempotent_outcome(request, &error) {
-                tracing::info!(
-                    action,
-                    attempt,
-                    mpu_request_id = error.request_id(),
-                    code = error.code(),
-                    outcome = %outcome,
-                    "alibaba call answered idempotently"
-                );
-                return Ok(Reply {
-                    outcome,
-                    request_id: error.request_id().map(str::to_owned),
-                    body: serde_json::Value::Null,
-                });
-            }
+            let code = error.code().map(str::to_owned);
+            let error = match conclude(request, Err(error)) {
+                Ok(reply) => {
+                    tracing::info!(
+                        action,
+                        attempt,
+                        mpu_request_id = reply.request_id.as_deref(),
+                        code = code.as_deref(),
+                        outcome = %reply.outcome,
+                        "alibaba call answered idempotently"
+                    );
+                    return Ok(reply);
+                }
+                Err(error) => error,
+            };
             let retryable = error.is_retryable();
             tracing::warn!(
                 action,

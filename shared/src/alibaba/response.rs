@@ -359,8 +359,49 @@ pub fn idempotent_outcome(request: &LiveRequest, error: &MpuError) -> Option<Out
         LiveRequest::ListTasks(_)
         | LiveRequest::CreateEventSub(_)
         | LiveRequest::DeleteEventSub(_)
-        | LiveRequest::ListEventSub(_) => None,
+        | LiveRequest::ListEventSub(_)
+        | LiveRequest::SetNotifyUrl(_) => None,
     }
+}
+
+/// What the caller makes of one interpreted answer: a success is [`Outcome::Applied`]; an error
+/// that means the request's goal already holds is its idempotent [`Outcome`] (see
+/// [`idempotent_outcome`]); any other error stays an error.
+///
+/// The one place where an answer becomes a [`Reply`], shared by [`LiveClient`](super::LiveClient)
+/// (per attempt) and the in-process simulator (`crate::sim`), so both classify alike.
+pub fn conclude(
+    request: &LiveRequest,
+    answer: Result<Success, MpuError>,
+) -> Result<Reply, MpuError> {
+    match answer {
+        Ok(success) => Ok(Reply {
+            outcome: Outcome::Applied,
+            request_id: Some(success.request_id),
+            body: success.body,
+        }),
+        Err(error) => match idempotent_outcome(request, &error) {
+            Some(outcome) => Ok(Reply {
+                outcome,
+                request_id: error.request_id().map(str::to_owned),
+                body: serde_json::Value::Null,
+            }),
+            None => Err(error),
+        },
+    }
+}
+
+/// Reads one complete HTTP answer to `request`: [`interpret`], then [`conclude`].
+pub fn read_answer(
+    request: &LiveRequest,
+    http_status: u16,
+    retry_after: Option<Duration>,
+    body: &[u8],
+) -> Result<Reply, MpuError> {
+    conclude(
+        request,
+        interpret(request.action(), http_status, retry_after, body),
+    )
 }
 
 impl fmt::Display for Outcome {
@@ -662,6 +703,25 @@ mod tests {
                 "{code}: {message}"
             );
         }
+    }
+
+    #[test]
+    fn read_answer_concludes_success_idempotent_outcomes_and_errors() {
+        let ok =
+            read_answer(&stop(), 200, None, br#"{"RequestId":"R1","Extra":1}"#).expect("success");
+        assert_eq!(ok.outcome, Outcome::Applied);
+        assert_eq!(ok.request_id.as_deref(), Some("R1"));
+        assert_eq!(ok.body["Extra"], 1);
+
+        let exists =
+            br#"{"RequestId":"R2","Code":"InvalidParam","Message":"The task already exists."}"#;
+        let reply = read_answer(&start(), 400, None, exists).expect("idempotent");
+        assert_eq!(reply.outcome, Outcome::AlreadyExists);
+        assert_eq!(reply.request_id.as_deref(), Some("R2"));
+        assert_eq!(reply.body, serde_json::Value::Null);
+        let err = read_answer(&update(), 400, None, exists).expect_err("not for Update");
+        assert_eq!(err.code(), Some("InvalidParam"));
+        assert_eq!(err.action(), "UpdateLiveMPUTask");
     }
 
     #[test]
