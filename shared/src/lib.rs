@@ -11,6 +11,7 @@ pub mod init;
 pub mod lambda;
 pub mod mpu;
 pub mod ports;
+pub mod sim;
 pub mod store;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
