@@ -5,6 +5,7 @@
 //! from arguments, which end up in shell history and `ps`).
 
 mod commands;
+mod local;
 
 use clap::{Parser, Subcommand};
 
@@ -21,6 +22,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    Serve(commands::serve::ServeArgs),
+    Demo(commands::demo::DemoArgs),
     Sign(commands::sign::SignArgs),
     Url(commands::url::UrlArgs),
     Token(commands::token::TokenArgs),
@@ -28,6 +31,8 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Serve(args) => commands::serve::run(&args),
+        Command::Demo(args) => commands::demo::run(&args),
         Command::Sign(args) => commands::sign::run(&args),
         Command::Url(args) => commands::url::run(&args),
         Command::Token(args) => commands::token::run(&args),

@@ -1,6 +1,8 @@
 //! The subcommands, plus the few things they share: reading a secret from a named environment
 //! variable, turning `--expires-at`/`--ttl` into a timestamp, and printing JSON.
 
+pub mod demo;
+pub mod serve;
 pub mod sign;
 pub mod token;
 pub mod url;

@@ -1,0 +1,152 @@
+//! `costream serve`: the main job, locally. One process with the deployed HTTP API's routes and
+//! the same handler code as the Lambda functions.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Args, ValueEnum};
+use shared::config::{env_lookup, with_local_defaults, Config, LOCAL_DEFAULTS};
+use shared::init::{live_client, mpu_settings, services};
+use shared::mpu::AlibabaMpu;
+use shared::ports::SystemClock;
+use shared::sim::SimulatedLive;
+use shared::store::dynamo::DynamoStore;
+use shared::store::memory::InMemoryStore;
+
+use crate::local::{router, serve, Local};
+
+/// Run the costream server locally: the routes of the deployed HTTP API on one port.
+///
+/// Routes: POST /artc/{secret} (ARTC room callbacks, both functions' tags), GET /cdn/ingest (CDN
+/// ingest callbacks), GET /rooms/{channelId} (room status with signed playback URLs) and, with
+/// the simulator, GET /_sim/tasks (the simulated MPU tasks).
+///
+/// With no environment at all it runs on local-only defaults (app id `local-app`, callback path
+/// secret `local-secret`, fake domains and keys) and says which ones it used. Configure it with
+/// the same COSTREAM_* variables as the deployment (see the README).
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Where room state lives.
+    #[arg(long, value_enum, default_value_t = StoreKind::Memory)]
+    pub store: StoreKind,
+    /// With --store dynamodb: create the COSTREAM_TABLE table first (on-demand, TTL on).
+    #[arg(long)]
+    pub create_table: bool,
+    /// Which MPU API to call.
+    #[arg(long, value_enum, default_value_t = MpuKind::Sim)]
+    pub mpu: MpuKind,
+    /// Log as JSON lines (as on Lambda) instead of human-readable text.
+    #[arg(long)]
+    pub log_json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StoreKind {
+    /// In-process memory: state is lost when the server stops.
+    Memory,
+    /// The DynamoDB table COSTREAM_TABLE (AWS_ENDPOINT_URL_DYNAMODB for a local emulator).
+    Dynamodb,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MpuKind {
+    /// The built-in simulator with Alibaba's semantics; logs every call.
+    Sim,
+    /// The real Live API at ALIBABA_CLOUD_LIVE_ENDPOINT (default https://live.aliyuncs.com/),
+    /// signed with ALIBABA_CLOUD_ACCESS_KEY_ID / ALIBABA_CLOUD_ACCESS_KEY_SECRET.
+    Alibaba,
+}
+
+pub fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// The configuration with local defaults for whatever is unset, naming the defaults used.
+pub fn local_config() -> anyhow::Result<Config> {
+    let env = env_lookup();
+    let defaulted: Vec<&str> = LOCAL_DEFAULTS
+        .iter()
+        .map(|(k, _)| *k)
+        .filter(|k| env(k).is_none_or(|v| v.is_empty()))
+        .collect();
+    if !defaulted.is_empty() {
+        tracing::warn!(
+            variables = defaulted.join(","),
+            "using LOCAL-ONLY defaults for unset variables; never use these in a deployment"
+        );
+    }
+    Ok(Config::from_lookup(with_local_defaults(env))?)
+}
+
+pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
+    init_tracing(args.log_json);
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(run_async(args))
+}
+
+async fn run_async(args: &ServeArgs) -> anyhow::Result<()> {
+    let config = local_config()?;
+    let sim = Arc::new(SimulatedLive::default());
+    let settings = mpu_settings(&config);
+    let store_kind = args.store;
+    // Four combinations, one generic router: monomorphised per store and MPU.
+    macro_rules! start {
+        ($store:expr, $mpu:expr, $sim:expr) => {{
+            let local = Local {
+                services: services(config, $store, $mpu, SystemClock)?,
+                sim: $sim,
+            };
+            serve(args.listen, router(Arc::new(local))).await
+        }};
+    }
+    let table = config.table.clone();
+    let dynamo = || async {
+        let sdk = shared::aws::load_sdk_config(shared::aws::AwsTimeouts::default()).await;
+        let table = table.context("--store dynamodb needs COSTREAM_TABLE")?;
+        let store = DynamoStore::new(shared::aws::dynamodb_client(&sdk), table);
+        if args.create_table {
+            store
+                .create_table()
+                .await
+                .context("cannot create the table")?;
+            tracing::info!(table = store.table(), "table ready");
+        }
+        anyhow::Ok(store)
+    };
+    tracing::info!(store = ?store_kind, mpu = ?args.mpu, app_id = %config.app_id, "starting");
+    match (store_kind, args.mpu) {
+        (StoreKind::Memory, MpuKind::Sim) => start!(
+            InMemoryStore::new(),
+            AlibabaMpu::new(sim.clone(), SystemClock, settings),
+            Some(sim)
+        ),
+        (StoreKind::Dynamodb, MpuKind::Sim) => start!(
+            dynamo().await?,
+            AlibabaMpu::new(sim.clone(), SystemClock, settings),
+            Some(sim)
+        ),
+        (StoreKind::Memory, MpuKind::Alibaba) => start!(
+            InMemoryStore::new(),
+            AlibabaMpu::new(live_client(env_lookup())?, SystemClock, settings),
+            None
+        ),
+        (StoreKind::Dynamodb, MpuKind::Alibaba) => start!(
+            dynamo().await?,
+            AlibabaMpu::new(live_client(env_lookup())?, SystemClock, settings),
+            None
+        ),
+    }
+}
