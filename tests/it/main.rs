@@ -3,4 +3,5 @@
 //! `AWS_ENDPOINT_URL_DYNAMODB`); each test creates its own table.
 
 mod helpers;
+mod sim_http;
 mod store_dynamo;
