@@ -57,3 +57,43 @@ pub async fn fresh_store(name: &str) -> (DynamoStore, RequestCounter) {
     store.create_table().await.expect("create table on moto");
     (store, counter)
 }
+
+/// A fixture file under `tests/fixtures`.
+pub fn fixture(path: &str) -> Vec<u8> {
+    let full = format!("{}/fixtures/{path}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&full).unwrap_or_else(|e| panic!("{full}: {e}"))
+}
+
+/// A fixture parsed as `T`.
+pub fn fixture_json<T: serde::de::DeserializeOwned>(path: &str) -> T {
+    serde_json::from_slice(&fixture(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// The deployment's configuration for the fixtures' app (AppId 9qb1abcd, the spec's domains and
+/// keys), plus `extra` variables.
+pub fn config(extra: &[(&str, &str)]) -> shared::config::Config {
+    let base = [
+        ("COSTREAM_APP_ID", "9qb1abcd"),
+        ("COSTREAM_PUSH_DOMAIN", "push.example.com"),
+        ("COSTREAM_PUSH_AUTH_KEY", "ingestkey"),
+        ("COSTREAM_PLAY_DOMAIN", "pull.example.com"),
+        ("COSTREAM_PLAY_AUTH_KEY", "playkey"),
+        ("COSTREAM_CDN_NOTIFY_AUTH_KEY", "yourkey"),
+        (
+            "COSTREAM_CALLBACK_HOST",
+            "abc123.execute-api.us-east-1.amazonaws.com",
+        ),
+    ];
+    let vars: Vec<(String, String)> = base
+        .iter()
+        .chain(extra)
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    shared::config::Config::from_lookup(move |k| {
+        vars.iter()
+            .rev()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+    })
+    .expect("test configuration")
+}

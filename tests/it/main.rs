@@ -2,6 +2,8 @@
 //! DynamoDB tests need a moto server (`scripts/test-all.sh` starts one and exports
 //! `AWS_ENDPOINT_URL_DYNAMODB`); each test creates its own table.
 
+mod bad_input;
+mod e2e;
 mod helpers;
 mod sim_http;
 mod store_dynamo;
