@@ -16,7 +16,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
+use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Serialize, Serializer};
+use subtle::ConstantTimeEq as _;
 use time::OffsetDateTime;
 
 use super::sign::{percent_encode, sign, Method, Signed};
@@ -584,6 +586,80 @@ pub struct ListEventSub {
     pub app_id: String,
 }
 
+/// Shortest and longest `NotifyAuthKey` the service accepts (spec §5.1).
+pub const NOTIFY_AUTH_KEY_LEN: std::ops::RangeInclusive<usize> = 16..=64;
+
+/// The key Alibaba signs ingest callbacks with (`ALI-LIVE-SIGNATURE`, spec §5.1): 16–64 ASCII
+/// letters and digits, checked on construction. A secret: `Debug` prints `[REDACTED]`, errors
+/// describe it without quoting it, and only [`LiveRequest::action_params`] exposes it.
+#[derive(Clone)]
+pub struct NotifyAuthKey(SecretString);
+
+/// Why a string is not a valid [`NotifyAuthKey`]. Carries no part of the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotifyAuthKeyError {
+    #[error("the CDN notify auth key must be 16-64 characters long, not {0}")]
+    Length(usize),
+    #[error("the CDN notify auth key must consist of letters A-Z a-z and digits 0-9 only")]
+    Charset,
+}
+
+impl NotifyAuthKey {
+    pub fn new(key: SecretString) -> Result<Self, NotifyAuthKeyError> {
+        let text = key.expose_secret();
+        let chars = text.chars().count();
+        if !NOTIFY_AUTH_KEY_LEN.contains(&chars) {
+            return Err(NotifyAuthKeyError::Length(chars));
+        }
+        if !text.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(NotifyAuthKeyError::Charset);
+        }
+        Ok(NotifyAuthKey(key))
+    }
+
+    pub fn expose_secret(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+impl fmt::Debug for NotifyAuthKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("NotifyAuthKey([REDACTED])")
+    }
+}
+
+impl PartialEq for NotifyAuthKey {
+    fn eq(&self, other: &Self) -> bool {
+        bool::from(
+            self.expose_secret()
+                .as_bytes()
+                .ct_eq(other.expose_secret().as_bytes()),
+        )
+    }
+}
+
+impl Eq for NotifyAuthKey {}
+
+/// `SetLiveStreamsNotifyUrlConfig`: where Alibaba sends the ingest (`publish`/`publish_done`)
+/// callbacks of one ingest domain, and whether it signs them (spec §5.1). Sent with
+/// `NotifyReqAuth` always explicit, so registering without a key really turns signing off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetLiveStreamsNotifyUrlConfig {
+    pub domain_name: String,
+    pub notify_url: String,
+    /// `Some`: `NotifyReqAuth=yes` with this `NotifyAuthKey`; `None`: `NotifyReqAuth=no` and no
+    /// key. One field instead of a flag plus an optional key, so "yes without a key" cannot be
+    /// built.
+    pub notify_auth_key: Option<NotifyAuthKey>,
+}
+
+impl SetLiveStreamsNotifyUrlConfig {
+    /// The `NotifyReqAuth` flag this request sends.
+    pub fn notify_req_auth(&self) -> bool {
+        self.notify_auth_key.is_some()
+    }
+}
+
 /// Every action the adapter can send. The port (`LiveApi`) takes this, so a fake can match on it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum LiveRequest {
@@ -594,6 +670,7 @@ pub enum LiveRequest {
     CreateEventSub(CreateEventSub),
     DeleteEventSub(DeleteEventSub),
     ListEventSub(ListEventSub),
+    SetNotifyUrl(SetLiveStreamsNotifyUrlConfig),
 }
 
 impl From<StartLiveMpuTask> for LiveRequest {
@@ -629,6 +706,11 @@ impl From<DeleteEventSub> for LiveRequest {
 impl From<ListEventSub> for LiveRequest {
     fn from(r: ListEventSub) -> Self {
         LiveRequest::ListEventSub(r)
+    }
+}
+impl From<SetLiveStreamsNotifyUrlConfig> for LiveRequest {
+    fn from(r: SetLiveStreamsNotifyUrlConfig) -> Self {
+        LiveRequest::SetNotifyUrl(r)
     }
 }
 
@@ -694,6 +776,7 @@ impl LiveRequest {
             LiveRequest::CreateEventSub(_) => "CreateEventSub",
             LiveRequest::DeleteEventSub(_) => "DeleteEventSub",
             LiveRequest::ListEventSub(_) => "ListEventSub",
+            LiveRequest::SetNotifyUrl(_) => "SetLiveStreamsNotifyUrlConfig",
         }
     }
 
@@ -706,7 +789,8 @@ impl LiveRequest {
             | LiveRequest::Stop(_)
             | LiveRequest::ListTasks(_)
             | LiveRequest::CreateEventSub(_)
-            | LiveRequest::DeleteEventSub(_) => Method::Post,
+            | LiveRequest::DeleteEventSub(_)
+            | LiveRequest::SetNotifyUrl(_) => Method::Post,
         }
     }
 
@@ -781,6 +865,17 @@ impl LiveRequest {
             LiveRequest::ListEventSub(r) => {
                 w.put("AppId", r.app_id.as_str());
             }
+            LiveRequest::SetNotifyUrl(r) => {
+                w.put("DomainName", r.domain_name.as_str());
+                w.put("NotifyUrl", r.notify_url.as_str());
+                match &r.notify_auth_key {
+                    Some(key) => {
+                        w.put("NotifyReqAuth", "yes");
+                        w.put("NotifyAuthKey", key.expose_secret());
+                    }
+                    None => w.put("NotifyReqAuth", "no"),
+                }
+            }
         }
         Ok(out)
     }
@@ -826,13 +921,42 @@ pub fn format_timestamp(at: OffsetDateTime) -> String {
 }
 
 /// A request ready to send: the full map (with `Signature`) and the signing intermediates.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// `Debug` shows the parameters with the values of [`SECRET_PARAMS`] redacted and leaves out the
+/// signing intermediates (which contain those values too), so a logged or panicking request
+/// never leaks an STS token or a notify key.
+#[derive(Clone, PartialEq, Eq)]
 pub struct SignedRequest {
     pub action: &'static str,
     pub method: Method,
     /// Every parameter that goes on the wire, `Signature` included.
     pub params: BTreeMap<String, String>,
     pub signed: Signed,
+}
+
+/// Parameters whose values are secrets: the STS token and the CDN notify signing key.
+pub const SECRET_PARAMS: [&str; 2] = ["NotifyAuthKey", "SecurityToken"];
+
+impl fmt::Debug for SignedRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let params: BTreeMap<&str, &str> = self
+            .params
+            .iter()
+            .map(|(name, value)| {
+                let shown = if SECRET_PARAMS.contains(&name.as_str()) {
+                    "[REDACTED]"
+                } else {
+                    value.as_str()
+                };
+                (name.as_str(), shown)
+            })
+            .collect();
+        f.debug_struct("SignedRequest")
+            .field("action", &self.action)
+            .field("method", &self.method)
+            .field("params", &params)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SignedRequest {
@@ -1114,6 +1238,96 @@ mod tests {
             .canonicalized_query_string
             .contains("SecurityToken=CAIS%2Bsts%2Ftoken%3D%3D"));
         assert!(!format!("{common:?}").contains("CAIS"));
+    }
+
+    #[test]
+    fn set_notify_url_with_a_key_sends_exactly_these_params() {
+        let key = NotifyAuthKey::new(SecretString::from("NotifyKey0123456789")).expect("valid");
+        let req: LiveRequest = SetLiveStreamsNotifyUrlConfig {
+            domain_name: "push.example.com".into(),
+            notify_url: "https://api.example.com/cdn/ingest?x=1".into(),
+            notify_auth_key: Some(key),
+        }
+        .into();
+        assert_eq!(req.action(), "SetLiveStreamsNotifyUrlConfig");
+        assert_eq!(req.method(), Method::Post);
+        let expected: BTreeMap<String, String> = [
+            ("Action", "SetLiveStreamsNotifyUrlConfig"),
+            ("DomainName", "push.example.com"),
+            ("NotifyAuthKey", "NotifyKey0123456789"),
+            ("NotifyReqAuth", "yes"),
+            ("NotifyUrl", "https://api.example.com/cdn/ingest?x=1"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        assert_eq!(req.action_params().expect("params"), expected);
+        let shown = format!("{req:?} {req:#?}");
+        assert!(!shown.contains("NotifyKey0123456789"), "{shown}");
+        assert!(shown.contains("[REDACTED]"), "{shown}");
+    }
+
+    #[test]
+    fn set_notify_url_without_a_key_says_no_explicitly() {
+        let req: LiveRequest = SetLiveStreamsNotifyUrlConfig {
+            domain_name: "push.example.com".into(),
+            notify_url: "https://api.example.com/cdn/ingest".into(),
+            notify_auth_key: None,
+        }
+        .into();
+        let params = req.action_params().expect("params");
+        assert_eq!(
+            params.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["Action", "DomainName", "NotifyReqAuth", "NotifyUrl"]
+        );
+        assert_eq!(params["NotifyReqAuth"], "no");
+    }
+
+    #[test]
+    fn notify_auth_key_is_16_to_64_letters_and_digits() {
+        let key = |s: &str| NotifyAuthKey::new(SecretString::from(s.to_owned()));
+        assert!(key(&"a".repeat(16)).is_ok());
+        assert!(key(&"Z9".repeat(32)).is_ok());
+        assert_eq!(
+            key(&"a".repeat(15)).expect_err("short"),
+            NotifyAuthKeyError::Length(15)
+        );
+        assert_eq!(
+            key(&"a".repeat(65)).expect_err("long"),
+            NotifyAuthKeyError::Length(65)
+        );
+        for bad in ["0123456789abcde-", "0123456789abcdé0", "0123456789 abcde"] {
+            let err = key(bad).expect_err("charset");
+            assert!(!err.to_string().contains(bad), "{err}");
+        }
+        assert_eq!(key(&"k".repeat(20)), key(&"k".repeat(20)));
+        assert_ne!(key(&"k".repeat(20)), key(&"j".repeat(20)));
+    }
+
+    #[test]
+    fn signed_request_debug_redacts_token_and_notify_key() {
+        let req: LiveRequest = SetLiveStreamsNotifyUrlConfig {
+            domain_name: "push.example.com".into(),
+            notify_url: "https://api.example.com/cdn/ingest".into(),
+            notify_auth_key: Some(
+                NotifyAuthKey::new(SecretString::from("SecretNotifyKey2024")).expect("valid"),
+            ),
+        }
+        .into();
+        let common = CommonParams {
+            access_key_id: "testid",
+            timestamp: datetime!(2024-01-02 03:04:05 UTC),
+            signature_nonce: "n",
+            security_token: Some("StsTokenValue"),
+            format: DEFAULT_FORMAT,
+        };
+        let signed = sign_request(&req, &common, "testsecret").expect("sign");
+        assert_eq!(signed.params["NotifyAuthKey"], "SecretNotifyKey2024");
+        let shown = format!("{signed:?}");
+        assert!(shown.contains("push.example.com"), "{shown}");
+        for secret in ["SecretNotifyKey2024", "StsTokenValue", "testsecret"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
     }
 
     #[test]
