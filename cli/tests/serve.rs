@@ -1,0 +1,162 @@
+//! `costream serve` started as a real process: the seed flow over HTTP, the simulated MPU tasks
+//! after each step, and the secret path.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // Best effort: the test is over either way.
+        let _kill = self.child.kill();
+        let _wait = self.child.wait();
+    }
+}
+
+fn start() -> Server {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let child = Command::new(env!("CARGO_BIN_EXE_costream"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env_clear()
+        .env("COSTREAM_APP_ID", "9qb1abcd")
+        .env("COSTREAM_ARTC_CALLBACK_SECRET", "s3cret-path")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn costream serve");
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "costream serve did not start listening"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Server { child, base }
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = format!(
+        "{}/../tests/fixtures/artc/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+async fn tasks(http: &reqwest::Client, base: &str) -> Vec<Value> {
+    http.get(format!("{base}/_sim/tasks"))
+        .send()
+        .await
+        .expect("tasks")
+        .json()
+        .await
+        .expect("json")
+}
+
+#[tokio::test]
+async fn seed_flow_over_http() {
+    let server = start();
+    let http = reqwest::Client::new();
+    let post = |name: &str| {
+        http.post(format!("{}/artc/s3cret-path", server.base))
+            .header("content-type", "application/json")
+            .body(fixture(name))
+            .send()
+    };
+    let expect_mode = |tasks: &[Value], mode: u64, users: &[&str]| {
+        assert_eq!(tasks.len(), 1, "{tasks:?}");
+        assert_eq!(tasks[0]["mix_mode"], mode, "{tasks:?}");
+        let got: Vec<&str> = tasks[0]["users"]
+            .as_array()
+            .expect("users")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert_eq!(got, users);
+    };
+
+    assert_eq!(
+        post("01_host_publish.json").await.expect("post").status(),
+        200
+    );
+    expect_mode(&tasks(&http, &server.base).await, 0, &["host_u1"]);
+    assert_eq!(
+        post("02_guest_publish.json").await.expect("post").status(),
+        200
+    );
+    expect_mode(
+        &tasks(&http, &server.base).await,
+        1,
+        &["host_u1", "guest_u2"],
+    );
+
+    let status: Value = http
+        .get(format!("{}/rooms/room-1001", server.base))
+        .send()
+        .await
+        .expect("status")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        status["on_stage"],
+        serde_json::json!(["host_u1", "guest_u2"])
+    );
+    assert!(status["playback"]["flv"]
+        .as_str()
+        .expect("flv")
+        .contains("room-1001_main.flv?auth_key="));
+
+    assert_eq!(
+        post("03_guest_leave.json").await.expect("post").status(),
+        200
+    );
+    expect_mode(&tasks(&http, &server.base).await, 0, &["host_u1"]);
+    assert_eq!(
+        post("04_host_leave.json").await.expect("post").status(),
+        200
+    );
+    assert!(tasks(&http, &server.base).await.is_empty());
+
+    // A wrong secret path looks like no route at all, and changes nothing.
+    let wrong = http
+        .post(format!("{}/artc/guess", server.base))
+        .body(fixture("01_host_publish.json"))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(wrong.status(), 404);
+    assert!(tasks(&http, &server.base).await.is_empty());
+
+    // Bad input is a 400 with a reason.
+    let bad = post("wrong_app.json").await.expect("post");
+    assert_eq!(bad.status(), 400);
+    let body: Value = bad.json().await.expect("json");
+    assert!(
+        body["reason"]
+            .as_str()
+            .expect("reason")
+            .contains("AppId otherapp"),
+        "{body}"
+    );
+    // Over 64 KB is refused before parsing.
+    let big = http
+        .post(format!("{}/artc/s3cret-path", server.base))
+        .body(vec![b' '; 70 * 1024])
+        .send()
+        .await
+        .expect("post");
+    assert!(big.status().is_client_error(), "{}", big.status());
+}
