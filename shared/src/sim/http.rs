@@ -14,8 +14,8 @@
 //!   15 minutes (`SignatureNonceUsed`), and `Version=2016-11-01`.
 //! - A refused request is recorded and logged like any call (its `code` says why), so
 //!   `GET /_sim/calls` shows every request that arrived.
-//! - `GET /_sim/tasks`, `GET /_sim/calls`, `GET /_sim/subscriptions`: JSON snapshots for
-//!   humans and tests (unauthenticated: this is a local development server).
+//! - `GET /_sim/tasks`, `GET /_sim/calls`, `GET /_sim/subscriptions`, `GET /_sim/notify`: JSON
+//!   snapshots for humans and tests (unauthenticated: this is a local development server).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -80,6 +80,7 @@ pub fn router(sim: Arc<SimulatedLive>, credentials: Credentials) -> Router {
         .route("/_sim/tasks", get(tasks))
         .route("/_sim/calls", get(calls))
         .route("/_sim/subscriptions", get(subscriptions))
+        .route("/_sim/notify", get(notify_configs))
         .with_state(gateway)
 }
 
@@ -125,6 +126,10 @@ async fn calls(State(gateway): State<Arc<Gateway>>) -> Response {
 
 async fn subscriptions(State(gateway): State<Arc<Gateway>>) -> Response {
     Json(gateway.sim.subscriptions()).into_response()
+}
+
+async fn notify_configs(State(gateway): State<Arc<Gateway>>) -> Response {
+    Json(gateway.sim.notify_configs()).into_response()
 }
 
 impl Gateway {

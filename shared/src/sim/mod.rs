@@ -1,7 +1,8 @@
 //! A simulated ApsaraVideo Live API: the MPU task semantics of `StartLiveMPUTask`,
 //! `UpdateLiveMPUTask`, `StopLiveMPUTask` and `ListRtcMPUTaskDetail` (plus the event
-//! subscriptions), so costream can run end to end without Alibaba — in-process behind the
-//! [`LiveApi`] port, or over HTTP behind a real [`LiveClient`](crate::alibaba::LiveClient).
+//! subscriptions and the CDN ingest callback registration), so costream can run end to end
+//! without Alibaba — in-process behind the [`LiveApi`] port, or over HTTP behind a real
+//! [`LiveClient`](crate::alibaba::LiveClient).
 //!
 //! # Layout
 //! - [`SimulatedLive`]: the core. It works on the *parameter map* as it travels on the wire
@@ -67,6 +68,7 @@ const LIST_TASKS: &str = "ListRtcMPUTaskDetail";
 const CREATE_EVENT_SUB: &str = "CreateEventSub";
 const DELETE_EVENT_SUB: &str = "DeleteEventSub";
 const LIST_EVENT_SUB: &str = "ListEventSub";
+const SET_NOTIFY_URL: &str = "SetLiveStreamsNotifyUrlConfig";
 
 /// An error answer: HTTP status, `Code`, `Message`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -234,6 +236,17 @@ impl SimTask {
     }
 }
 
+/// A push domain's ingest callback registration (`SetLiveStreamsNotifyUrlConfig`). The
+/// `NotifyAuthKey` is checked but not kept: nothing here may hand a secret to `/_sim/*`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SimNotifyConfig {
+    pub domain_name: String,
+    pub notify_url: String,
+    /// `NotifyReqAuth=yes`: callbacks are signed with the (checked, not recorded) key.
+    pub notify_req_auth: bool,
+    pub updated_at_ms: u64,
+}
+
 /// An ARTC event subscription (`CreateEventSub`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SimSubscription {
@@ -255,6 +268,8 @@ struct State {
     /// Output identity → when a Stop (or an Update moving away) released it.
     released: HashMap<String, u64>,
     subscriptions: BTreeMap<String, SimSubscription>,
+    /// Domain → its ingest callback registration.
+    notify_configs: BTreeMap<String, SimNotifyConfig>,
     calls: VecDeque<SimCall>,
 }
 
@@ -314,6 +329,7 @@ impl SimulatedLive {
             Some(CREATE_EVENT_SUB) => state.create_event_sub(params, now),
             Some(DELETE_EVENT_SUB) => state.delete_event_sub(params),
             Some(LIST_EVENT_SUB) => state.list_event_sub(params),
+            Some(SET_NOTIFY_URL) => state.set_notify_url(params, now),
             None | Some("") => Err(Fault::missing("Action")),
             Some(_) => Err(Fault::api_not_found()),
         };
@@ -361,6 +377,11 @@ impl SimulatedLive {
 
     pub fn subscriptions(&self) -> Vec<SimSubscription> {
         self.lock().subscriptions.values().cloned().collect()
+    }
+
+    /// The ingest callback registrations, ordered by domain.
+    pub fn notify_configs(&self) -> Vec<SimNotifyConfig> {
+        self.lock().notify_configs.values().cloned().collect()
     }
 
     /// Ends a task the way the service does on its own (2 minutes after everyone left, or after
@@ -716,6 +737,44 @@ impl State {
     }
 }
 
+impl State {
+    /// `SetLiveStreamsNotifyUrlConfig` (spec §5.1): a later call for the same domain replaces
+    /// the registration. `NotifyReqAuth` is `yes` or `no` (default `no`); with `yes` the
+    /// `NotifyAuthKey` must be 16 to 64 letters and digits.
+    fn set_notify_url(&mut self, p: &Params, now: u64) -> Answer {
+        let domain_name = validate::required(p, "DomainName")?;
+        let notify_url = validate::required(p, "NotifyUrl")?;
+        if !(notify_url.starts_with("http://") || notify_url.starts_with("https://")) {
+            return Err(Fault::invalid("NotifyUrl must be an http(s) URL."));
+        }
+        let notify_req_auth = match optional(p, "NotifyReqAuth") {
+            None | Some("no") => false,
+            Some("yes") => true,
+            Some(_) => return Err(Fault::invalid("NotifyReqAuth must be yes or no.")),
+        };
+        if notify_req_auth {
+            let key = validate::required(p, "NotifyAuthKey")?;
+            let well_formed =
+                (16..=64).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_alphanumeric());
+            if !well_formed {
+                return Err(Fault::invalid(
+                    "NotifyAuthKey must be 16 to 64 letters and digits.",
+                ));
+            }
+        }
+        self.notify_configs.insert(
+            domain_name.to_owned(),
+            SimNotifyConfig {
+                domain_name: domain_name.to_owned(),
+                notify_url: notify_url.to_owned(),
+                notify_req_auth,
+                updated_at_ms: now,
+            },
+        );
+        Ok(Map::new())
+    }
+}
+
 /// `PageNo` / `PageSize`: required, in `1..=max`.
 fn page_number(p: &Params, name: &str, max: u32) -> Result<u32, Fault> {
     validate::required(p, name)?
@@ -791,6 +850,13 @@ fn summary(action: &str, p: &Params) -> String {
             optional(p, "CallbackUrl").unwrap_or("?")
         ),
         DELETE_EVENT_SUB => format!("delete {}", optional(p, "SubscribeId").unwrap_or("?")),
+        // Never the NotifyAuthKey.
+        SET_NOTIFY_URL => format!(
+            "{} -> {} (auth {})",
+            optional(p, "DomainName").unwrap_or("?"),
+            optional(p, "NotifyUrl").unwrap_or("?"),
+            optional(p, "NotifyReqAuth").unwrap_or("no")
+        ),
         _ => String::new(),
     }
 }

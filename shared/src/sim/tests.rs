@@ -756,6 +756,70 @@ fn event_subscriptions() {
 }
 
 #[test]
+fn cdn_notify_registration() {
+    use crate::alibaba::request::{NotifyAuthKey, SetLiveStreamsNotifyUrlConfig};
+    let (_, sim) = sim();
+    let key = NotifyAuthKey::new(SecretString::from("NotifyKey0123456789")).expect("valid key");
+    let set = |url: &str, key: Option<NotifyAuthKey>| {
+        sim.answer(
+            &SetLiveStreamsNotifyUrlConfig {
+                domain_name: "push.example.com".into(),
+                notify_url: url.into(),
+                notify_auth_key: key,
+            }
+            .into(),
+        )
+    };
+    applied(set("https://api.example.com/cdn/ingest", Some(key)));
+    let configs = sim.notify_configs();
+    assert_eq!(configs.len(), 1);
+    assert_eq!(configs[0].notify_url, "https://api.example.com/cdn/ingest");
+    assert!(configs[0].notify_req_auth);
+    // The key is checked, never recorded or shown.
+    let shown = format!(
+        "{} {:?}",
+        serde_json::to_string(&sim.notify_configs()).expect("json"),
+        sim.calls()
+    );
+    assert!(!shown.contains("NotifyKey0123456789"), "{shown}");
+    assert!(
+        sim.calls()[0].summary.contains("push.example.com"),
+        "{:?}",
+        sim.calls()
+    );
+
+    applied(set("https://api.example.com/cdn/v2", None));
+    let configs = sim.notify_configs();
+    assert_eq!(configs.len(), 1, "the same domain is replaced");
+    assert!(!configs[0].notify_req_auth);
+    rejected(set("ftp://api.example.com/cdn", None));
+
+    let raw = |pairs: &[(&str, &str)]| {
+        let mut params: Params = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        params.insert("Action".into(), SET_NOTIFY_URL.into());
+        params.insert("DomainName".into(), "push.example.com".into());
+        params.insert("NotifyUrl".into(), "https://a.example.com/n".into());
+        sim.handle(&params, Transport::InProcess)
+    };
+    assert_eq!(raw(&[]).status, 200, "NotifyReqAuth defaults to no");
+    for bad in [
+        vec![("NotifyReqAuth", "yes")],
+        vec![("NotifyReqAuth", "yes"), ("NotifyAuthKey", "short")],
+        vec![
+            ("NotifyReqAuth", "yes"),
+            ("NotifyAuthKey", "with-a-dash-0123456"),
+        ],
+        vec![("NotifyReqAuth", "maybe")],
+    ] {
+        let answer = raw(&bad);
+        assert_eq!(answer.status, 400, "{bad:?}");
+    }
+}
+
+#[test]
 fn recorded_calls_are_bounded() {
     let (_, sim) = sim();
     for _ in 0..MAX_RECORDED_CALLS + 5 {
