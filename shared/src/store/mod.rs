@@ -22,18 +22,32 @@ pub struct Lease {
 
 /// Recently seen callback keys (ARTC `MsgId`s, CDN natural keys) with their expiry, bounded in
 /// count and age so the room item can't grow without limit.
+///
+/// Keys are kept as 64-bit FNV-1a digests (16 hex characters) rather than verbatim: the set is
+/// rewritten with every room write, so its size is paid in WCUs on every event, and a MsgId plus
+/// prefix is ~50 bytes. With at most a few hundred keys per room the chance of two colliding is
+/// below 1e-14, and a collision would only make the core re-derive an unchanged state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct SeenKeys(Vec<(String, u64)>);
+
+fn digest(key: &str) -> String {
+    let h = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{h:016x}")
+}
 
 impl SeenKeys {
     /// Whether `key` was seen and has not expired at `now_secs`.
     pub fn contains(&self, key: &str, now_secs: u64) -> bool {
-        self.0.iter().any(|(k, exp)| k == key && *exp > now_secs)
+        let key = digest(key);
+        self.0.iter().any(|(k, exp)| *k == key && *exp > now_secs)
     }
 
     /// Records `key` until `expires_secs`, dropping expired keys and, beyond `cap`, the ones
     /// expiring first.
     pub fn insert(&mut self, key: String, now_secs: u64, expires_secs: u64, cap: usize) {
+        let key = digest(&key);
         self.0.retain(|(k, exp)| *exp > now_secs && *k != key);
         self.0.push((key, expires_secs));
         if self.0.len() > cap {
