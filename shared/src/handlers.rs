@@ -375,3 +375,18 @@ impl<S: StateStore, M: MpuPort, C: Clock> Services<S, M, C> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notification_signature_is_hmac_sha256_of_timestamp_dot_body() {
+        // Computed independently: python3 -c "import hmac,hashlib; print(hmac.new(
+        //   b'backend-hmac-key', b'1700000000.{\"live\":true}', hashlib.sha256).hexdigest())"
+        assert_eq!(
+            Notifier::signature("backend-hmac-key", 1_700_000_000, br#"{"live":true}"#),
+            "sha256=b9eeefbe68ab0cb9de47ba067d3d05ea91eca37f0e2ab83a9c8dfbfae310cdaf"
+        );
+    }
+}

@@ -162,3 +162,59 @@ async fn publish_done_while_live_restarts_the_task() {
     assert_eq!(tasks[0].task_id, task);
     assert_eq!(tasks[0].mix_mode, 0);
 }
+
+/// With `COSTREAM_NOTIFY_URL`, the CDN's publish is forwarded to the app's backend with the
+/// room's status and an HMAC-SHA256 signature it can verify.
+#[tokio::test]
+async fn cdn_publish_notifies_the_backend_with_a_verifiable_signature() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let backend = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/live"))
+        .respond_with(ResponseTemplate::new(204))
+        .expect(1)
+        .mount(&backend)
+        .await;
+    let sim = Arc::new(SimulatedLive::new(SystemClock));
+    let config = config(&[
+        ("COSTREAM_NOTIFY_URL", &format!("{}/live", backend.uri())),
+        ("COSTREAM_NOTIFY_SECRET", "backend-hmac-key"),
+    ]);
+    let mpu = AlibabaMpu::new(sim.clone(), SystemClock, mpu_settings(&config));
+    let svc = services(config, InMemoryStore::new(), mpu, SystemClock).expect("services");
+    let publish: EventBridgeEvent<Value> = fixture_json("eventbridge/01_host_publish.json");
+    svc.artc_detail(&publish.detail, Side::Published, "i1")
+        .await
+        .expect("publish");
+    let ev = cdn_event("cdn_publish.json", "yourkey");
+    svc.cdn_ingest(&shared::lambda::cdn_request(&ev), "cdn-1")
+        .await
+        .expect("cdn");
+    // The CDN's retry of the same callback is a duplicate: no second notification.
+    svc.cdn_ingest(&shared::lambda::cdn_request(&ev), "cdn-2")
+        .await
+        .expect("cdn retry");
+
+    let received = backend.received_requests().await.expect("recorded");
+    assert_eq!(received.len(), 1);
+    let req = &received[0];
+    let ts: u64 = req.headers["x-costream-timestamp"]
+        .to_str()
+        .expect("ts")
+        .parse()
+        .expect("number");
+    let sig = req.headers["x-costream-signature"].to_str().expect("sig");
+    assert_eq!(
+        sig,
+        shared::handlers::Notifier::signature("backend-hmac-key", ts, &req.body)
+    );
+    let body: Value = serde_json::from_slice(&req.body).expect("json");
+    assert_eq!(body["channel_id"], "room-1001");
+    assert_eq!(body["cdn_live"], true);
+    assert!(body["playback"]["flv"]
+        .as_str()
+        .expect("flv")
+        .contains(".flv?auth_key="));
+}
