@@ -20,6 +20,9 @@ fn run(args: &[&str], env: &[(&str, &str)], stdin: &str) -> Output {
     let mut cmd = Command::new(BIN);
     cmd.args(args)
         .env_remove("ALIBABA_CLOUD_ACCESS_KEY_SECRET")
+        .env_remove("COSTREAM_PUSH_AUTH_KEY")
+        .env_remove("COSTREAM_PLAY_AUTH_KEY")
+        .env_remove("COSTREAM_ARTC_APP_KEY")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -147,7 +150,7 @@ fn url_ingest_and_play_match_the_vectors() {
     ];
     let mut ingest = vec!["url", "ingest", "--domain", "push.example.com"];
     ingest.extend(common);
-    let out = run(&ingest, &[("ALIBABA_LIVE_PUSH_AUTH_KEY", "ingestkey")], "");
+    let out = run(&ingest, &[("COSTREAM_PUSH_AUTH_KEY", "ingestkey")], "");
     assert_eq!(
         json_stdout(&out)["ingest"],
         signed("rtmp://push.example.com/live/room-1001_main")
@@ -185,6 +188,35 @@ fn url_ingest_and_play_match_the_vectors() {
 }
 
 #[test]
+fn url_and_token_read_the_deployment_variables_by_default() {
+    for (args, var) in [
+        (
+            vec!["url", "ingest", "--domain", "push.example.com"],
+            "COSTREAM_PUSH_AUTH_KEY",
+        ),
+        (
+            vec!["url", "play", "--domain", "play.example.com"],
+            "COSTREAM_PLAY_AUTH_KEY",
+        ),
+    ] {
+        let mut args = args;
+        args.extend(["--stream", "s"]);
+        let out = run(&args, &[], "");
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(var), "{args:?}: {stderr}");
+    }
+    let out = run(
+        &["token", "--app-id", "a", "--channel", "c", "--user", "u"],
+        &[],
+        "",
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("COSTREAM_ARTC_APP_KEY"), "{stderr}");
+}
+
+#[test]
 fn token_matches_the_documented_example() {
     let doc = vectors("url_signing_and_tokens.json");
     let case = &doc["artc_token"][0];
@@ -203,7 +235,7 @@ fn token_matches_the_documented_example() {
             &expires,
         ],
         &[(
-            "ALIBABA_ARTC_APP_KEY",
+            "COSTREAM_ARTC_APP_KEY",
             case["AppKey"].as_str().expect("AppKey"),
         )],
         "",
@@ -216,7 +248,7 @@ fn token_matches_the_documented_example() {
 
 #[test]
 fn token_ttl_is_capped_and_ids_are_checked() {
-    let env = [("ALIBABA_ARTC_APP_KEY", "k")];
+    let env = [("COSTREAM_ARTC_APP_KEY", "k")];
     let base = ["token", "--app-id", "a", "--channel", "c"];
     let mut too_long = base.to_vec();
     too_long.extend(["--user", "u", "--ttl", "90000"]);

@@ -20,7 +20,7 @@ pub struct TokenArgs {
     #[arg(long)]
     pub app_id: String,
     /// Environment variable holding the ARTC AppKey.
-    #[arg(long, value_name = "VAR", default_value = "ALIBABA_ARTC_APP_KEY")]
+    #[arg(long, value_name = "VAR", default_value = "COSTREAM_ARTC_APP_KEY")]
     pub app_key_env: String,
     /// ChannelID: letters, digits, '_' and '-', at most 64.
     #[arg(long)]

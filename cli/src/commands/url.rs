@@ -52,8 +52,9 @@ pub struct StreamArgs {
 pub struct IngestArgs {
     #[command(flatten)]
     pub stream: StreamArgs,
-    /// Environment variable holding the ingest domain's URL-signing key.
-    #[arg(long, value_name = "VAR", default_value = "ALIBABA_LIVE_PUSH_AUTH_KEY")]
+    /// Environment variable holding the ingest domain's URL-signing key (the deployment's
+    /// name for it by default).
+    #[arg(long, value_name = "VAR", default_value = "COSTREAM_PUSH_AUTH_KEY")]
     pub key_env: String,
 }
 
@@ -61,8 +62,9 @@ pub struct IngestArgs {
 pub struct PlayArgs {
     #[command(flatten)]
     pub stream: StreamArgs,
-    /// Environment variable holding the streaming domain's URL-signing key.
-    #[arg(long, value_name = "VAR", default_value = "ALIBABA_LIVE_PLAY_AUTH_KEY")]
+    /// Environment variable holding the streaming domain's URL-signing key (the deployment's
+    /// name for it by default).
+    #[arg(long, value_name = "VAR", default_value = "COSTREAM_PLAY_AUTH_KEY")]
     pub key_env: String,
 }
 
