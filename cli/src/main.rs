@@ -27,6 +27,10 @@ enum Command {
     Sign(commands::sign::SignArgs),
     Url(commands::url::UrlArgs),
     Token(commands::token::TokenArgs),
+    Subscribe(commands::subscribe::SubscribeArgs),
+    CdnNotify(commands::cdn_notify::CdnNotifyArgs),
+    Tasks(commands::tasks::TasksArgs),
+    Stop(commands::tasks::StopArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -36,5 +40,9 @@ fn main() -> anyhow::Result<()> {
         Command::Sign(args) => commands::sign::run(&args),
         Command::Url(args) => commands::url::run(&args),
         Command::Token(args) => commands::token::run(&args),
+        Command::Subscribe(args) => commands::subscribe::run(&args),
+        Command::CdnNotify(args) => commands::cdn_notify::run(&args),
+        Command::Tasks(args) => commands::tasks::run_tasks(&args),
+        Command::Stop(args) => commands::tasks::run_stop(&args),
     }
 }

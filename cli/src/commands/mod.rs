@@ -1,9 +1,13 @@
 //! The subcommands, plus the few things they share: reading a secret from a named environment
 //! variable, turning `--expires-at`/`--ttl` into a timestamp, and printing JSON.
 
+pub mod cdn_notify;
 pub mod demo;
+pub mod live;
 pub mod serve;
 pub mod sign;
+pub mod subscribe;
+pub mod tasks;
 pub mod token;
 pub mod url;
 
