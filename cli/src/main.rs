@@ -9,10 +9,12 @@ mod local;
 
 use clap::{Parser, Subcommand};
 
-/// costream: ARTC co-streaming app server tools.
+/// costream: the ARTC co-streaming app server, locally, and its operator tools.
 ///
-/// Debugging helpers for the Alibaba Cloud APIs costream calls: sign an OpenAPI request by hand,
-/// produce signed ingest/playback URLs, issue ARTC join tokens.
+/// Run it: `serve` (the deployed routes on one local port), `demo` (the co-streaming flow, step by
+/// step). Set up and operate a deployment: `subscribe` (ARTC room callbacks), `cdn-notify` (CDN
+/// ingest callbacks), `tasks` and `stop` (bypass tasks). Debug Alibaba calls: `sign`, `url`,
+/// `token`.
 #[derive(Debug, Parser)]
 #[command(name = "costream", version, propagate_version = true)]
 struct Cli {
