@@ -20,22 +20,29 @@ impl Drop for Server {
     }
 }
 
-fn start() -> Server {
+/// Starts `costream serve` on a free loopback port with only `env` set (plus the app id and
+/// callback secret) and waits until it accepts connections.
+fn start(args: &[&str], env: &[(&str, &str)]) -> Server {
     let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
         .port();
     let child = Command::new(env!("CARGO_BIN_EXE_costream"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(args)
         .env_clear()
         .env("COSTREAM_APP_ID", "9qb1abcd")
         .env("COSTREAM_ARTC_CALLBACK_SECRET", "s3cret-path")
         .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn costream serve");
-    let base = format!("http://127.0.0.1:{port}");
+    let server = Server {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(
@@ -44,7 +51,7 @@ fn start() -> Server {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    Server { child, base }
+    server
 }
 
 fn fixture(name: &str) -> Vec<u8> {
@@ -67,7 +74,7 @@ async fn tasks(http: &reqwest::Client, base: &str) -> Vec<Value> {
 
 #[tokio::test]
 async fn seed_flow_over_http() {
-    let server = start();
+    let server = start(&[], &[]);
     let http = reqwest::Client::new();
     let post = |name: &str| {
         http.post(format!("{}/artc/s3cret-path", server.base))
@@ -159,4 +166,47 @@ async fn seed_flow_over_http() {
         .await
         .expect("post");
     assert!(big.status().is_client_error(), "{}", big.status());
+}
+
+/// `--store dynamodb --create-table` against the moto server `scripts/test-all.sh` starts.
+#[tokio::test]
+async fn serve_on_dynamodb_creates_its_table() {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL_DYNAMODB")
+        .expect("AWS_ENDPOINT_URL_DYNAMODB: run the tests with `bash scripts/test-all.sh`");
+    let table = format!(
+        "costream-serve-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_nanos()
+    );
+    let server = start(
+        &["--store", "dynamodb", "--create-table"],
+        &[
+            ("COSTREAM_TABLE", &table),
+            ("AWS_ENDPOINT_URL_DYNAMODB", &endpoint),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ],
+    );
+    let http = reqwest::Client::new();
+    let posted = http
+        .post(format!("{}/artc/s3cret-path", server.base))
+        .body(fixture("01_host_publish.json"))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(posted.status(), 200);
+    let status: Value = http
+        .get(format!("{}/rooms/room-1001", server.base))
+        .send()
+        .await
+        .expect("status")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(status["live"], true, "{status}");
+    assert_eq!(tasks(&http, &server.base).await.len(), 1);
 }
