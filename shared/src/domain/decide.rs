@@ -173,6 +173,14 @@ pub struct Decision {
 
 pub fn decide(state: &RoomState, cfg: &DecisionConfig) -> Decision {
     let target = target(state, cfg);
-    let command = next_command(state.applied(), &target);
+    let command = next_command(state.applied(), &target).or_else(|| match &target {
+        // The task looks right but the CDN lost its stream: Start it again (Start of an existing
+        // task becomes an Update; of a vanished one, a new task).
+        Target::On { task, shape } if state.needs_heal() => Some(Command::Start {
+            task: task.clone(),
+            shape: shape.clone(),
+        }),
+        _ => None,
+    });
     Decision { target, command }
 }

@@ -1,17 +1,19 @@
 //! Who hosts and who is on stage, derived from the room's facts.
 //!
-//! The host rule ("the registered host if set, else the first user to publish in an idle room;
-//! the streamer leaving ends the broadcast") is history-dependent, so it is evaluated as a replay:
-//! every session's last publish interval `[start, end)` is laid out on the time line and walked in
-//! time order. An interval that starts while no broadcast is live starts one, hosted by its user;
-//! intervals that start during a broadcast are co-streamers; the broadcast ends when its host's
-//! publishing ends (a reconnect that overlaps or touches the old session continues it). Because the
-//! replay sorts by time, the result is the same whatever order the events arrived in.
+//! The host rule — the registered host if set, else the first user to publish in an idle room;
+//! the host *leaving* ends the broadcast — depends on history, so it is evaluated as a replay over
+//! the time line: every publish start is a candidate; a candidate while no broadcast is live
+//! starts one, hosted by its user, and that broadcast lasts as long as the host stays in the
+//! channel (a camera toggle or a reconnect that overlaps the old connection doesn't end it; a
+//! Leave, a channel close or a gap between connections does). Candidates during a live broadcast
+//! are co-streamers. Because the replay sorts by time, the result is the same whatever order the
+//! events arrived in.
 
+use super::event::UserAction;
 use super::ids::{Timestamp, UserId};
-use super::state::RoomState;
+use super::state::{Member, RoomState};
 
-/// A live broadcast: the host publishes and the room's stream should be on the CDN.
+/// A live broadcast: the host is in the channel and the room's stream should be on the CDN.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Broadcast {
     pub host: UserId,
@@ -23,89 +25,98 @@ pub struct Broadcast {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stage {
     pub broadcast: Broadcast,
-    /// The host first, then co-streamers by the time they started publishing (ties by user id).
-    /// At most `max_panes` users.
+    /// The host first (publishing or not: their pane stays while they are in the channel), then
+    /// publishing co-streamers by the time they started publishing (ties by user id). At most
+    /// `max_panes` users.
     pub on_stage: Vec<UserId>,
     /// Publishing co-streamers beyond `max_panes`, in the same order: promoted as slots free.
     pub waiting: Vec<UserId>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Interval<'a> {
-    start: Timestamp,
-    /// `None` while the user still publishes.
-    end: Option<Timestamp>,
-    user: &'a UserId,
-}
-
 impl RoomState {
-    /// Each session's last publish interval. A session ends at its last non-publishing event, at a
-    /// channel close, or when the user's next session begins (a kicked session may never send its
-    /// Leave).
-    fn intervals(&self) -> Vec<Interval<'_>> {
-        let mut out = Vec::new();
-        for (user, member) in self.members() {
-            // Newest first: `newer_first` is the start of the session after this one.
-            let mut newer_first: Option<Timestamp> = None;
-            for s in &member.sessions {
-                if let Some(start) = s.last_publish {
-                    let mut end = if s.latest.action.publishes() {
-                        None
-                    } else {
-                        Some(s.latest.at)
-                    };
-                    if let Some(closed) = self.closed_at().filter(|_| self.closed_after(s)) {
-                        end = Some(end.map_or(closed, |e| e.min(closed)));
-                    }
-                    if let Some(next) = newer_first {
-                        end = Some(end.map_or(next, |e| e.min(next)));
-                    }
-                    out.push(Interval {
-                        start,
-                        end: end.map(|e| e.max(start)),
-                        user,
-                    });
-                }
-                newer_first = Some(s.first);
-            }
+    /// When a session stopped holding the channel: its Leave (or switch to viewer), a channel close
+    /// after its last event, or the start of the user's next session — whichever comes first.
+    /// `None` while it holds.
+    fn session_end(&self, member: &Member, index: usize) -> Option<Timestamp> {
+        let s = &member.sessions[index];
+        let latest = s.latest();
+        let mut end = match latest.action {
+            UserAction::Leave | UserAction::RoleUpdate(super::event::Role::Live) => Some(latest.at),
+            _ => None,
+        };
+        if self.closed_after(s) {
+            let closed = self.closed_at().unwrap_or(latest.at);
+            end = Some(end.map_or(closed, |e| e.min(closed)));
         }
-        out.sort_by(|a, b| (a.start, a.user).cmp(&(b.start, b.user)));
-        out
+        // Sessions are newest first: the next session is the one before this index.
+        if let Some(next) = index.checked_sub(1).map(|i| &member.sessions[i]) {
+            end = Some(end.map_or(next.first, |e| e.min(next.first)));
+        }
+        end
+    }
+
+    /// The end of the user's continuous presence that contains `at` (inner `None`: still
+    /// present), or `None` if the user was not present at `at` (a late event of a superseded
+    /// session).
+    fn presence_end(&self, member: &Member, at: Timestamp) -> Option<Option<Timestamp>> {
+        // Oldest session first; consecutive sessions that touch form one presence.
+        let mut periods: Vec<(Timestamp, Option<Timestamp>)> = Vec::new();
+        for i in (0..member.sessions.len()).rev() {
+            let start = member.sessions[i].first;
+            let end = self.session_end(member, i).map(|e| e.max(start));
+            if let Some(last) = periods.last_mut() {
+                if last.1.is_some_and(|e| start <= e) {
+                    last.1 = end;
+                    continue;
+                }
+            }
+            periods.push((start, end));
+        }
+        periods
+            .into_iter()
+            .find(|(start, end)| *start <= at && end.is_none_or(|e| at < e))
+            .map(|(_, end)| end)
     }
 
     /// The live broadcast, if any.
     pub fn broadcast(&self) -> Option<Broadcast> {
-        struct Current<'a> {
-            host: &'a UserId,
-            started: Timestamp,
-            end: Option<Timestamp>,
-        }
-        let mut current: Option<Current<'_>> = None;
-        for iv in self.intervals() {
-            match current.as_mut() {
-                Some(c) if c.end.is_none_or(|e| iv.start <= e) => {
-                    if iv.user == c.host {
-                        c.end = match (c.end, iv.end) {
-                            (Some(a), Some(b)) => Some(a.max(b)),
-                            _ => None,
-                        };
-                    }
-                }
-                _ => {
-                    if self.registered_host().is_none_or(|h| h == iv.user) {
-                        current = Some(Current {
-                            host: iv.user,
-                            started: iv.start,
-                            end: iv.end,
-                        });
-                    }
+        let mut starts: Vec<(Timestamp, &UserId, &Member)> = Vec::new();
+        for (user, member) in self.members() {
+            for s in &member.sessions {
+                let from_marks = s.publish_intervals().into_iter().map(|(start, _)| start);
+                for start in s.first_publish.into_iter().chain(from_marks) {
+                    starts.push((start, user, member));
                 }
             }
         }
-        current.filter(|c| c.end.is_none()).map(|c| Broadcast {
-            host: c.host.clone(),
-            started: c.started,
-        })
+        starts.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        starts.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
+
+        let mut current: Option<(Timestamp, &UserId, Option<Timestamp>)> = None;
+        for (at, user, member) in starts {
+            let live = current.is_some_and(|(_, _, end)| end.is_none_or(|e| at < e));
+            if live || self.registered_host().is_some_and(|h| h != user) {
+                continue;
+            }
+            if let Some(end) = self.presence_end(member, at) {
+                current = Some((at, user, end));
+            }
+        }
+        current
+            .filter(|(_, _, end)| end.is_none())
+            .map(|(started, host, _)| Broadcast {
+                host: host.clone(),
+                started,
+            })
+    }
+
+    /// When the user's current publishing began, if they publish now.
+    fn publishing_since(&self, user: &UserId) -> Option<Timestamp> {
+        if !self.is_publishing(user) {
+            return None;
+        }
+        let s = self.current_session(user)?;
+        s.publish_intervals().last().map(|(start, _)| *start)
     }
 
     /// The stage of the live broadcast, with at most `max_panes` users on it (at least the host).
@@ -114,11 +125,8 @@ impl RoomState {
         let mut co: Vec<(Timestamp, &UserId)> = self
             .members()
             .keys()
-            .filter(|u| **u != broadcast.host && self.is_publishing(u))
-            .filter_map(|u| {
-                let since = self.current_session(u)?.last_publish?;
-                Some((since, u))
-            })
+            .filter(|u| **u != broadcast.host)
+            .filter_map(|u| Some((self.publishing_since(u)?, u)))
             .collect();
         co.sort();
         let slots = max_panes.max(1) - 1;

@@ -1,12 +1,13 @@
 //! The room's state: the facts the callbacks told us, merged so that the result depends only on
 //! *which* events arrived, never on their order or on how often each arrived.
 //!
-//! Per user we keep a few recent sessions, each summarised by three lattice values:
-//! the earliest event time (`first`, a min), the latest event (`latest`, a max by time and
-//! [`UserAction::rank`]) and the latest Publish time (`last_publish`, a max). Min and max are
-//! commutative, associative and idempotent, so merging events in any order, with any duplicates,
-//! gives the same summary. Everything else — who hosts, who is on stage, what the task should be —
-//! is *derived* from these facts (`stage.rs`, `decide.rs`), never stored, so it cannot drift.
+//! Per user we keep a few recent sessions, each summarised by lattice values: the earliest event
+//! time (`first`, a min), the earliest Publish (`first_publish`, a min) and the most recent
+//! events (`marks`: the union of events, keeping the newest [`MAX_MARKS`] by time and
+//! [`UserAction::rank`]). Min and "newest K of a union" are commutative, associative and
+//! idempotent, so merging events in any order, with any duplicates, gives the same summary.
+//! Everything else — who hosts, who is on stage, what the task should be — is *derived* from these
+//! facts (`stage.rs`, `decide.rs`), never stored, so it cannot drift.
 //!
 //! Why sessions: a user who reconnects gets a new session, and the old session's `Leave` can
 //! arrive late *with a later timestamp* (ARTC kicks the old connection when the new one logs in).
@@ -23,6 +24,8 @@ use super::ids::{ChannelId, SessionId, Timestamp, UserId};
 
 /// Sessions kept per user. Older ones are only needed to recognise their late events as stale.
 pub(crate) const MAX_SESSIONS: usize = 3;
+/// Events kept per session: enough to rebuild its recent publish intervals (camera toggles).
+pub(crate) const MAX_MARKS: usize = 8;
 /// Users kept per room. Beyond this, users who have left are forgotten, oldest first.
 pub(crate) const MAX_MEMBERS: usize = 64;
 
@@ -34,7 +37,7 @@ pub(crate) struct Mark {
 }
 
 impl Mark {
-    fn key(self) -> (Timestamp, u8) {
+    pub(crate) fn key(self) -> (Timestamp, u8) {
         (self.at, self.action.rank())
     }
 }
@@ -42,12 +45,70 @@ impl Mark {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Session {
     pub(crate) id: SessionId,
+    /// Earliest event of the session: when it began, as far as we know.
     pub(crate) first: Timestamp,
-    pub(crate) latest: Mark,
-    pub(crate) last_publish: Option<Timestamp>,
+    /// Earliest Publish: never pruned, so a long broadcast keeps its start (and its task id).
+    pub(crate) first_publish: Option<Timestamp>,
+    /// The newest events, ascending by key, never empty.
+    pub(crate) marks: Vec<Mark>,
 }
 
 impl Session {
+    /// The session's latest event.
+    pub(crate) fn latest(&self) -> Mark {
+        // `marks` is never empty: a session is created with its first event.
+        self.marks[self.marks.len() - 1]
+    }
+
+    /// Merges one event; returns whether anything changed.
+    fn merge(&mut self, mark: Mark) -> bool {
+        let before = self.clone();
+        self.first = self.first.min(mark.at);
+        if mark.action.publishes() {
+            self.first_publish = Some(self.first_publish.map_or(mark.at, |p| p.min(mark.at)));
+        }
+        if !self.marks.contains(&mark) {
+            self.marks.push(mark);
+            // Different actions never share a key (rank is per action): the order is total.
+            self.marks.sort_by_key(|m| m.key());
+            if self.marks.len() > MAX_MARKS {
+                self.marks.remove(0);
+            }
+        }
+        *self != before
+    }
+
+    /// The session's publish intervals that its retained events show, as `(start, end)`.
+    pub(crate) fn publish_intervals(&self) -> Vec<(Timestamp, Option<Timestamp>)> {
+        let mut out = Vec::new();
+        let mut open: Option<Timestamp> = None;
+        let mut saw_end = false;
+        for m in &self.marks {
+            match m.action {
+                UserAction::Publish => {
+                    open.get_or_insert(m.at);
+                }
+                UserAction::Unpublish | UserAction::Leave | UserAction::RoleUpdate(Role::Live) => {
+                    saw_end = true;
+                    if let Some(start) = open.take() {
+                        out.push((start, Some(m.at)));
+                    }
+                }
+                UserAction::Join | UserAction::RoleUpdate(Role::Interactive) => {}
+            }
+        }
+        if let Some(start) = open {
+            // Nothing ended before this interval among the retained events: it may have begun
+            // before them, at the earliest Publish.
+            let start = match self.first_publish {
+                Some(p) if !saw_end => p.min(start),
+                _ => start,
+            };
+            out.push((start, None));
+        }
+        out
+    }
+
     /// Sessions are ordered by when they began (ties by id): the greatest is the current one.
     fn order_key(&self) -> (Timestamp, &SessionId) {
         (self.first, &self.id)
@@ -100,6 +161,10 @@ pub struct RoomState {
     cdn: Option<CdnStatus>,
     /// What the bypass task was last confirmed to be (written by the shell after an MPU call).
     applied: Target,
+    /// The CDN lost the stream of the running task while the room still broadcasts: re-issue the
+    /// (idempotent) Start once. Cleared when the next call is recorded.
+    #[serde(default)]
+    heal: bool,
 }
 
 impl RoomState {
@@ -112,6 +177,7 @@ impl RoomState {
             closed_at: None,
             cdn: None,
             applied: Target::Off,
+            heal: false,
         }
     }
 
@@ -144,6 +210,12 @@ impl RoomState {
     /// Records what the MPU task now is, after the call that made it so succeeded.
     pub fn set_applied(&mut self, applied: Target) {
         self.applied = applied;
+        self.heal = false;
+    }
+
+    /// Whether the running task should be re-started (see [`CdnAction::PublishDone`]).
+    pub fn needs_heal(&self) -> bool {
+        self.heal
     }
 
     /// Number of users tracked (for size accounting and tests).
@@ -189,24 +261,17 @@ impl RoomState {
             at: ev.at,
             action: ev.action,
         };
-        let publish = ev.action.publishes().then_some(ev.at);
         let member = self.members.entry(ev.user.clone()).or_default();
         if let Some(s) = member.sessions.iter_mut().find(|s| s.id == ev.session) {
-            let before = s.clone();
-            s.first = s.first.min(ev.at);
-            if mark.key() > s.latest.key() {
-                s.latest = mark;
-            }
-            s.last_publish = s.last_publish.max(publish);
-            if *s == before {
+            if !s.merge(mark) {
                 return Applied::Unchanged;
             }
         } else {
             member.sessions.push(Session {
                 id: ev.session.clone(),
                 first: ev.at,
-                latest: mark,
-                last_publish: publish,
+                first_publish: ev.action.publishes().then_some(ev.at),
+                marks: vec![mark],
             });
         }
         // `first` may have moved: keep newest-first order, then keep the newest few.
@@ -232,10 +297,15 @@ impl RoomState {
             return Applied::Unchanged;
         }
         self.cdn = Some(status);
-        // The CDN lost the stream while the room still wants it: forget what we believe runs, so
-        // the next decision re-issues the (idempotent) Start and heals the task.
-        if status.action == CdnAction::PublishDone && self.broadcast().is_some() {
-            self.applied = Target::Off;
+        // The CDN lost the stream of the task that should run: have the decision re-issue the
+        // idempotent Start. Only for that task: a different (older) task still needs its Stop.
+        if status.action == CdnAction::PublishDone {
+            let wanted = self
+                .broadcast()
+                .map(|b| super::ids::TaskId::for_broadcast(&self.channel, b.started));
+            if wanted.is_some() && wanted.as_ref() == self.applied.task() {
+                self.heal = true;
+            }
         }
         Applied::Changed
     }
@@ -250,7 +320,7 @@ impl RoomState {
             .members
             .iter()
             .filter(|(user, _)| !self.is_present(user))
-            .filter_map(|(user, m)| m.sessions.first().map(|s| (s.latest, user.clone())))
+            .filter_map(|(user, m)| m.sessions.first().map(|s| (s.latest(), user.clone())))
             .collect();
         gone.sort_by(|a, b| (a.0.key(), &a.1).cmp(&(b.0.key(), &b.1)));
         let excess = self.members.len() - MAX_MEMBERS;
@@ -261,19 +331,20 @@ impl RoomState {
 
     /// Whether a session's last event is at or before the latest channel close.
     pub(crate) fn closed_after(&self, s: &Session) -> bool {
-        self.closed_at.is_some_and(|c| s.latest.at <= c)
+        self.closed_at.is_some_and(|c| s.latest().at <= c)
     }
 
     /// Whether the user is in the channel now (current session neither left nor closed).
     pub fn is_present(&self, user: &UserId) -> bool {
-        self.current_session(user)
-            .is_some_and(|s| !self.closed_after(s) && !matches!(s.latest.action, UserAction::Leave))
+        self.current_session(user).is_some_and(|s| {
+            !self.closed_after(s) && !matches!(s.latest().action, UserAction::Leave)
+        })
     }
 
     /// Whether the user publishes now.
     pub fn is_publishing(&self, user: &UserId) -> bool {
         self.current_session(user)
-            .is_some_and(|s| !self.closed_after(s) && s.latest.action.publishes())
+            .is_some_and(|s| !self.closed_after(s) && s.latest().action.publishes())
     }
 
     pub(crate) fn current_session(&self, user: &UserId) -> Option<&Session> {

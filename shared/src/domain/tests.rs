@@ -162,31 +162,67 @@ fn unpublish_before_its_publish_never_puts_the_guest_on_stage() {
 }
 
 #[test]
-fn host_republishing_starts_a_new_broadcast_with_a_new_task() {
+fn host_toggling_the_camera_keeps_the_task_and_the_host() {
+    let mut room = Room::new();
+    assert_eq!(
+        show(&room.step(ev("host", "h1", 10, Publish))),
+        ["start room-1_10 single host"]
+    );
+    assert_eq!(
+        show(&room.step(ev("guest", "g1", 15, Publish))),
+        ["update room-1_10 mixed host,guest"]
+    );
+    // The host's camera goes off and on again: the broadcast, its task and its host stay (their
+    // pane shows nothing meanwhile); the guest never takes over.
+    assert!(room.step(ev("host", "h1", 20, Unpublish)).is_empty());
+    assert_eq!(room.stage(), ["host", "guest"]);
+    assert!(room.step(ev("host", "h1", 25, Publish)).is_empty());
+    assert_eq!(room.stage(), ["host", "guest"]);
+}
+
+#[test]
+fn host_leaving_and_coming_back_starts_a_new_broadcast_with_a_new_task() {
     let mut room = Room::new();
     room.step(ev("host", "h1", 10, Publish));
     assert_eq!(
-        show(&room.step(ev("host", "h1", 20, Unpublish))),
+        show(&room.step(ev("host", "h1", 20, Leave))),
         ["stop room-1_10"]
     );
+    room.step(ev("host", "h2", 25, Join));
     assert_eq!(
-        show(&room.step(ev("host", "h1", 25, Publish))),
-        ["start room-1_25 single host"]
+        show(&room.step(ev("host", "h2", 26, Publish))),
+        ["start room-1_26 single host"]
     );
 }
 
 #[test]
-fn host_reconnect_that_overlaps_keeps_the_broadcast() {
+fn host_reconnects_without_a_blip() {
+    // Same second: the new connection joins and publishes as the old one is kicked.
     let mut room = Room::new();
     room.step(ev("host", "h1", 10, Publish));
-    room.step(ev("host", "h2", 50, Join));
-    room.step(ev("host", "h2", 50, Publish));
-    // The kicked session's Leave comes after the new session started: nothing to do.
-    assert!(room.step(ev("host", "h1", 51, Leave)).is_empty());
+    for e in [
+        ev("host", "h2", 50, Join),
+        ev("host", "h2", 50, Publish),
+        ev("host", "h1", 50, Leave),
+    ] {
+        assert!(room.step(e).is_empty(), "no stop, no restart");
+    }
     assert_eq!(
         room.state.applied().task().map(TaskId::as_str),
         Some("room-1_10")
     );
+    // With a gap between the new connection's Join and Publish, and a guest publishing in it.
+    let mut room = Room::new();
+    room.step(ev("host", "h1", 10, Publish));
+    assert!(room.step(ev("host", "h2", 150, Join)).is_empty());
+    assert_eq!(
+        show(&room.step(ev("guest", "g1", 150, Publish))),
+        ["update room-1_10 mixed host,guest"],
+        "the guest joins the host's broadcast, not a new one"
+    );
+    assert!(room.step(ev("host", "h2", 151, Publish)).is_empty());
+    assert!(room.step(ev("host", "h1", 152, Leave)).is_empty());
+    assert_eq!(room.stage(), ["host", "guest"]);
 }
 
 #[test]
@@ -337,6 +373,49 @@ fn cdn_publish_done_while_live_reissues_the_start() {
     );
     // An older publish_done (out of order) is ignored.
     assert!(room.step(cdn(CdnAction::PublishDone, 5)).is_empty());
+}
+
+#[test]
+fn cdn_publish_done_never_forgets_an_older_task_that_still_needs_its_stop() {
+    let mut room = Room::new();
+    room.step(ev("host", "h1", 1, Publish));
+    // The host left and came back; the Stop of the old task hasn't been made yet.
+    room.state.apply(&ev("host", "h1", 5, Leave));
+    room.state.apply(&ev("host", "h2", 8, Publish));
+    room.state.apply(&RoomEvent::Cdn {
+        action: CdnAction::PublishDone,
+        at: Timestamp::from_secs(6),
+    });
+    assert!(!room.state.needs_heal());
+    assert_eq!(
+        show(&room.converge()),
+        ["stop room-1_1", "start room-1_8 single host"]
+    );
+}
+
+#[test]
+fn cdn_publish_done_and_host_leave_in_either_order_stop_the_task() {
+    for leave_first in [true, false] {
+        let mut room = Room::new();
+        room.step(ev("host", "h1", 1, Publish));
+        let leave = ev("host", "h1", 9, Leave);
+        let done = RoomEvent::Cdn {
+            action: CdnAction::PublishDone,
+            at: Timestamp::from_secs(9),
+        };
+        let (a, b) = if leave_first {
+            (leave, done)
+        } else {
+            (done, leave)
+        };
+        room.state.apply(&a);
+        room.state.apply(&b);
+        assert_eq!(
+            show(&room.converge()),
+            ["stop room-1_1"],
+            "leave first: {leave_first}"
+        );
+    }
 }
 
 #[test]
@@ -596,7 +675,7 @@ proptest! {
             if let Some(stage) = s.stage(max_panes) {
                 prop_assert!(stage.on_stage.len() <= max_panes);
                 prop_assert_eq!(&stage.on_stage[0], &stage.broadcast.host);
-                prop_assert!(s.is_publishing(&stage.broadcast.host));
+                prop_assert!(s.is_present(&stage.broadcast.host));
             }
         }
     }
