@@ -149,7 +149,13 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                 }
             }
             let decision = decide(&room.state, &self.decision);
-            let lease_free = room.lease.as_ref().is_none_or(|l| l.until_ms <= now_ms);
+            // Our own lease is free to us: it is left behind only by this very invocation (a
+            // Lambda retry keeps the request id), e.g. after a commit that landed but reported a
+            // failure and whose release failed too. No call of ours is in flight then.
+            let lease_free = room
+                .lease
+                .as_ref()
+                .is_none_or(|l| l.until_ms <= now_ms || l.owner == owner);
             // A command only matters to us if we can take the lease; otherwise its holder will
             // see our committed state and act on it.
             let will_call = decision.command.is_some() && lease_free;
@@ -193,7 +199,14 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                     });
                 }
                 Err(StoreError::VersionConflict { .. }) => continue,
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    if will_call {
+                        // The write may have landed (DynamoDB applied it, the answer was lost):
+                        // then we hold a lease nobody will use. Give it back.
+                        self.release(key, None, owner).await;
+                    }
+                    return Err(e.into());
+                }
             }
         }
         Err(AppError::Contention {
@@ -212,7 +225,7 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
         let mut calls = 0;
         loop {
             if calls == self.config.max_calls {
-                self.release(key, room, owner).await?;
+                self.release(key, Some(room), owner).await;
                 return Err(AppError::NotConverged {
                     room: key.to_string(),
                     calls,
@@ -238,14 +251,25 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                 Err(source) => {
                     // Leave the applied record as it was: the next event, or the redelivery of
                     // this one, re-decides and re-issues the idempotent call.
-                    self.release(key, room, owner).await?;
+                    self.release(key, Some(room), owner).await;
                     return Err(AppError::Mpu {
                         room: key.to_string(),
                         source,
                     });
                 }
             };
-            match self.record(key, room, &now_applied, owner).await? {
+            let recorded = match self.record(key, room, &now_applied, owner).await {
+                Ok(recorded) => recorded,
+                Err(e) => {
+                    // The call is done (we have its answer) but the record failed, or landed
+                    // without our knowing: no call of ours is in flight, so the lease goes back
+                    // and the redelivery (or the next event) re-issues the idempotent call now
+                    // rather than after the lease expired.
+                    self.release(key, None, owner).await;
+                    return Err(e);
+                }
+            };
+            match recorded {
                 Record::Converged(room) => {
                     return Ok(Handled::Converged {
                         version: room.version,
@@ -304,33 +328,61 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
         })
     }
 
-    /// Gives the lease back (after a failed call), so the next event can act without waiting for
-    /// it to expire. Best effort under contention: if the room keeps changing, the lease simply
-    /// expires.
-    async fn release(
+    /// Gives the lease back after a failure, so the next event can act without waiting for it to
+    /// expire. Starts from `known` (the room as this handler last wrote it) or else a fresh read,
+    /// and writes only while the lease is still ours. Best effort: it gives up after a few
+    /// conflicts or failures (the lease then simply expires) and never fails itself, so the
+    /// caller's own error is what gets reported.
+    async fn release(&self, key: &RoomKey, known: Option<StoredRoom>, owner: &str) {
+        self.replace_own_lease(key, known, owner, None).await;
+    }
+
+    /// Sets the lease to `lease` if `owner` still holds it; best effort (see [`Self::release`]).
+    async fn replace_own_lease(
         &self,
         key: &RoomKey,
-        mut room: StoredRoom,
+        mut known: Option<StoredRoom>,
         owner: &str,
-    ) -> Result<(), AppError> {
-        for _ in 0..self.config.max_conflicts {
-            if room.lease.as_ref().is_none_or(|l| l.owner != owner) {
-                return Ok(());
-            }
-            room.lease = None;
-            let expected = room.version;
-            match self.store.save(key, &room, expected).await {
-                Ok(()) => return Ok(()),
-                Err(StoreError::VersionConflict { .. }) => match self.store.load(key).await? {
-                    Some(r) => room = r,
-                    None => return Ok(()),
+        lease: Option<Lease>,
+    ) {
+        let (mut conflicts, mut failures) = (0, 0);
+        while conflicts < self.config.max_conflicts && failures < RELEASE_FAILURES {
+            let mut room = match known.take() {
+                Some(room) => room,
+                None => match self.store.load(key).await {
+                    Ok(Some(room)) => room,
+                    Ok(None) => return,
+                    Err(e) => {
+                        failures += 1;
+                        tracing::warn!(error = %e, "lease release: read failed");
+                        continue;
+                    }
                 },
-                Err(e) => return Err(e.into()),
+            };
+            if room.lease.as_ref().is_none_or(|l| l.owner != owner) {
+                return;
+            }
+            room.lease = lease.clone();
+            match self.store.save(key, &room, room.version).await {
+                Ok(()) => return,
+                Err(StoreError::VersionConflict { .. }) => conflicts += 1,
+                // Re-read: the write may have landed all the same.
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(error = %e, "lease release: write failed");
+                }
             }
         }
-        Ok(())
+        tracing::warn!(
+            conflicts,
+            failures,
+            "gave up releasing the lease; it will expire"
+        );
     }
 }
+
+/// Store failures tolerated by a best-effort lease release before it leaves the lease to expire.
+const RELEASE_FAILURES: u32 = 2;
 
 enum Commit {
     Done(Handled),

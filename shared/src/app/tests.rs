@@ -174,15 +174,34 @@ async fn a_held_lease_makes_others_commit_and_leave() {
     assert_eq!(s.mpu.tasks(&key()).len(), 1);
 }
 
-/// A store that fails the `n`th save with a retryable error (a crash or timeout of the write).
+/// How an injected store failure behaves.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// The write is lost and reported as a retryable error (a timeout before DynamoDB applied it).
+    Lost,
+    /// The write lands but is reported as a retryable error (the answer was lost).
+    Landed,
+}
+
+/// A store whose `n`th save (1-based) fails as planned.
 #[derive(Debug)]
-struct FailNthSave {
+struct FaultyStore {
     inner: Arc<InMemoryStore>,
-    n: u32,
+    faults: Vec<(u32, Fault)>,
     seen: AtomicU32,
 }
 
-impl StateStore for FailNthSave {
+impl FaultyStore {
+    fn new(inner: Arc<InMemoryStore>, faults: &[(u32, Fault)]) -> Self {
+        FaultyStore {
+            inner,
+            faults: faults.to_vec(),
+            seen: AtomicU32::new(0),
+        }
+    }
+}
+
+impl StateStore for FaultyStore {
     async fn load(&self, key: &RoomKey) -> Result<Option<StoredRoom>, StoreError> {
         self.inner.load(key).await
     }
@@ -192,32 +211,44 @@ impl StateStore for FailNthSave {
         room: &StoredRoom,
         expected: Version,
     ) -> Result<(), StoreError> {
-        if self.seen.fetch_add(1, Ordering::SeqCst) + 1 == self.n {
-            return Err(StoreError::Unavailable {
-                room: key.to_string(),
-                source: "injected timeout".into(),
-            });
+        let n = self.seen.fetch_add(1, Ordering::SeqCst) + 1;
+        let unavailable = || StoreError::Unavailable {
+            room: key.to_string(),
+            source: "injected timeout".into(),
+        };
+        match self.faults.iter().find(|(i, _)| *i == n).map(|(_, f)| *f) {
+            None => self.inner.save(key, room, expected).await,
+            Some(Fault::Lost) => Err(unavailable()),
+            Some(Fault::Landed) => {
+                self.inner.save(key, room, expected).await?;
+                Err(unavailable())
+            }
         }
-        self.inner.save(key, room, expected).await
     }
+}
+
+fn faulty_shell(
+    faults: &[(u32, Fault)],
+) -> (
+    Shell<FaultyStore, Arc<RecordingMpu>, Arc<ManualClock>>,
+    Arc<InMemoryStore>,
+) {
+    let inner = Arc::new(InMemoryStore::new());
+    let s = Shell {
+        store: FaultyStore::new(inner.clone(), faults),
+        mpu: Arc::new(RecordingMpu::instant()),
+        clock: Arc::new(ManualClock::at_ms(1_000_000)),
+        decision: DecisionConfig::default(),
+        config: ShellConfig::default(),
+    };
+    (s, inner)
 }
 
 #[tokio::test]
 async fn crash_between_call_and_record_is_repaired_by_the_next_delivery() {
-    let inner = Arc::new(InMemoryStore::new());
-    let mpu = Arc::new(RecordingMpu::instant());
-    let clock = Arc::new(ManualClock::at_ms(1_000_000));
-    let s = Shell {
-        store: FailNthSave {
-            inner: inner.clone(),
-            n: 2, // commit succeeds, the record after the Start fails
-            seen: AtomicU32::new(0),
-        },
-        mpu: mpu.clone(),
-        clock: clock.clone(),
-        decision: DecisionConfig::default(),
-        config: ShellConfig::default(),
-    };
+    // The commit succeeds, the record after the Start fails.
+    let (s, inner) = faulty_shell(&[(2, Fault::Lost)]);
+    let (mpu, clock) = (s.mpu.clone(), s.clock.clone());
     let publish = [ev("host", 10, UserAction::Publish)];
     let err = s
         .handle(&key(), Some("m1"), &publish, "a")
@@ -247,6 +278,122 @@ async fn crash_between_call_and_record_is_repaired_by_the_next_delivery() {
     assert_eq!(mpu.tasks(&key()).len(), 1, "still exactly one task");
     let room = inner.load(&key()).await.expect("load").expect("room");
     assert_eq!(room.state.applied(), &target(&room.state, &s.decision));
+}
+
+#[tokio::test]
+async fn a_failed_record_gives_the_lease_back() {
+    // The Start is made, then its record write fails: nothing of ours is in flight any more.
+    let (s, inner) = faulty_shell(&[(2, Fault::Lost)]);
+    let publish = [ev("host", 10, UserAction::Publish)];
+    let err = s
+        .handle(&key(), Some("m1"), &publish, "a")
+        .await
+        .expect_err("record failed");
+    assert!(matches!(err, AppError::Store(_)), "{err}");
+    let room = inner.load(&key()).await.expect("load").expect("room");
+    assert_eq!(room.lease, None, "lease released after the failed record");
+
+    // So the redelivery repairs at once instead of after the lease expired.
+    let out = s
+        .handle(&key(), Some("m1"), &publish, "b")
+        .await
+        .expect("repaired");
+    assert!(
+        matches!(out, Handled::Converged { calls: 1, .. }),
+        "{out:?}"
+    );
+    assert_eq!(s.mpu.calls().len(), 2);
+    assert_eq!(s.mpu.tasks(&key()).len(), 1, "still exactly one task");
+}
+
+#[tokio::test]
+async fn a_commit_that_lands_but_reports_a_failure_gives_the_lease_back() {
+    // The commit taking the lease is applied, but the handler only sees an error.
+    let (s, inner) = faulty_shell(&[(1, Fault::Landed)]);
+    let publish = [ev("host", 10, UserAction::Publish)];
+    let err = s
+        .handle(&key(), Some("m1"), &publish, "a")
+        .await
+        .expect_err("commit reported failed");
+    assert!(err.is_retryable(), "{err}");
+    assert!(s.mpu.calls().is_empty(), "no call after a failed commit");
+    let room = inner.load(&key()).await.expect("load").expect("room");
+    assert_eq!(room.state.applied(), &Target::Off);
+    assert_eq!(room.lease, None, "the landed lease was given back");
+
+    let out = s
+        .handle(&key(), Some("m1"), &publish, "b")
+        .await
+        .expect("repaired");
+    assert!(
+        matches!(out, Handled::Converged { calls: 1, .. }),
+        "{out:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_retry_of_the_same_invocation_may_use_the_lease_it_left_behind() {
+    // What a commit that landed unacknowledged, and whose release failed too, leaves behind: the
+    // event committed, its key seen, nothing applied, the lease held by invocation "a".
+    let s = shell(Arc::new(RecordingMpu::instant()));
+    let publish = [ev("host", 10, UserAction::Publish)];
+    let now_ms = s.clock.now_ms();
+    let mut room = StoredRoom::new(key().channel);
+    room.state.apply(&publish[0]);
+    room.seen
+        .insert("m1".into(), now_ms / 1000, now_ms / 1000 + 3_600, 128);
+    room.lease = Some(Lease {
+        owner: "a".into(),
+        until_ms: now_ms + s.config.lease_ms,
+    });
+    s.store
+        .save(&key(), &room, Version::NONE)
+        .await
+        .expect("save");
+
+    // Another invocation respects the lease ...
+    let out = s
+        .handle(&key(), Some("m1"), &publish, "b")
+        .await
+        .expect("handled");
+    assert_eq!(out, Handled::Duplicate);
+    assert!(s.mpu.calls().is_empty());
+
+    // ... but Lambda's retry of "a" (same request id) knows no call of its own is in flight.
+    let out = s
+        .handle(&key(), Some("m1"), &publish, "a")
+        .await
+        .expect("handled");
+    assert!(
+        matches!(out, Handled::Converged { calls: 1, .. }),
+        "{out:?}"
+    );
+    let room = stored(&s).await;
+    assert_eq!(room.lease, None);
+    assert_eq!(room.state.applied(), &target(&room.state, &s.decision));
+}
+
+#[tokio::test]
+async fn a_failed_release_does_not_hide_the_mpu_error() {
+    let inner = Arc::new(InMemoryStore::new());
+    let s = Shell {
+        // The commit succeeds; the release after the failed call can't write.
+        store: FaultyStore::new(inner.clone(), &[(2, Fault::Lost), (3, Fault::Lost)]),
+        mpu: Arc::new(RecordingMpu::new(7, Duration::ZERO, 1.0)),
+        clock: Arc::new(ManualClock::at_ms(1_000_000)),
+        decision: DecisionConfig::default(),
+        config: ShellConfig::default(),
+    };
+    let err = s
+        .handle(
+            &key(),
+            Some("m1"),
+            &[ev("host", 10, UserAction::Publish)],
+            "a",
+        )
+        .await
+        .expect_err("mpu down");
+    assert!(matches!(err, AppError::Mpu { .. }), "{err}");
 }
 
 #[tokio::test]
