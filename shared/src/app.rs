@@ -251,7 +251,14 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                 Err(source) => {
                     // Leave the applied record as it was: the next event, or the redelivery of
                     // this one, re-decides and re-issues the idempotent call.
-                    self.release(key, Some(room), owner).await;
+                    if source.is_definite() {
+                        // Refused or never sent: nothing can land later, the lease can go.
+                        self.release(key, Some(room), owner).await;
+                    } else {
+                        // Timed out or unreadable: Alibaba may still apply the request. Whoever
+                        // calls next must not overlap it, or an older layout could land last.
+                        self.keep_lease_in_doubt(key, room, owner).await;
+                    }
                     return Err(AppError::Mpu {
                         room: key.to_string(),
                         source,
@@ -337,6 +344,20 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
         self.replace_own_lease(key, known, owner, None).await;
     }
 
+    /// After a call with no definite answer: keep the lease until it expires, a full lease
+    /// period from now, so no call overlaps the one that may still land. It is handed to a name no
+    /// invocation has, so not even a retry of this invocation (which counts its own lease as
+    /// free) calls early. Best effort: if the write fails the lease stays ours as it was.
+    async fn keep_lease_in_doubt(&self, key: &RoomKey, room: StoredRoom, owner: &str) {
+        tracing::warn!("mpu call outcome unknown; keeping the lease until it expires");
+        let lease = Lease {
+            owner: format!("{owner}{IN_DOUBT}"),
+            until_ms: self.clock.now_ms() + self.config.lease_ms,
+        };
+        self.replace_own_lease(key, Some(room), owner, Some(lease))
+            .await;
+    }
+
     /// Sets the lease to `lease` if `owner` still holds it; best effort (see [`Self::release`]).
     async fn replace_own_lease(
         &self,
@@ -380,6 +401,9 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
         );
     }
 }
+
+/// Appended to the owner of a lease kept after a call whose outcome is unknown.
+const IN_DOUBT: &str = "/in-doubt";
 
 /// Store failures tolerated by a best-effort lease release before it leaves the lease to expire.
 const RELEASE_FAILURES: u32 = 2;

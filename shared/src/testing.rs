@@ -3,7 +3,7 @@
 //! injects seeded random latency and failures; and a settable clock.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -35,6 +35,38 @@ struct Inner {
     rng: Option<StdRng>,
 }
 
+/// The error an injected failure of [`RecordingMpu`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FakeFailure {
+    /// No answer to trust (a gateway's 504 page, like a timeout): the request may still land.
+    #[default]
+    Ambiguous,
+    /// The service refused the request (throttled): it never takes effect.
+    Refused,
+}
+
+impl FakeFailure {
+    pub fn error(self) -> MpuError {
+        match self {
+            FakeFailure::Ambiguous => MpuError::MalformedResponse {
+                action: "FakeMpu",
+                http_status: 504,
+                request_id: None,
+                reason: "injected failure",
+                snippet: String::new(),
+            },
+            FakeFailure::Refused => MpuError::Throttled {
+                action: "FakeMpu",
+                http_status: 400,
+                code: "Throttling.User".into(),
+                message: "injected failure".into(),
+                request_id: Some("fake".into()),
+                retry_after: None,
+            },
+        }
+    }
+}
+
 /// An MPU fake with Alibaba's semantics: Start of an existing task makes it match (the adapter's
 /// "already exists → Update"), Stop of an unknown task succeeds, Update of an unknown task
 /// reports [`MpuDone::TaskMissing`].
@@ -44,11 +76,15 @@ pub struct RecordingMpu {
     clock: AtomicU64,
     max_latency: Duration,
     failure_rate: f64,
+    failure: FakeFailure,
+    /// Calls still to fail before the seeded rate applies.
+    fail_next: AtomicU32,
+    attempts: AtomicU32,
 }
 
 impl RecordingMpu {
     /// `seed` drives latency (up to `max_latency`) and failures (probability `failure_rate`,
-    /// reported as a retryable error).
+    /// reported as a retryable, ambiguous error unless [`Self::with_failure`] says otherwise).
     pub fn new(seed: u64, max_latency: Duration, failure_rate: f64) -> Self {
         RecordingMpu {
             inner: Mutex::new(Inner {
@@ -58,7 +94,23 @@ impl RecordingMpu {
             clock: AtomicU64::new(0),
             max_latency,
             failure_rate,
+            failure: FakeFailure::default(),
+            fail_next: AtomicU32::new(0),
+            attempts: AtomicU32::new(0),
         }
+    }
+
+    /// An instant fake whose first `n` calls fail with `failure`; later calls succeed.
+    pub fn failing(n: u32, failure: FakeFailure) -> Self {
+        let fake = Self::instant().with_failure(failure);
+        fake.fail_next.store(n, Ordering::SeqCst);
+        fake
+    }
+
+    /// Which error injected failures report.
+    pub fn with_failure(mut self, failure: FakeFailure) -> Self {
+        self.failure = failure;
+        self
     }
 
     /// A fake that answers at once and never fails.
@@ -70,8 +122,14 @@ impl RecordingMpu {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The calls that succeeded.
     pub fn calls(&self) -> Vec<Call> {
         self.lock().calls.clone()
+    }
+
+    /// Every call made, failed ones included.
+    pub fn attempts(&self) -> u32 {
+        self.attempts.load(Ordering::SeqCst)
     }
 
     /// The tasks running for `room` now.
@@ -93,6 +151,11 @@ impl MpuPort for RecordingMpu {
         version: Version,
     ) -> Result<MpuDone, MpuError> {
         let started = self.clock.fetch_add(1, Ordering::SeqCst);
+        self.attempts.fetch_add(1, Ordering::SeqCst);
+        let forced = self
+            .fail_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
         let (latency, fail) = {
             let mut inner = self.lock();
             let n = inner.in_flight.entry(room.clone()).or_default();
@@ -122,14 +185,8 @@ impl MpuPort for RecordingMpu {
             *n -= 1;
         }
         let ended = self.clock.fetch_add(1, Ordering::SeqCst);
-        if fail {
-            return Err(MpuError::MalformedResponse {
-                action: "FakeMpu",
-                http_status: 503,
-                request_id: None,
-                reason: "injected failure",
-                snippet: String::new(),
-            });
+        if fail || forced {
+            return Err(self.failure.error());
         }
         inner.calls.push(Call {
             room: room.clone(),

@@ -166,6 +166,24 @@ impl MpuError {
         }
     }
 
+    /// Whether the request certainly has no effect, now or later: the service answered and
+    /// refused it (an error `Code`, throttling), or it was never sent (it could not be built).
+    ///
+    /// Not definite: a timeout, a broken connection or an unreadable answer (a gateway's 5xx
+    /// page). The service may have received such a request and may still apply it after we gave
+    /// up, so whoever made it must not let another call for the same task overlap it.
+    ///
+    /// Judged from this error alone: when it is the last of several attempts, an earlier attempt
+    /// may have timed out.
+    pub fn is_definite(&self) -> bool {
+        match self {
+            MpuError::Rejected { .. } | MpuError::Throttled { .. } | MpuError::Request(_) => true,
+            // A builder error is raised before anything is sent.
+            MpuError::Transport { source, .. } => source.is_builder(),
+            MpuError::Timeout { .. } | MpuError::MalformedResponse { .. } => false,
+        }
+    }
+
     /// The service's error code, if the answer had one.
     pub fn code(&self) -> Option<&str> {
         match self {
@@ -619,6 +637,60 @@ mod tests {
             let body = format!(r#"{{"RequestId":"R","Code":"{code}","Message":"m"}}"#);
             let err = interpret("X", status, None, body.as_bytes()).expect_err("error");
             assert!(!err.is_retryable(), "{code} {status}");
+        }
+    }
+
+    #[test]
+    fn only_refusals_and_unsent_requests_are_definite() {
+        // A reqwest error of each kind we can make without a network.
+        let builder = || {
+            reqwest::Client::new()
+                .get("not a url")
+                .build()
+                .expect_err("a relative URL can't be built")
+        };
+        assert!(builder().is_builder());
+        let throttled = interpret(
+            "X",
+            400,
+            None,
+            br#"{"RequestId":"R","Code":"Throttling.User","Message":"m"}"#,
+        )
+        .expect_err("throttled");
+        let server_error = interpret(
+            "X",
+            500,
+            None,
+            br#"{"RequestId":"R","Code":"InternalError","Message":"m"}"#,
+        )
+        .expect_err("rejected");
+        let gateway = interpret("X", 504, None, b"<html>Gateway Timeout</html>").expect_err("html");
+        let garbled_success = interpret("X", 200, None, b"").expect_err("empty");
+        let unbuildable = MpuError::Request(RequestError::StreamUrl {
+            action: "StartLiveMPUTask",
+            source: crate::alibaba::urls::UrlSignError::NoPath("rtmp://x".into()),
+        });
+        for definite in [
+            rejected("InvalidParam", "m"),
+            throttled,
+            server_error,
+            unbuildable,
+            MpuError::Transport {
+                action: "X",
+                source: builder(),
+            },
+        ] {
+            assert!(definite.is_definite(), "{definite:?}");
+        }
+        for ambiguous in [
+            gateway,
+            garbled_success,
+            MpuError::Timeout {
+                action: "X",
+                source: builder(),
+            },
+        ] {
+            assert!(!ambiguous.is_definite(), "{ambiguous:?}");
         }
     }
 

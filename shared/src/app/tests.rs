@@ -9,7 +9,7 @@ use super::*;
 use crate::domain::{target, MsgId, UserAction};
 use crate::store::memory::InMemoryStore;
 use crate::testing::concurrency::{ev, key};
-use crate::testing::{ManualClock, RecordingMpu};
+use crate::testing::{FakeFailure, ManualClock, RecordingMpu};
 
 type TestShell = Shell<Arc<InMemoryStore>, Arc<RecordingMpu>, Arc<ManualClock>>;
 
@@ -379,7 +379,7 @@ async fn a_failed_release_does_not_hide_the_mpu_error() {
     let s = Shell {
         // The commit succeeds; the release after the failed call can't write.
         store: FaultyStore::new(inner.clone(), &[(2, Fault::Lost), (3, Fault::Lost)]),
-        mpu: Arc::new(RecordingMpu::new(7, Duration::ZERO, 1.0)),
+        mpu: Arc::new(RecordingMpu::failing(1, FakeFailure::Refused)),
         clock: Arc::new(ManualClock::at_ms(1_000_000)),
         decision: DecisionConfig::default(),
         config: ShellConfig::default(),
@@ -397,8 +397,9 @@ async fn a_failed_release_does_not_hide_the_mpu_error() {
 }
 
 #[tokio::test]
-async fn a_failed_mpu_call_releases_the_lease_and_the_retry_converges() {
-    let mpu = Arc::new(RecordingMpu::new(7, Duration::ZERO, 1.0));
+async fn a_refused_mpu_call_releases_the_lease_and_the_retry_converges() {
+    let mpu =
+        Arc::new(RecordingMpu::new(7, Duration::ZERO, 1.0).with_failure(FakeFailure::Refused));
     let s = shell(mpu);
     let publish = [ev("host", 10, UserAction::Publish)];
     let err = s
@@ -427,6 +428,59 @@ async fn a_failed_mpu_call_releases_the_lease_and_the_retry_converges() {
     assert!(
         matches!(out, Handled::Converged { calls: 1, .. }),
         "{out:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_ambiguous_mpu_failure_keeps_the_lease_until_it_expires() {
+    // The Start times out: Alibaba may still apply it after we gave up.
+    let s = shell(Arc::new(RecordingMpu::failing(1, FakeFailure::Ambiguous)));
+    let publish = [ev("host", 10, UserAction::Publish)];
+    let err = s
+        .handle(&key(), Some("m1"), &publish, "a")
+        .await
+        .expect_err("no answer");
+    assert!(
+        matches!(&err, AppError::Mpu { source, .. } if !source.is_definite()) && err.is_retryable(),
+        "{err}"
+    );
+    let lease = stored(&s).await.lease.expect("lease kept");
+    assert!(lease.until_ms > s.clock.now_ms());
+    assert_eq!(s.mpu.attempts(), 1);
+
+    // Meanwhile a co-streamer publishes: the event is committed, but nobody calls while the
+    // timed-out Start may still land; nor does Lambda's retry of the failed invocation.
+    let out = s
+        .handle(
+            &key(),
+            Some("m2"),
+            &[ev("guest", 20, UserAction::Publish)],
+            "b",
+        )
+        .await
+        .expect("handled");
+    assert!(matches!(out, Handled::Committed { .. }), "{out:?}");
+    let out = s
+        .handle(&key(), Some("m1"), &publish, "a")
+        .await
+        .expect("handled");
+    assert_eq!(out, Handled::Duplicate);
+    assert_eq!(s.mpu.attempts(), 1, "no call overlaps the one in doubt");
+
+    // Once the lease has expired, the next delivery converges to the newest target.
+    s.clock.advance_ms(s.config.lease_ms + 1);
+    let out = s
+        .handle(&key(), Some("m1"), &publish, "a")
+        .await
+        .expect("repaired");
+    assert!(matches!(out, Handled::Converged { .. }), "{out:?}");
+    let room = stored(&s).await;
+    assert_eq!(room.lease, None);
+    assert_eq!(room.state.applied(), &target(&room.state, &s.decision));
+    assert_eq!(
+        room.state.applied().mix_mode(),
+        Some(MixModeAlias::Mixed),
+        "the co-streamer's event was not lost"
     );
 }
 
