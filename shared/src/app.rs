@@ -25,8 +25,9 @@ use crate::store::{Lease, StoreError, StoredRoom};
 /// Tunables of the shell.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShellConfig {
-    /// How long a lease lasts. Must exceed the function timeout (which exceeds the MPU client's
-    /// total deadline), so a holder can never still be calling after its lease expired.
+    /// How long a lease lasts. Must exceed every function's Timeout in template.yaml (each of
+    /// which exceeds the MPU client's total deadline), so a holder can never still be calling
+    /// after its lease expired; tests/template checks this against the template.
     pub lease_ms: u64,
     /// How long a callback key is remembered for de-duplication (≥ Lambda's redelivery window).
     pub dedupe_secs: u64,
@@ -41,7 +42,7 @@ pub struct ShellConfig {
 impl Default for ShellConfig {
     fn default() -> Self {
         ShellConfig {
-            lease_ms: 60_000,
+            lease_ms: 45_000,
             dedupe_secs: 3_600,
             dedupe_cap: 128,
             max_conflicts: 16,
