@@ -162,18 +162,22 @@ impl<L: LiveApi + Send + Sync, C: Clock> AlibabaMpu<L, C> {
 
     async fn start(&self, room: &RoomKey, task: &str, shape: &Shape) -> Result<MpuDone, MpuError> {
         let request = self.start_request(room, task, shape)?;
-        let mut waited = Duration::ZERO;
+        // Bounded by wall time, not by the sleeps: each busy answer can itself take up to the
+        // client's deadline, and the whole Start must stay within `stream_url_wait` plus one call
+        // (the function Timeouts and the lease are sized for that).
+        let wait = self.settings.stream_url_wait;
+        let first = tokio::time::Instant::now();
         let reply = loop {
-            match self.api.call(&request).await {
-                Err(e) if stream_url_busy(&e) && waited < self.settings.stream_url_wait => {
+            let answer = self.api.call(&request).await;
+            let elapsed = first.elapsed();
+            match answer {
+                Err(e) if stream_url_busy(&e) && elapsed < wait => {
                     tracing::warn!(
                         task_id = task,
-                        waited_ms = waited.as_millis() as u64,
+                        waited_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
                         "stream URL still held after a stop; retrying"
                     );
-                    let step = Duration::from_secs(1);
-                    tokio::time::sleep(step).await;
-                    waited += step;
+                    tokio::time::sleep(STREAM_URL_RETRY.min(wait - elapsed)).await;
                 }
                 other => break other?,
             }
@@ -225,11 +229,18 @@ impl<L: LiveApi + Send + Sync, C: Clock> AlibabaMpu<L, C> {
     }
 }
 
+/// How often a Start whose StreamURL is still held is retried.
+const STREAM_URL_RETRY: Duration = Duration::from_secs(1);
+
 /// Whether a Start failed because the StreamURL is still in use (another task, or within 10 s of
-/// a Stop). The exact code is undocumented, so the message is matched.
+/// a Stop): a parameter rejection (`InvalidParam`) whose message names the StreamURL. The exact
+/// wording is undocumented, so the message is matched loosely; the code keeps e.g. a permission
+/// error that mentions the URL from being waited on.
 fn stream_url_busy(e: &MpuError) -> bool {
     match e {
-        MpuError::Rejected { message, .. } => {
+        MpuError::Rejected { code, message, .. }
+            if code == "InvalidParam" || code.starts_with("InvalidParam.") =>
+        {
             let m = message.to_ascii_lowercase();
             m.contains("streamurl") || m.contains("stream url")
         }
@@ -471,6 +482,77 @@ mod tests {
             &start,
             &vectors()["other_operations"]["start_mixmode1_with_maxidletime_region"],
         );
+    }
+
+    fn rejected(code: &str, message: &str) -> MpuError {
+        MpuError::Rejected {
+            action: "StartLiveMPUTask",
+            http_status: 400,
+            code: code.into(),
+            message: message.into(),
+            request_id: Some("R".into()),
+            recommend: None,
+        }
+    }
+
+    #[test]
+    fn only_a_parameter_rejection_naming_the_stream_url_is_a_busy_url() {
+        let held = "The StreamURL is in use or was released less than 10 seconds ago.";
+        assert!(stream_url_busy(&rejected("InvalidParam", held)));
+        assert!(stream_url_busy(&rejected(
+            "InvalidParam",
+            "stream url occupied"
+        )));
+        assert!(!stream_url_busy(&rejected(
+            "InvalidParam",
+            "Parameter invalid."
+        )));
+        assert!(!stream_url_busy(&rejected("Forbidden.RAM", held)));
+        assert!(!stream_url_busy(&rejected("InternalError", held)));
+    }
+
+    /// A Live API whose every Start is refused because the StreamURL is held, after `latency`.
+    struct BusyApi {
+        latency: Duration,
+        calls: std::sync::atomic::AtomicU32,
+    }
+    impl LiveApi for BusyApi {
+        async fn call(&self, _request: &LiveRequest) -> Result<Reply, MpuError> {
+            self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::time::sleep(self.latency).await;
+            Err(rejected(
+                "InvalidParam",
+                "The StreamURL is in use or was released less than 10 seconds ago.",
+            ))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_start_waits_for_a_held_stream_url_at_most_the_wait_plus_one_call() {
+        let mut settings = adapter(None, None).settings().clone();
+        settings.stream_url_wait = Duration::from_secs(12);
+        let latency = Duration::from_secs(3);
+        let mpu = AlibabaMpu::new(
+            BusyApi {
+                latency,
+                calls: 0.into(),
+            },
+            ManualClock::at_ms(1_704_164_645_000),
+            settings,
+        );
+        let begun = tokio::time::Instant::now();
+        let start = Command::Start {
+            task: TaskId::parse("room-1001_1").expect("task"),
+            shape: single(),
+        };
+        let err = mpu
+            .execute(&room(), &start, Version::NONE)
+            .await
+            .expect_err("the URL stays held");
+        assert!(stream_url_busy(&err), "{err}");
+        // Calls at 0, 4 and 8 s (each answering 3 s later, then a 1 s pause), the last at 12 s.
+        assert_eq!(begun.elapsed(), Duration::from_secs(12) + latency);
+        assert_eq!(mpu.api().calls.load(std::sync::atomic::Ordering::SeqCst), 4);
     }
 
     #[test]
