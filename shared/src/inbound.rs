@@ -12,7 +12,8 @@ use crate::domain::{
     UserAction, UserEvent, UserId,
 };
 
-/// The largest callback body accepted.
+/// The largest callback body accepted; for a callback that arrives already parsed (an
+/// EventBridge event's `detail`), the largest compact JSON serialization of it.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// How far ahead of our clock an event may be stamped (clock skew between Alibaba and AWS).
@@ -200,11 +201,44 @@ pub fn parse_artc(
     }
     let value: Value =
         serde_json::from_slice(body).map_err(|e| InboundError::NotJson(e.to_string()))?;
-    parse_artc_value(&value, expected_app, side, now)
+    parse_artc_checked(&value, expected_app, side, now)
 }
 
-/// [`parse_artc`] for an already-parsed JSON value (an EventBridge event's `detail`).
+/// [`parse_artc`] for an already-parsed JSON value (an EventBridge event's `detail`), with the
+/// same size limit, applied to its compact JSON.
 pub fn parse_artc_value(
+    value: &Value,
+    expected_app: &AppId,
+    side: Side,
+    now: Timestamp,
+) -> Result<ArtcCallback, InboundError> {
+    let size = json_len(value);
+    if size > MAX_BODY_BYTES {
+        return Err(InboundError::TooLarge(size));
+    }
+    parse_artc_checked(value, expected_app, side, now)
+}
+
+/// The length of `value` as compact JSON, counted without building the text.
+fn json_len(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, value)
+        .expect("a JSON value always serializes and counting never fails");
+    count.0
+}
+
+/// Parses a callback whose size has been checked.
+fn parse_artc_checked(
     value: &Value,
     expected_app: &AppId,
     side: Side,

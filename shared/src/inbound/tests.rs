@@ -142,6 +142,27 @@ fn bad_input_is_rejected_with_a_reason() {
 }
 
 #[test]
+fn an_eventbridge_detail_has_the_same_size_limit_as_a_body() {
+    // A valid callback padded with an unknown field to exactly `size` bytes of compact JSON.
+    let padded = |size: usize| {
+        let mut detail: Value =
+            serde_json::from_slice(&fixture("01_host_publish.json")).expect("fixture");
+        detail["Padding"] = Value::String(String::new());
+        let base = serde_json::to_vec(&detail).expect("json").len();
+        detail["Padding"] = Value::String("x".repeat(size - base));
+        assert_eq!(serde_json::to_vec(&detail).expect("json").len(), size);
+        detail
+    };
+    let at_limit = parse_artc_value(&padded(MAX_BODY_BYTES), &app(), Side::Published, NOW)
+        .expect("at the limit");
+    assert_eq!(tags(&at_limit), ["host_u1:Join", "host_u1:Publish"]);
+    assert_eq!(
+        parse_artc_value(&padded(MAX_BODY_BYTES + 1), &app(), Side::Published, NOW),
+        Err(InboundError::TooLarge(MAX_BODY_BYTES + 1))
+    );
+}
+
+#[test]
 fn viewers_and_channel_open_are_valid_and_harmless() {
     let cb = parse_artc(&fixture("viewer_join.json"), &app(), Side::Published, NOW).expect("ok");
     assert!(matches!(
