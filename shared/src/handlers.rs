@@ -137,6 +137,8 @@ impl Notifier {
         format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
     }
 
+    /// Posts the status. The error carries no URL: reqwest's names it in its Display, and a
+    /// backend URL may hold a token in its query.
     async fn notify(&self, status: &RoomStatus, now_secs: u64) -> Result<(), reqwest::Error> {
         let body = serde_json::to_vec(status).expect("RoomStatus serializes");
         let signature = Self::signature(self.settings.secret.expose_secret(), now_secs, &body);
@@ -147,9 +149,10 @@ impl Notifier {
             .header("x-costream-signature", signature)
             .body(body)
             .send()
-            .await?
-            .error_for_status()?;
-        Ok(())
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map(drop)
+            .map_err(reqwest::Error::without_url)
     }
 }
 
@@ -282,6 +285,7 @@ impl<S: StateStore, M: MpuPort, C: Clock> Services<S, M, C> {
                 if status.live {
                     match notifier.notify(&status, now.secs()).await {
                         Ok(()) => tracing::info!(channel_id = %channel, "backend notified"),
+                        // `e` has no URL (see `Notifier::notify`).
                         Err(e) => {
                             tracing::warn!(channel_id = %channel, error = %e, "backend notification failed")
                         }
@@ -379,6 +383,35 @@ impl<S: StateStore, M: MpuPort, C: Clock> Services<S, M, C> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_failed_notification_does_not_reveal_the_url() {
+        // Nothing listens on port 1: the connection is refused at once.
+        let notifier = Notifier::new(NotifySettings {
+            url: "http://127.0.0.1:1/hook?token=sekrit-token".into(),
+            secret: "backend-hmac-key".to_owned().into(),
+        })
+        .expect("client");
+        let status = RoomStatus {
+            channel_id: "room-1".into(),
+            live: true,
+            cdn_live: true,
+            mix_mode: Some(0),
+            host: Some("host".into()),
+            on_stage: vec!["host".into()],
+            waiting: vec![],
+            playback: None,
+            expires_at: None,
+        };
+        let err = notifier
+            .notify(&status, 1_700_000_000)
+            .await
+            .expect_err("refused");
+        assert!(err.url().is_none());
+        for shown in [err.to_string(), format!("{err:?}")] {
+            assert!(!shown.contains("sekrit-token"), "{shown}");
+        }
+    }
 
     #[test]
     fn notification_signature_is_hmac_sha256_of_timestamp_dot_body() {
