@@ -5,7 +5,6 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use secrecy::SecretString;
@@ -459,58 +458,4 @@ async fn garbage_answers_are_typed_errors() {
     assert!(html.is_retryable());
     // 1 (empty, not retried) + 1 (truncated, not retried) + 4 (502 retried to max_attempts).
     assert_eq!(received(&server).await.len(), 6);
-}
-
-/// A `tracing` writer that keeps everything in memory.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .map_err(|_| std::io::Error::other("poisoned"))?
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-#[tokio::test(flavor = "current_thread")]
-async fn logs_and_errors_never_contain_the_secret() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_max_level(tracing::Level::DEBUG)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(500).set_body_json(error_body(
-            "InternalError",
-            "boom",
-            "R-500",
-        )))
-        .mount(&server)
-        .await;
-    let client = client(&server);
-
-    let err = client.call(&start()).await.expect_err("always 500");
-
-    let logs = String::from_utf8(captured.0.lock().expect("lock").clone()).expect("utf-8 logs");
-    assert_eq!(
-        logs.matches("alibaba call attempt failed").count(),
-        4,
-        "one line per failed attempt:\n{logs}"
-    );
-    assert!(
-        logs.contains("R-500") && logs.contains("InternalError"),
-        "{logs}"
-    );
-    for text in [logs, format!("{err} {err:?}"), format!("{client:?}")] {
-        assert!(!text.contains(SECRET), "secret leaked: {text}");
-    }
 }
