@@ -257,6 +257,14 @@ impl LiveClient {
         let action = request.action();
         let deadline = Instant::now() + self.config.deadline;
         let mut attempt: u32 = 0;
+        // The first attempt whose fate is unknown (it may still be processed). If a later attempt
+        // is refused, the call as a whole is still in doubt: report that, not the refusal, so
+        // the caller doesn't assume nothing happened.
+        let mut in_doubt: Option<MpuError> = None;
+        let conclusion = |error: MpuError, in_doubt: Option<MpuError>| match in_doubt {
+            Some(doubt) if error.is_definite() => doubt,
+            _ => error,
+        };
         loop {
             attempt += 1;
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -292,12 +300,15 @@ impl LiveClient {
                 "alibaba call attempt failed"
             );
             if !retryable || attempt >= self.config.retry.max_attempts {
-                return Err(error);
+                return Err(conclusion(error, in_doubt));
             }
             let wait = self.config.retry.delay(attempt, error.retry_after());
             let next_start = Instant::now() + wait;
             if next_start + MIN_ATTEMPT_TIME > deadline {
-                return Err(error);
+                return Err(conclusion(error, in_doubt));
+            }
+            if !error.is_definite() && in_doubt.is_none() {
+                in_doubt = Some(error);
             }
             tokio::time::sleep_until(next_start).await;
         }

@@ -459,3 +459,34 @@ async fn garbage_answers_are_typed_errors() {
     // 1 (empty, not retried) + 1 (truncated, not retried) + 4 (502 retried to max_attempts).
     assert_eq!(received(&server).await.len(), 6);
 }
+
+/// A timed-out attempt may still be processed; if the retry is then refused, the call is still in
+/// doubt and must not look like a clean refusal (the shell keeps its lease for in-doubt calls).
+#[tokio::test]
+async fn a_refusal_after_a_timed_out_attempt_is_still_in_doubt() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ok_body("R-slow").set_delay(Duration::from_millis(800)))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(error_body(
+            "InvalidParam",
+            "The task does not exist.",
+            "R-400",
+        )))
+        .mount(&server)
+        .await;
+    let client = client_with(LiveClientConfig {
+        attempt_timeout: Duration::from_millis(200),
+        ..config(&server.uri())
+    });
+    let err = client
+        .call(&start())
+        .await
+        .expect_err("timed out, then refused");
+    assert!(!err.is_definite(), "{err:?}");
+    assert!(err.is_retryable(), "{err:?}");
+    assert_eq!(received(&server).await.len(), 2);
+}
