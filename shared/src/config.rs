@@ -60,8 +60,10 @@ pub struct NotifySettings {
 
 impl std::fmt::Debug for NotifySettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL's query may carry a token: show scheme, host and path only.
+        let shown = self.url.split(['?', '#']).next().unwrap_or_default();
         f.debug_struct("NotifySettings")
-            .field("url", &self.url)
+            .field("url", &shown)
             .field("secret", &"[REDACTED]")
             .finish()
     }
@@ -466,7 +468,10 @@ mod tests {
             ("COSTREAM_PLAY_AUTH_KEY", "play-secret-2"),
             ("COSTREAM_CDN_NOTIFY_AUTH_KEY", "notify-secret-3"),
             ("COSTREAM_ARTC_CALLBACK_SECRET", "path-secret-4"),
-            ("COSTREAM_NOTIFY_URL", "https://b.example.com/x"),
+            (
+                "COSTREAM_NOTIFY_URL",
+                "https://b.example.com/x?token=url-secret-6",
+            ),
             ("COSTREAM_NOTIFY_SECRET", "hmac-secret-5"),
         ]);
         let c = Config::from_lookup(lookup(&vars)).expect("valid");
@@ -477,6 +482,7 @@ mod tests {
             "notify-secret-3",
             "path-secret-4",
             "hmac-secret-5",
+            "url-secret-6",
         ] {
             assert!(!shown.contains(s), "{s} leaked in {shown}");
         }

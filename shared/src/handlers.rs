@@ -263,7 +263,13 @@ impl<S: StateStore, M: MpuPort, C: Clock> Services<S, M, C> {
                 .map_err(|e: CallbackAuthError| HandlerError::Unauthorized(e.to_string()))?;
         }
         let cb = parse_cdn(req.query.iter().copied(), now)?;
-        let ours = cb.app_name == self.config.ingest.app_name;
+        // Ours: our AppName and (when the CDN names it) our ingest domain. Another domain's
+        // stream of the same name is not this room's.
+        let ours = cb.app_name == self.config.ingest.app_name
+            && (cb.domain.is_empty()
+                || cb
+                    .domain
+                    .eq_ignore_ascii_case(&self.config.ingest.push_domain));
         let Some(channel) = channel_of_stream(&cb.stream).filter(|_| ours) else {
             tracing::info!(stream = %cb.stream, app_name = %cb.app_name, "cdn callback for a stream that is not ours");
             return Ok(CdnOutcome {

@@ -156,6 +156,15 @@ async fn bad_cdn_callbacks_are_rejected_and_change_nothing() {
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
     q.insert("id".into(), "someone-elses-stream".into());
+    foreign.query_string_parameters = q.clone().into();
+    let out = svc
+        .cdn_ingest(&shared::lambda::cdn_request(&foreign), "t")
+        .await
+        .expect("ignored");
+    assert_eq!(out.result, "ignored_foreign_stream");
+    // Our stream name on another ingest domain is not our room either.
+    q.insert("id".into(), "room-1001_main".into());
+    q.insert("app".into(), "push.other.example.net".into());
     foreign.query_string_parameters = q.into();
     let out = svc
         .cdn_ingest(&shared::lambda::cdn_request(&foreign), "t")
