@@ -79,7 +79,7 @@ impl Side {
                 UserAction::Publish | UserAction::Join | UserAction::RoleUpdate(Role::Interactive)
             ),
             RoomEvent::ChannelClosed { .. } => false,
-            RoomEvent::Cdn { .. } => return false,
+            RoomEvent::Cdn { .. } | RoomEvent::HostRegistered { .. } => return false,
         };
         match self {
             Side::Both => true,

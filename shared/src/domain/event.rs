@@ -107,6 +107,12 @@ pub enum RoomEvent {
         action: CdnAction,
         at: Timestamp,
     },
+    /// The app's backend registered (or, with `None`, cleared) the room's host at `at`: from then
+    /// on only that user can start the broadcast. The latest registration wins.
+    HostRegistered {
+        user: Option<UserId>,
+        at: Timestamp,
+    },
 }
 
 impl RoomEvent {
@@ -114,7 +120,9 @@ impl RoomEvent {
     pub fn at(&self) -> Timestamp {
         match self {
             RoomEvent::User(e) => e.at,
-            RoomEvent::ChannelClosed { at } | RoomEvent::Cdn { at, .. } => *at,
+            RoomEvent::ChannelClosed { at }
+            | RoomEvent::Cdn { at, .. }
+            | RoomEvent::HostRegistered { at, .. } => *at,
         }
     }
 

@@ -33,6 +33,19 @@ pub struct Stage {
     pub waiting: Vec<UserId>,
 }
 
+/// A registration at `at` naming `registered` ends a live broadcast hosted by someone else.
+fn end_for(
+    current: &mut Option<(Timestamp, &UserId, Option<Timestamp>)>,
+    at: Timestamp,
+    registered: Option<&UserId>,
+) {
+    if let (Some(host), Some(c)) = (registered, current.as_mut()) {
+        if c.1 != host && c.2.is_none_or(|e| at < e) {
+            c.2 = Some(at);
+        }
+    }
+}
+
 impl RoomState {
     /// When a session stopped holding the channel: its Leave (or switch to viewer), a channel close
     /// after its last event, or the start of the user's next session — whichever comes first.
@@ -92,15 +105,33 @@ impl RoomState {
         starts.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
         starts.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
 
+        let regs = self.registrations();
+        // The host registered at `at`, if any (the latest registration not after `at`).
+        let registered_at = |at: Timestamp| {
+            regs.iter()
+                .rev()
+                .find(|(r, _)| *r <= at)
+                .and_then(|(_, u)| u.as_ref())
+        };
         let mut current: Option<(Timestamp, &UserId, Option<Timestamp>)> = None;
+        let mut next_reg = 0;
         for (at, user, member) in starts {
+            // Registrations up to this start: one naming someone else ends their broadcast.
+            while let Some((r, reg)) = regs.get(next_reg).filter(|(r, _)| *r <= at) {
+                end_for(&mut current, *r, reg.as_ref());
+                next_reg += 1;
+            }
             let live = current.is_some_and(|(_, _, end)| end.is_none_or(|e| at < e));
-            if live || self.registered_host().is_some_and(|h| h != user) {
+            if live || registered_at(at).is_some_and(|h| h != user) {
                 continue;
             }
             if let Some(end) = self.presence_end(member, at) {
                 current = Some((at, user, end));
             }
+        }
+        // Registrations after the last start.
+        for (r, reg) in regs.iter().skip(next_reg) {
+            end_for(&mut current, *r, reg.as_ref());
         }
         current
             .filter(|(_, _, end)| end.is_none())

@@ -24,6 +24,8 @@ use super::ids::{ChannelId, SessionId, Timestamp, UserId};
 
 /// Sessions kept per user. Older ones are only needed to recognise their late events as stale.
 pub(crate) const MAX_SESSIONS: usize = 3;
+/// Host registrations kept per room.
+pub(crate) const MAX_REGISTRATIONS: usize = 4;
 /// Events kept per session: enough to rebuild its recent publish intervals (camera toggles).
 pub(crate) const MAX_MARKS: usize = 8;
 /// Users kept per room. Beyond this, users who have left are forgotten, oldest first.
@@ -153,8 +155,10 @@ pub enum Applied {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoomState {
     channel: ChannelId,
-    /// The host the app registered for this room, if any; else the first publisher hosts.
-    registered_host: Option<UserId>,
+    /// The app's latest host registrations (time, host or cleared), oldest first, at most
+    /// [`MAX_REGISTRATIONS`]. From a registration's time on, only its host can start the
+    /// broadcast (and a broadcast by someone else ends); cleared, the first publisher hosts.
+    registrations: Vec<(Timestamp, Option<UserId>)>,
     members: BTreeMap<UserId, Member>,
     /// Latest `ChannelEvent` close: every session that did nothing after it has ended.
     closed_at: Option<Timestamp>,
@@ -172,7 +176,7 @@ impl RoomState {
     pub fn new(channel: ChannelId) -> Self {
         RoomState {
             channel,
-            registered_host: None,
+            registrations: Vec::new(),
             members: BTreeMap::new(),
             closed_at: None,
             cdn: None,
@@ -185,13 +189,15 @@ impl RoomState {
         &self.channel
     }
 
+    /// The host registered most recently, if any.
     pub fn registered_host(&self) -> Option<&UserId> {
-        self.registered_host.as_ref()
+        self.registrations
+            .last()
+            .and_then(|(_, user)| user.as_ref())
     }
 
-    /// Sets (or clears) the room's registered host: then only this user can start the broadcast.
-    pub fn set_registered_host(&mut self, host: Option<UserId>) {
-        self.registered_host = host;
+    pub(crate) fn registrations(&self) -> &[(Timestamp, Option<UserId>)] {
+        &self.registrations
     }
 
     pub fn cdn(&self) -> Option<CdnStatus> {
@@ -237,6 +243,20 @@ impl RoomState {
                     Applied::Unchanged
                 } else {
                     self.closed_at = Some(*at);
+                    Applied::Changed
+                }
+            }
+            RoomEvent::HostRegistered { user, at } => {
+                // A bounded union ordered by (time, value): arrival order doesn't matter.
+                let new = (*at, user.clone());
+                if self.registrations.contains(&new) {
+                    Applied::Unchanged
+                } else {
+                    self.registrations.push(new);
+                    self.registrations.sort();
+                    if self.registrations.len() > MAX_REGISTRATIONS {
+                        self.registrations.remove(0);
+                    }
                     Applied::Changed
                 }
             }

@@ -319,12 +319,42 @@ fn co_streamer_left_behind_by_the_host_does_not_become_host() {
 #[test]
 fn registered_host_is_the_only_one_who_can_start() {
     let mut room = Room::new();
-    room.state.set_registered_host(Some(user("star")));
+    room.step(RoomEvent::HostRegistered {
+        user: Some(user("star")),
+        at: Timestamp::from_secs(0),
+    });
     assert!(room.step(ev("fan", "f", 1, Publish)).is_empty());
     assert_eq!(
         show(&room.step(ev("star", "s", 2, Publish))),
         ["start room-1_2 mixed star,fan"]
     );
+}
+
+#[test]
+fn host_registration_is_last_writer_wins_and_can_be_cleared() {
+    let mut room = Room::new();
+    assert_eq!(
+        show(&room.step(ev("fan", "f", 1, Publish))),
+        ["start room-1_1 single fan"]
+    );
+    // Registering another host ends the fan's broadcast; the registered host starts theirs.
+    let register = |user: Option<&str>, at| RoomEvent::HostRegistered {
+        user: user.map(|u| UserId::parse(u).expect("user")),
+        at: Timestamp::from_secs(at),
+    };
+    assert_eq!(
+        show(&room.step(register(Some("star"), 5))),
+        ["stop room-1_1"]
+    );
+    // An older registration arriving late changes nothing.
+    assert!(room.step(register(None, 4)).is_empty());
+    assert_eq!(
+        show(&room.step(ev("star", "s", 6, Publish))),
+        ["start room-1_6 mixed star,fan"]
+    );
+    // Clearing it: the first publisher in an idle room hosts again (here still the star).
+    assert!(room.step(register(None, 7)).is_empty());
+    assert_eq!(room.state.registered_host(), None);
 }
 
 #[test]
@@ -601,6 +631,10 @@ fn arb_event() -> impl Strategy<Value = RoomEvent> {
     prop_oneof![
         20 => user_event,
         1 => (0..30u64).prop_map(|at| RoomEvent::ChannelClosed { at: Timestamp::from_secs(at) }),
+        1 => (prop::option::of(0..4u8), 0..30u64).prop_map(|(u, at)| RoomEvent::HostRegistered {
+            user: u.map(|u| user(&format!("u{u}"))),
+            at: Timestamp::from_secs(at),
+        }),
         2 => (any::<bool>(), 0..30u64).prop_map(|(p, at)| RoomEvent::Cdn {
             action: if p { CdnAction::Publish } else { CdnAction::PublishDone },
             at: Timestamp::from_secs(at),

@@ -21,6 +21,7 @@ fn tags(cb: &ArtcCallback) -> Vec<String> {
             RoomEvent::User(u) => format!("{}:{:?}", u.user, u.action),
             RoomEvent::ChannelClosed { .. } => "close".into(),
             RoomEvent::Cdn { .. } => "cdn".into(),
+            RoomEvent::HostRegistered { .. } => "host".into(),
         })
         .collect()
 }
