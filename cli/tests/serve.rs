@@ -158,6 +158,27 @@ async fn seed_flow_over_http() {
             .contains("AppId otherapp"),
         "{body}"
     );
+    // Host registration by the app's backend: signed with the shared secret (here the local
+    // default), else refused.
+    let body = r#"{"user_id":"host_u1"}"#;
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let put = |signature: String| {
+        http.put(format!("{}/rooms/room-1001/host", server.base))
+            .header("x-costream-timestamp", ts.to_string())
+            .header("x-costream-signature", signature)
+            .body(body)
+            .send()
+    };
+    assert_eq!(put("sha256=00".into()).await.expect("put").status(), 403);
+    let signed =
+        shared::handlers::Notifier::signature("local-only-backend-secret", ts, body.as_bytes());
+    let ok = put(signed).await.expect("put");
+    assert_eq!(ok.status(), 200);
+    let out: Value = ok.json().await.expect("json");
+    assert_eq!(out["host"], "host_u1");
     // Over 64 KB is refused before parsing.
     let big = http
         .post(format!("{}/artc/s3cret-path", server.base))

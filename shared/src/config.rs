@@ -88,6 +88,9 @@ pub struct Config {
     /// `COSTREAM_ARTC_CALLBACK_SECRET`: the secret path segment of `POST /artc/{secret}`.
     pub artc_callback_secret: Option<SecretString>,
     pub notify: Option<NotifySettings>,
+    /// `COSTREAM_NOTIFY_SECRET`: the secret shared with the app's backend; signs notifications
+    /// and authenticates its host registrations (`PUT /rooms/{channelId}/host`).
+    pub backend_secret: Option<SecretString>,
     pub region: Option<MpuRegion>,
 }
 
@@ -109,6 +112,10 @@ impl std::fmt::Debug for Config {
                 &self.artc_callback_secret.as_ref().map(|_| "[REDACTED]"),
             )
             .field("notify", &self.notify)
+            .field(
+                "backend_secret",
+                &self.backend_secret.as_ref().map(|_| "[REDACTED]"),
+            )
             .field("region", &self.region)
             .finish()
     }
@@ -123,6 +130,7 @@ pub const LOCAL_DEFAULTS: &[(&str, &str)] = &[
     ("COSTREAM_PUSH_AUTH_KEY", "local-only-push-key"),
     ("COSTREAM_PLAY_AUTH_KEY", "local-only-play-key"),
     ("COSTREAM_ARTC_CALLBACK_SECRET", "local-secret"),
+    ("COSTREAM_NOTIFY_SECRET", "local-only-backend-secret"),
 ];
 
 /// The process environment as a variable lookup: the only place costream reads it.
@@ -344,6 +352,7 @@ impl Config {
             callback_host: env.get("COSTREAM_CALLBACK_HOST"),
             artc_callback_secret: env.secret("COSTREAM_ARTC_CALLBACK_SECRET"),
             notify,
+            backend_secret: env.secret("COSTREAM_NOTIFY_SECRET"),
             region: env.parsed("COSTREAM_MPU_REGION", None, |v| {
                 v.parse::<MpuRegion>().map(Some).map_err(|e| e.to_string())
             })?,

@@ -17,7 +17,7 @@ use crate::alibaba::callback_auth::{callback_host, CallbackAuthError, CallbackVe
 use crate::alibaba::urls::{PlaybackUrls, StreamLocation};
 use crate::app::{AppError, Handled, Shell};
 use crate::config::{Config, NotifySettings};
-use crate::domain::{CdnAction, ChannelId, MixMode, RoomState, Timestamp};
+use crate::domain::{CdnAction, ChannelId, MixMode, RoomEvent, RoomState, Timestamp, UserId};
 use crate::inbound::{parse_artc, parse_artc_value, parse_cdn, InboundError, Side};
 use crate::mpu::{channel_of_stream, stream_name};
 use crate::ports::{Clock, MpuPort, RoomKey, StateStore};
@@ -98,6 +98,29 @@ pub struct RoomStatus {
     /// Unix time the playback URLs stop being accepted.
     pub expires_at: Option<u64>,
 }
+
+/// What a host registration did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostOutcome {
+    pub channel_id: String,
+    /// The registered host (`null`: cleared).
+    pub host: Option<String>,
+    pub result: &'static str,
+}
+
+/// The parts of a host registration request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HostRequest<'a> {
+    pub body: &'a [u8],
+    /// `X-Costream-Timestamp`: unix seconds; also the registration's time.
+    pub timestamp: Option<&'a str>,
+    /// `X-Costream-Signature: sha256=<hex hmac(secret, "<timestamp>.<body>")>`.
+    pub signature: Option<&'a str>,
+}
+
+/// Host registrations: small JSON, recent signatures only.
+const MAX_HOST_BODY: usize = 4096;
+const HOST_SIGNATURE_WINDOW_SECS: u64 = 300;
 
 /// The parts of a CDN ingest request the handler needs.
 #[derive(Debug, Clone, Default)]
@@ -302,6 +325,90 @@ impl<S: StateStore, M: MpuPort, C: Clock> Services<S, M, C> {
         Ok(CdnOutcome {
             result: outcome_name(&handled),
             channel_id: Some(channel.to_string()),
+        })
+    }
+
+    /// `PUT /rooms/{channelId}/host` from the app's backend: `{"user_id": "<id>"}` registers the
+    /// room's host, `{"user_id": null}` clears it. Signed like the notifications costream sends
+    /// (HMAC-SHA256 with `COSTREAM_NOTIFY_SECRET` over `"<timestamp>.<body>"`), at most 300 s old.
+    pub async fn register_host(
+        &self,
+        channel: &str,
+        req: &HostRequest<'_>,
+        invocation: &str,
+    ) -> Result<HostOutcome, HandlerError> {
+        let secret = self.config.backend_secret.as_ref().ok_or_else(|| {
+            HandlerError::Unauthorized("host registration needs COSTREAM_NOTIFY_SECRET".into())
+        })?;
+        let now = self.now().secs();
+        let ts: u64 = req
+            .timestamp
+            .and_then(|t| t.trim().parse().ok())
+            .ok_or_else(|| {
+                HandlerError::Unauthorized("missing or bad X-Costream-Timestamp".into())
+            })?;
+        if now.abs_diff(ts) > HOST_SIGNATURE_WINDOW_SECS {
+            return Err(HandlerError::Unauthorized(format!(
+                "X-Costream-Timestamp {ts} is more than {HOST_SIGNATURE_WINDOW_SECS} s from now"
+            )));
+        }
+        let expected = Notifier::signature(secret.expose_secret(), ts, req.body);
+        let given = req.signature.unwrap_or_default().trim();
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(
+            expected.as_bytes(),
+            given.as_bytes(),
+        )) {
+            return Err(HandlerError::Unauthorized(
+                "X-Costream-Signature does not match".into(),
+            ));
+        }
+        if req.body.len() > MAX_HOST_BODY {
+            return Err(InboundError::TooLarge(req.body.len()).into());
+        }
+        let value: serde_json::Value =
+            serde_json::from_slice(req.body).map_err(|e| InboundError::NotJson(e.to_string()))?;
+        let obj = value.as_object().ok_or(InboundError::NotObject("body"))?;
+        let user = match obj.get("user_id") {
+            None => return Err(InboundError::Missing("user_id").into()),
+            Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(u)) => Some(UserId::parse(u.as_str()).map_err(
+                |source| InboundError::BadId {
+                    field: "user_id",
+                    source,
+                },
+            )?),
+            Some(_) => {
+                return Err(InboundError::WrongType {
+                    field: "user_id",
+                    expected: "string or null",
+                }
+                .into())
+            }
+        };
+        let channel = ChannelId::parse(channel).map_err(|source| {
+            HandlerError::BadInput(InboundError::BadId {
+                field: "channelId",
+                source,
+            })
+        })?;
+        let event = RoomEvent::HostRegistered {
+            user: user.clone(),
+            at: Timestamp::from_secs(ts),
+        };
+        let dedupe = format!("host:{ts}:{}", user.as_ref().map_or("", UserId::as_str));
+        let handled = self
+            .shell
+            .handle(
+                &self.key(channel.clone()),
+                Some(&dedupe),
+                &[event],
+                invocation,
+            )
+            .await?;
+        Ok(HostOutcome {
+            channel_id: channel.to_string(),
+            host: user.map(|u| u.to_string()),
+            result: outcome_name(&handled),
         })
     }
 

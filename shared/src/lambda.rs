@@ -74,3 +74,24 @@ pub fn cdn_request(ev: &ApiGatewayV2httpRequest) -> CdnRequest<'_> {
         ali_signature: header(&ev.headers, "ali-live-signature"),
     }
 }
+
+/// The body of an HTTP API request as bytes (API Gateway base64-encodes non-text bodies).
+pub fn body_bytes(ev: &ApiGatewayV2httpRequest) -> Result<Vec<u8>, crate::inbound::InboundError> {
+    let body = ev.body.as_deref().unwrap_or_default();
+    if ev.is_base64_encoded {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .map_err(|e| crate::inbound::InboundError::NotJson(e.to_string()))
+    } else {
+        Ok(body.as_bytes().to_vec())
+    }
+}
+
+/// The signature headers of a request from the app's backend.
+pub fn backend_headers(ev: &ApiGatewayV2httpRequest) -> (Option<&str>, Option<&str>) {
+    (
+        header(&ev.headers, "x-costream-timestamp"),
+        header(&ev.headers, "x-costream-signature"),
+    )
+}

@@ -218,3 +218,80 @@ async fn cdn_publish_notifies_the_backend_with_a_verifiable_signature() {
         .expect("flv")
         .contains(".flv?auth_key="));
 }
+
+/// The app's backend registers a room's host: only then can that user start the broadcast, and a
+/// broadcast by someone else ends. Unsigned or stale registrations change nothing.
+#[tokio::test]
+async fn host_registration_from_the_backend() {
+    use shared::handlers::{HostRequest, Notifier};
+
+    let sim = Arc::new(SimulatedLive::new(SystemClock));
+    let config = config(&[("COSTREAM_NOTIFY_SECRET", "backend-hmac-key")]);
+    let mpu = AlibabaMpu::new(sim.clone(), SystemClock, mpu_settings(&config));
+    let svc = services(config, InMemoryStore::new(), mpu, SystemClock).expect("services");
+    let guest: EventBridgeEvent<Value> = fixture_json("eventbridge/02_guest_publish.json");
+    svc.artc_detail(&guest.detail, Side::Published, "i1")
+        .await
+        .expect("guest");
+    assert_eq!(
+        svc.room_status("room-1001")
+            .await
+            .expect("status")
+            .host
+            .as_deref(),
+        Some("guest_u2")
+    );
+
+    let now = SystemClock.now_ms() / 1000;
+    let body = br#"{"user_id":"host_u1"}"#;
+    let sig = Notifier::signature("backend-hmac-key", now, body);
+    let ts = now.to_string();
+    let bad = HostRequest {
+        body,
+        timestamp: Some(&ts),
+        signature: Some("sha256=00"),
+    };
+    let e = svc
+        .register_host("room-1001", &bad, "i2")
+        .await
+        .expect_err("unsigned");
+    assert_eq!(e.status(), 403);
+    let stale_ts = (now - 3600).to_string();
+    let stale_sig = Notifier::signature("backend-hmac-key", now - 3600, body);
+    let stale = HostRequest {
+        body,
+        timestamp: Some(&stale_ts),
+        signature: Some(&stale_sig),
+    };
+    assert_eq!(
+        svc.register_host("room-1001", &stale, "i3")
+            .await
+            .expect_err("stale")
+            .status(),
+        403
+    );
+    assert_eq!(
+        sim.tasks().len(),
+        1,
+        "rejected registrations changed nothing"
+    );
+
+    let ok = HostRequest {
+        body,
+        timestamp: Some(&ts),
+        signature: Some(&sig),
+    };
+    let out = svc
+        .register_host("room-1001", &ok, "i4")
+        .await
+        .expect("registered");
+    assert_eq!(out.host.as_deref(), Some("host_u1"));
+    assert!(sim.tasks().is_empty(), "the guest's broadcast ended");
+    let publish: EventBridgeEvent<Value> = fixture_json("eventbridge/01_host_publish.json");
+    svc.artc_detail(&publish.detail, Side::Published, "i5")
+        .await
+        .expect("host");
+    let status = svc.room_status("room-1001").await.expect("status");
+    assert_eq!(status.host.as_deref(), Some("host_u1"));
+    assert_eq!(status.on_stage, ["host_u1", "guest_u2"]);
+}

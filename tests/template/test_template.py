@@ -29,7 +29,7 @@ from cfn_model import (
     walk,
 )
 
-BINARIES = {"stream-published", "stream-unpublished", "cdn-ingest", "room-status"}
+BINARIES = {"stream-published", "stream-unpublished", "cdn-ingest", "room-status", "room-host"}
 STREAM = {"stream-published", "stream-unpublished"}
 
 # What each function may do, exactly (SAM adds sqs:SendMessage on the failure queue by itself).
@@ -38,6 +38,7 @@ ALLOWED_ACTIONS = {
     "stream-unpublished": {"dynamodb:GetItem", "dynamodb:PutItem", "secretsmanager:GetSecretValue"},
     "cdn-ingest": {"dynamodb:GetItem", "dynamodb:PutItem", "secretsmanager:GetSecretValue"},
     "room-status": {"dynamodb:GetItem", "secretsmanager:GetSecretValue"},
+    "room-host": {"dynamodb:GetItem", "dynamodb:PutItem", "secretsmanager:GetSecretValue"},
 }
 
 SECRET_KEYS = {
@@ -185,7 +186,7 @@ def test_timeout_is_inside_the_lease_and_outside_the_calls(template, functions, 
     # A holder killed by its timeout must not still be calling when its lease expires.
     assert timeout < LEASE
     assert timeout > DYNAMODB_TIMEOUT
-    if binary in STREAM or binary == "cdn-ingest":
+    if binary in STREAM or binary in {"cdn-ingest", "room-host"}:
         # Any of these may Start a task, which may wait out a held StreamURL and then call once.
         assert STREAM_URL_WAIT + MPU_DEADLINE < timeout <= 30
 
@@ -336,7 +337,12 @@ def test_routes(template):
     for name, r in routes.items():
         key = r["Properties"]["RouteKey"]
         keys[key["Fn::Sub"] if isinstance(key, dict) else key] = name
-    assert set(keys) == {"POST /artc/${ArtcCallbackSecret}", "GET /cdn/ingest", "GET /rooms/{channelId}"}
+    assert set(keys) == {
+        "POST /artc/${ArtcCallbackSecret}",
+        "GET /cdn/ingest",
+        "GET /rooms/{channelId}",
+        "PUT /rooms/{channelId}/host",
+    }
     assert template["Parameters"]["ArtcCallbackSecret"]["NoEcho"] is True
     for r in routes.values():
         assert getatt_target(r["Properties"]["ApiId"]) == "HttpApi"
@@ -363,7 +369,11 @@ def test_artc_route_puts_the_body_on_the_bus(template):
 
 @pytest.mark.parametrize(
     "route,binary,source_arn_suffix",
-    [("CdnIngestRoute", "cdn-ingest", "/*/GET/cdn/ingest"), ("RoomStatusRoute", "room-status", "/*/GET/rooms/*")],
+    [
+        ("CdnIngestRoute", "cdn-ingest", "/*/GET/cdn/ingest"),
+        ("RoomStatusRoute", "room-status", "/*/GET/rooms/*"),
+        ("RoomHostRoute", "room-host", "/*/PUT/rooms/*/host"),
+    ],
 )
 def test_function_routes(template, functions, route, binary, source_arn_suffix):
     logical, _ = functions[binary]

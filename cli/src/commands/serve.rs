@@ -19,8 +19,9 @@ use crate::local::{router, serve, Local};
 /// Run the costream server locally: the routes of the deployed HTTP API on one port.
 ///
 /// Routes: POST /artc/{secret} (ARTC room callbacks, both functions' tags), GET /cdn/ingest (CDN
-/// ingest callbacks), GET /rooms/{channelId} (room status with signed playback URLs) and, with
-/// the simulator, GET /_sim/tasks (the simulated MPU tasks).
+/// ingest callbacks), GET /rooms/{channelId} (room status with signed playback URLs), PUT
+/// /rooms/{channelId}/host (host registration by the app's backend, signed with
+/// COSTREAM_NOTIFY_SECRET) and, with the simulator, GET /_sim/tasks (the simulated MPU tasks).
 ///
 /// With no environment at all it runs on local-only defaults (app id `local-app`, callback path
 /// secret `local-secret`, fake domains and keys) and says which ones it used. Configure it with

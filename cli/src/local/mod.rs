@@ -10,10 +10,10 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use secrecy::ExposeSecret as _;
-use shared::handlers::{CdnRequest, HandlerError, Services};
+use shared::handlers::{CdnRequest, HandlerError, HostRequest, Services};
 use shared::inbound::{Side, MAX_BODY_BYTES};
 use shared::ports::{Clock, MpuPort, StateStore};
 use shared::sim::SimulatedLive;
@@ -54,6 +54,7 @@ where
         .route("/artc/{secret}", post(artc::<S, M, C>))
         .route("/cdn/ingest", get(cdn::<S, M, C>))
         .route("/rooms/{channel_id}", get(room::<S, M, C>))
+        .route("/rooms/{channel_id}/host", put(host::<S, M, C>))
         .route("/_sim/tasks", get(sim_tasks::<S, M, C>))
         // One byte over the limit so the handler, not the framework, words the rejection.
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES + 1))
@@ -119,6 +120,28 @@ async fn room<S: StateStore, M: MpuPort, C: Clock>(
 ) -> Response {
     match local.services.room_status(&channel_id).await {
         Ok(status) => Json(status).into_response(),
+        Err(e) => error(&e),
+    }
+}
+
+async fn host<S: StateStore, M: MpuPort, C: Clock>(
+    State(local): State<Shared<S, M, C>>,
+    Path(channel_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let request = HostRequest {
+        body: &body,
+        timestamp: header("x-costream-timestamp"),
+        signature: header("x-costream-signature"),
+    };
+    match local
+        .services
+        .register_host(&channel_id, &request, &next_invocation())
+        .await
+    {
+        Ok(outcome) => Json(outcome).into_response(),
         Err(e) => error(&e),
     }
 }

@@ -1,0 +1,45 @@
+//! `room-host`: `PUT /rooms/{channelId}/host` from the app's backend registers (or clears) a room's
+//! host: `{"user_id": "<id>"}` or `{"user_id": null}`, signed with the secret shared with the
+//! backend (`X-Costream-Timestamp`, `X-Costream-Signature`). May change who hosts, so it can make
+//! the room's MPU call like the stream functions.
+
+use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use lambda_runtime::{service_fn, Error, LambdaEvent};
+use shared::handlers::HostRequest;
+use shared::init::LambdaServices;
+use shared::lambda::{backend_headers, body_bytes, error_response, json_response};
+
+async fn handler(
+    services: &LambdaServices,
+    event: LambdaEvent<ApiGatewayV2httpRequest>,
+) -> Result<ApiGatewayV2httpResponse, Error> {
+    let ev = &event.payload;
+    let channel = ev
+        .path_parameters
+        .get("channelId")
+        .map_or("", String::as_str);
+    let (timestamp, signature) = backend_headers(ev);
+    let result = match body_bytes(ev) {
+        Ok(body) => {
+            let request = HostRequest {
+                body: &body,
+                timestamp,
+                signature,
+            };
+            services
+                .register_host(channel, &request, &event.context.request_id)
+                .await
+        }
+        Err(e) => Err(e.into()),
+    };
+    Ok(match result {
+        Ok(outcome) => json_response(200, &outcome),
+        Err(e) => error_response(&e),
+    })
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let services = shared::lambda::start().await?;
+    lambda_runtime::run(service_fn(|event| handler(&services, event))).await
+}
