@@ -92,7 +92,9 @@ impl AppError {
     pub fn is_retryable(&self) -> bool {
         match self {
             AppError::Store(e) => e.is_retryable(),
-            AppError::Mpu { source, .. } => source.is_retryable(),
+            // An in-doubt call left the lease held and the room unconverged: only a later
+            // delivery can finish the job, so ask for one even if the client wouldn't retry.
+            AppError::Mpu { source, .. } => source.is_retryable() || !source.is_definite(),
             AppError::Contention { .. } | AppError::NotConverged { .. } => true,
         }
     }

@@ -547,3 +547,22 @@ fn scenario_is_deterministic_and_has_duplicates() {
     assert!(ids.len() < a.len(), "duplicates included");
     assert!(MsgId::parse(ids[0].clone()).is_ok());
 }
+
+/// A call in doubt (e.g. a garbled 200) keeps the lease and leaves the room unconverged: the
+/// error must ask for a redelivery even though the client itself wouldn't retry it.
+#[test]
+fn an_in_doubt_mpu_error_is_retryable_for_the_caller() {
+    let garbled = MpuError::MalformedResponse {
+        action: "UpdateLiveMPUTask",
+        http_status: 200,
+        request_id: None,
+        reason: "not JSON",
+        snippet: String::new(),
+    };
+    assert!(!garbled.is_retryable() && !garbled.is_definite());
+    let e = AppError::Mpu {
+        room: "app/room-1".into(),
+        source: garbled,
+    };
+    assert!(e.is_retryable());
+}

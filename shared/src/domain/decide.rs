@@ -9,9 +9,10 @@
 use serde::{Deserialize, Serialize};
 
 use super::config::DecisionConfig;
-use super::ids::TaskId;
 use super::ids::UserId;
+use super::ids::{TaskId, Timestamp};
 use super::layout::{layout, Layout, LayoutSpec};
+use super::stage::Broadcast;
 use super::state::RoomState;
 
 /// Alibaba's `MixMode`.
@@ -119,7 +120,10 @@ pub fn target(state: &RoomState, cfg: &DecisionConfig) -> Target {
     let Some(stage) = state.stage(cfg.max_panes) else {
         return Target::Off;
     };
-    let task = TaskId::for_broadcast(state.channel(), stage.broadcast.started);
+    let task = match running_task_of(state, &stage.broadcast) {
+        Some(task) => task,
+        None => TaskId::for_broadcast(state.channel(), stage.broadcast.started),
+    };
     let shape = if stage.on_stage.len() == 1 {
         Shape::Single {
             user: stage.broadcast.host,
@@ -136,6 +140,21 @@ pub fn target(state: &RoomState, cfg: &DecisionConfig) -> Target {
         }
     };
     Target::On { task, shape }
+}
+
+/// The task that runs now, if it belongs to the live broadcast even though the facts no longer
+/// show its start: the room keeps a bounded history (a few sessions, a few events each), so after
+/// many reconnects or camera toggles the earliest publish of a long broadcast can drop out, and
+/// re-deriving the start would rename the task mid-broadcast (a Stop and a Start for nothing).
+/// It belongs if its start is earlier than the derived one and the host has been in the channel
+/// without a break since then.
+fn running_task_of(state: &RoomState, broadcast: &Broadcast) -> Option<TaskId> {
+    let task = state.applied().task()?;
+    let (_, secs) = task.as_str().rsplit_once('_')?;
+    let since = Timestamp::from_secs(secs.parse().ok()?);
+    let ours = TaskId::for_broadcast(state.channel(), since) == *task;
+    (ours && since < broadcast.started && state.host_continuously_since(&broadcast.host, since))
+        .then(|| task.clone())
 }
 
 /// The next command that moves `applied` towards `target`, or `None` when they are equal.

@@ -68,11 +68,9 @@ impl RoomState {
         end
     }
 
-    /// The end of the user's continuous presence that contains `at` (inner `None`: still
-    /// present), or `None` if the user was not present at `at` (a late event of a superseded
-    /// session).
-    fn presence_end(&self, member: &Member, at: Timestamp) -> Option<Option<Timestamp>> {
-        // Oldest session first; consecutive sessions that touch form one presence.
+    /// The user's continuous presence periods, oldest first (`None` end: still present).
+    /// Consecutive sessions that touch form one period.
+    fn presence_periods(&self, member: &Member) -> Vec<(Timestamp, Option<Timestamp>)> {
         let mut periods: Vec<(Timestamp, Option<Timestamp>)> = Vec::new();
         for i in (0..member.sessions.len()).rev() {
             let start = member.sessions[i].first;
@@ -86,9 +84,43 @@ impl RoomState {
             periods.push((start, end));
         }
         periods
+    }
+
+    /// The end of the user's continuous presence that contains `at` (inner `None`: still
+    /// present), or `None` if the user was not present at `at` (a late event of a superseded
+    /// session).
+    fn presence_end(&self, member: &Member, at: Timestamp) -> Option<Option<Timestamp>> {
+        self.presence_periods(member)
             .into_iter()
             .find(|(start, end)| *start <= at && end.is_none_or(|e| at < e))
             .map(|(_, end)| end)
+    }
+
+    /// Whether `host` has been in the channel without a break since `since`, and no registration
+    /// since then named someone else — i.e. a broadcast they started at `since` would still be
+    /// live. When `since` predates every session still kept (older ones were dropped), an unbroken
+    /// chain of the kept ones counts as continuous.
+    pub(crate) fn host_continuously_since(&self, host: &UserId, since: Timestamp) -> bool {
+        let Some(member) = self.members().get(host) else {
+            return false;
+        };
+        let displaced = self
+            .registrations()
+            .iter()
+            .any(|(r, reg)| *r > since && reg.as_ref().is_some_and(|h| h != host));
+        if displaced {
+            return false;
+        }
+        let periods = self.presence_periods(member);
+        match self.presence_end(member, since) {
+            Some(end) => end.is_none(),
+            None => {
+                !member.pruned.is_empty()
+                    && periods.len() == 1
+                    && periods[0].1.is_none()
+                    && since < periods[0].0
+            }
+        }
     }
 
     /// The live broadcast, if any.

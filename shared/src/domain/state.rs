@@ -24,6 +24,8 @@ use super::ids::{ChannelId, SessionId, Timestamp, UserId};
 
 /// Sessions kept per user. Older ones are only needed to recognise their late events as stale.
 pub(crate) const MAX_SESSIONS: usize = 3;
+/// Ids of dropped sessions remembered per user.
+pub(crate) const MAX_PRUNED: usize = 8;
 /// Host registrations kept per room.
 pub(crate) const MAX_REGISTRATIONS: usize = 4;
 /// Events kept per session: enough to rebuild its recent publish intervals (camera toggles).
@@ -121,6 +123,10 @@ impl Session {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub(crate) struct Member {
     pub(crate) sessions: Vec<Session>,
+    /// Ids of sessions dropped from `sessions` (bounded): their late events are ignored instead of
+    /// bringing them back as if they were new.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) pruned: Vec<SessionId>,
 }
 
 /// The latest CDN ingest callback for the room's stream.
@@ -282,6 +288,9 @@ impl RoomState {
             action: ev.action,
         };
         let member = self.members.entry(ev.user.clone()).or_default();
+        if member.pruned.contains(&ev.session) {
+            return Applied::Unchanged;
+        }
         if let Some(s) = member.sessions.iter_mut().find(|s| s.id == ev.session) {
             if !s.merge(mark) {
                 return Applied::Unchanged;
@@ -303,7 +312,18 @@ impl RoomState {
             .iter()
             .take(MAX_SESSIONS)
             .any(|s| s.id == ev.session);
-        member.sessions.truncate(MAX_SESSIONS);
+        for dropped in member
+            .sessions
+            .split_off(MAX_SESSIONS.min(member.sessions.len()))
+        {
+            if !member.pruned.contains(&dropped.id) {
+                member.pruned.push(dropped.id);
+            }
+        }
+        member.pruned.sort();
+        if member.pruned.len() > MAX_PRUNED {
+            member.pruned.remove(0);
+        }
         if kept_new {
             Applied::Changed
         } else {
@@ -350,8 +370,14 @@ impl RoomState {
     }
 
     /// Whether a session's last event is at or before the latest channel close.
+    ///
+    /// A session that began in the very second of the close (all its events at that second) is
+    /// counted as after it: it is a new connection to the reopened channel.
     pub(crate) fn closed_after(&self, s: &Session) -> bool {
-        self.closed_at.is_some_and(|c| s.latest().at <= c)
+        self.closed_at.is_some_and(|c| {
+            let latest = s.latest().at;
+            latest < c || (latest == c && s.first < c)
+        })
     }
 
     /// Whether the user is in the channel now (current session neither left nor closed).

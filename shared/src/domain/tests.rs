@@ -226,6 +226,73 @@ fn host_reconnects_without_a_blip() {
 }
 
 #[test]
+fn many_host_reconnects_keep_the_task() {
+    // More reconnects than the room keeps sessions for: the task must not be renamed.
+    let mut room = Room::new();
+    room.step(ev("host", "h1", 10, Publish));
+    for (i, t) in [20u64, 30, 40, 50, 60].into_iter().enumerate() {
+        let new = format!("h{}", i + 2);
+        let old = format!("h{}", i + 1);
+        for e in [
+            ev("host", &new, t, Join),
+            ev("host", &new, t, Publish),
+            ev("host", &old, t, Leave),
+        ] {
+            assert!(
+                room.step(e).is_empty(),
+                "reconnect at {t}: no stop, no restart"
+            );
+        }
+    }
+    assert_eq!(
+        room.state.applied().task().map(TaskId::as_str),
+        Some("room-1_10")
+    );
+    // A late event of a session dropped long ago doesn't bring it back.
+    assert!(room.step(ev("host", "h1", 65, Leave)).is_empty());
+    assert_eq!(room.stage(), ["host"]);
+}
+
+#[test]
+fn many_camera_toggles_keep_the_task() {
+    // The guest takes over after the host leaves, then toggles the camera more often than the
+    // room keeps events for: the task keeps its name.
+    let mut room = Room::new();
+    room.step(ev("host", "h1", 10, Publish));
+    room.step(ev("guest", "g1", 15, Join));
+    room.step(ev("guest", "g1", 20, Publish));
+    room.step(ev("host", "h1", 30, Leave));
+    room.step(ev("guest", "g1", 40, Unpublish));
+    assert_eq!(
+        show(&room.step(ev("guest", "g1", 41, Publish))),
+        ["start room-1_41 single guest"]
+    );
+    for t in (50..80).step_by(2) {
+        assert!(room.step(ev("guest", "g1", t, Unpublish)).is_empty());
+        assert!(room.step(ev("guest", "g1", t + 1, Publish)).is_empty());
+    }
+    assert_eq!(
+        room.state.applied().task().map(TaskId::as_str),
+        Some("room-1_41")
+    );
+}
+
+#[test]
+fn a_new_session_in_the_second_of_a_close_is_after_it() {
+    let mut room = Room::new();
+    room.step(ev("host", "h1", 10, Publish));
+    room.step(ev("host", "h1", 99, Leave));
+    room.step(RoomEvent::ChannelClosed {
+        at: Timestamp::from_secs(100),
+    });
+    room.step(ev("host", "h2", 100, Join));
+    assert_eq!(
+        show(&room.step(ev("host", "h2", 100, Publish))),
+        ["start room-1_100 single host"]
+    );
+}
+
+#[test]
 fn late_host_publish_from_the_past_moves_to_the_earlier_broadcast_in_two_steps() {
     // The guest's publish arrives first (so it looks like the guest hosts), then the host's
     // earlier publish: the truth is a broadcast hosted by `host` since 10.
