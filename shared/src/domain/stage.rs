@@ -9,7 +9,7 @@
 //! are co-streamers. Because the replay sorts by time, the result is the same whatever order the
 //! events arrived in.
 
-use super::event::UserAction;
+use super::event::{Role, UserAction};
 use super::ids::{Timestamp, UserId};
 use super::state::{Member, RoomState};
 
@@ -54,7 +54,7 @@ impl RoomState {
         let s = &member.sessions[index];
         let latest = s.latest();
         let mut end = match latest.action {
-            UserAction::Leave | UserAction::RoleUpdate(super::event::Role::Live) => Some(latest.at),
+            UserAction::Leave | UserAction::RoleUpdate(Role::Live) => Some(latest.at),
             _ => None,
         };
         if self.closed_after(s) {
@@ -68,20 +68,50 @@ impl RoomState {
         end
     }
 
-    /// The user's continuous presence periods, oldest first (`None` end: still present).
-    /// Consecutive sessions that touch form one period.
+    /// The user's continuous presence periods as an interactive member, oldest first (`None`
+    /// end: still present). A switch to the viewer role is a gap until the user is interactive
+    /// again in the same connection; consecutive sessions that touch form one period.
     fn presence_periods(&self, member: &Member) -> Vec<(Timestamp, Option<Timestamp>)> {
         let mut periods: Vec<(Timestamp, Option<Timestamp>)> = Vec::new();
         for i in (0..member.sessions.len()).rev() {
-            let start = member.sessions[i].first;
-            let end = self.session_end(member, i).map(|e| e.max(start));
-            if let Some(last) = periods.last_mut() {
-                if last.1.is_some_and(|e| start <= e) {
-                    last.1 = end;
-                    continue;
+            let session = &member.sessions[i];
+            let end = self.session_end(member, i).map(|e| e.max(session.first));
+            let before_end = |t: Timestamp| end.is_none_or(|e| t < e);
+            let mut pieces: Vec<(Timestamp, Option<Timestamp>)> = Vec::new();
+            let mut open = Some(session.first);
+            for m in &session.marks {
+                match m.action {
+                    UserAction::RoleUpdate(Role::Live) => {
+                        if let Some(start) = open.take() {
+                            pieces.push((start, Some(m.at.max(start))));
+                        }
+                    }
+                    UserAction::RoleUpdate(Role::Interactive)
+                    | UserAction::Join
+                    | UserAction::Publish => {
+                        if open.is_none() && before_end(m.at) {
+                            open = Some(m.at);
+                        }
+                    }
+                    UserAction::Unpublish | UserAction::Leave => {}
                 }
             }
-            periods.push((start, end));
+            if let Some(start) = open.filter(|s| before_end(*s)) {
+                pieces.push((start, end));
+            }
+            for (start, piece_end) in pieces {
+                let piece_end = match (piece_end, end) {
+                    (Some(p), Some(e)) => Some(p.min(e)),
+                    (p, e) => p.or(e),
+                };
+                if let Some(last) = periods.last_mut() {
+                    if last.1.is_some_and(|e| start <= e) {
+                        last.1 = piece_end;
+                        continue;
+                    }
+                }
+                periods.push((start, piece_end));
+            }
         }
         periods
     }

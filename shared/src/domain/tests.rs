@@ -293,6 +293,29 @@ fn a_new_session_in_the_second_of_a_close_is_after_it() {
 }
 
 #[test]
+fn host_switching_to_viewer_and_back_needs_a_new_publish() {
+    let mut room = Room::new();
+    room.step(ev("host", "h1", 10, Publish));
+    assert_eq!(
+        show(&room.step(ev("host", "h1", 20, UserAction::RoleUpdate(Role::Live)))),
+        ["stop room-1_10"]
+    );
+    // Interactive again: nothing runs until they publish, which starts a new broadcast.
+    assert!(room
+        .step(ev(
+            "host",
+            "h1",
+            30,
+            UserAction::RoleUpdate(Role::Interactive)
+        ))
+        .is_empty());
+    assert_eq!(
+        show(&room.step(ev("host", "h1", 31, Publish))),
+        ["start room-1_31 single host"]
+    );
+}
+
+#[test]
 fn late_host_publish_from_the_past_moves_to_the_earlier_broadcast_in_two_steps() {
     // The guest's publish arrives first (so it looks like the guest hosts), then the host's
     // earlier publish: the truth is a broadcast hosted by `host` since 10.
