@@ -52,6 +52,18 @@ impl HandlerError {
         matches!(self, HandlerError::App(e) if e.is_retryable())
     }
 
+    /// Logs the error once, at the HTTP boundary (5xx as errors with the cause chain, 4xx as
+    /// warnings), and returns the JSON body to answer with: `{"error": kind, "reason": ...}`.
+    /// Shared by the Lambda functions and `costream serve`, so both answer alike.
+    pub fn log_and_body(&self) -> serde_json::Value {
+        if self.status() >= 500 {
+            tracing::error!(error_kind = self.kind(), error = %self, cause = ?self, "request failed");
+        } else {
+            tracing::warn!(error_kind = self.kind(), error = %self, "request rejected");
+        }
+        serde_json::json!({ "error": self.kind(), "reason": self.to_string() })
+    }
+
     /// A stable name for logs and Lambda's `errorType`.
     pub fn kind(&self) -> &'static str {
         match self {

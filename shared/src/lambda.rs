@@ -3,11 +3,13 @@
 
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use aws_lambda_events::encodings::Body;
+use aws_lambda_events::eventbridge::EventBridgeEvent;
 use aws_lambda_events::http::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
-use lambda_runtime::Diagnostic;
+use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::Serialize;
 
-use crate::handlers::{CdnRequest, HandlerError};
+use crate::handlers::{ArtcOutcome, CdnRequest, HandlerError};
+use crate::inbound::Side;
 use crate::init::{lambda_services, InitError, LambdaServices};
 
 /// Tracing (JSON when `AWS_LAMBDA_LOG_FORMAT=JSON`, as `template.yaml` sets) and the services.
@@ -35,6 +37,19 @@ pub fn diagnostic(e: &HandlerError) -> Diagnostic {
     }
 }
 
+/// The handler of both stream functions: an ARTC callback that EventBridge delivered as an
+/// event's `detail`, acted on for `side`'s tags only.
+pub async fn artc_event(
+    services: &LambdaServices,
+    event: LambdaEvent<EventBridgeEvent<serde_json::Value>>,
+    side: Side,
+) -> Result<ArtcOutcome, Diagnostic> {
+    services
+        .artc_detail(&event.payload.detail, side, &event.context.request_id)
+        .await
+        .map_err(|e| diagnostic(&e))
+}
+
 /// A JSON response.
 pub fn json_response(status: u16, body: &impl Serialize) -> ApiGatewayV2httpResponse {
     let mut headers = HeaderMap::new();
@@ -50,15 +65,7 @@ pub fn json_response(status: u16, body: &impl Serialize) -> ApiGatewayV2httpResp
 
 /// The response for a failed HTTP request: its status and reason, logged once here.
 pub fn error_response(e: &HandlerError) -> ApiGatewayV2httpResponse {
-    if e.status() >= 500 {
-        tracing::error!(error_kind = e.kind(), error = %e, cause = ?e, "request failed");
-    } else {
-        tracing::warn!(error_kind = e.kind(), error = %e, "request rejected");
-    }
-    json_response(
-        e.status(),
-        &serde_json::json!({ "error": e.kind(), "reason": e.to_string() }),
-    )
+    json_response(e.status(), &e.log_and_body())
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {

@@ -29,14 +29,8 @@ pub struct Local<S, M, C> {
 type Shared<S, M, C> = Arc<Local<S, M, C>>;
 
 fn error(e: &HandlerError) -> Response {
-    if e.status() >= 500 {
-        tracing::error!(error_kind = e.kind(), error = %e, cause = ?e, "request failed");
-    } else {
-        tracing::warn!(error_kind = e.kind(), error = %e, "request rejected");
-    }
-    let body = serde_json::json!({ "error": e.kind(), "reason": e.to_string() });
     let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (status, Json(body)).into_response()
+    (status, Json(e.log_and_body())).into_response()
 }
 
 fn next_invocation() -> String {
