@@ -1,33 +1,66 @@
 #!/usr/bin/env bash
 # Runs every check costream has, exactly as CI does: the template lints (cfn-lint, sam validate),
-# formatting, clippy, all cargo tests and the template tests (pytest), with the test tools installed
-# into a repo-local venv (.venv-tools, git-ignored) and a moto DynamoDB server started on a free
+# formatting, clippy, all cargo tests, the template tests (pytest) and last a release `sam build`
+# whose bootstraps are checked (scripts/sam-build-check.sh). The test tools are installed into a
+# repo-local venv (.venv-tools, git-ignored) and a moto DynamoDB server is started on a free
 # loopback port and stopped on exit, even when a step fails.
 #
-#   bash scripts/test-all.sh            # everything
-#   SKIP_LINT=1 bash scripts/test-all.sh  # tests only
+#   bash scripts/test-all.sh                      # everything
+#   SKIP_LINT=1 bash scripts/test-all.sh          # no cfn-lint, sam validate, fmt, clippy
+#   SKIP_SAM_BUILD=1 bash scripts/test-all.sh     # no sam build (~10 min); ignored when CI=true
+#   PYTHON=python3.13 bash scripts/test-all.sh    # the venv's interpreter: CPython 3.10 to 3.13
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-VENV=.venv-tools
+VENV=${VENV:-.venv-tools}
 PYTHON=${PYTHON:-python3}
-# Pinned test tools. aws-sam-cli brings cfn-lint; event-ruler is the EventBridge pattern matcher of
-# tests/template (moto's TestEventPattern is a stub). cargo-lambda is only needed for `sam build`,
-# which is not part of the checks (docs/deploy.md).
-TOOLS=("moto[server]==5.2.5" "aws-sam-cli==1.170.0" "pytest==9.2.0" "event-ruler==0.3.0")
+# Pinned test tools. aws-sam-cli brings cfn-lint. cargo-lambda is what `sam build` runs for
+# `BuildMethod: rust-cargolambda`; it cross-compiles to arm64 with zig from the ziglang wheel
+# (`python3 -m ziglang`), pinned to the zig cargo-lambda 1.9.2 is tested with (its CI: 0.14.0)
+# instead of whatever is newest. tomli is tomllib for Python 3.10.
+# event-ruler is the real EventBridge pattern matcher of tests/template/test_routing.py (moto's
+# TestEventPattern is a stub). 0.3.0 has wheels only for CPython 3.10/3.11 on manylinux x86_64 and
+# macOS arm64, and no sdist, so its marker installs it exactly there; elsewhere the routing test
+# runs its Python fallback (tests/template/eventbridge_fallback.py) and says so.
+TOOLS=(
+  "moto[server]==5.2.5"
+  "aws-sam-cli==1.170.0"
+  "pytest==9.2.0"
+  "cargo-lambda==1.9.2"
+  "ziglang==0.14.0"
+  'tomli==2.2.1; python_version < "3.11"'
+  'event-ruler==0.3.0; python_version >= "3.10" and python_version < "3.12" and ((sys_platform == "linux" and platform_machine == "x86_64") or (sys_platform == "darwin" and platform_machine == "arm64"))'
+)
 
 log() { printf '\n== %s\n' "$*"; }
 
 # --- tools -------------------------------------------------------------------------------------
-# Reinstall when the pinned list changed (the stamp holds the list last installed).
+py_version() { "$1" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])'; }
+want=$(py_version "$PYTHON") || { echo "no Python at PYTHON=$PYTHON" >&2; exit 1; }
+case "$want" in
+  3.1[0-3].*) ;;
+  3.[0-9].*) echo "$PYTHON is Python $want; the tools need 3.10 to 3.13" >&2; exit 1 ;;
+  *) echo "warning: $PYTHON is Python $want; the tools are checked on 3.10 to 3.13" >&2 ;;
+esac
+# A venv built by another interpreter version is rebuilt; otherwise the pinned tools are
+# (re)installed when their list changed (the stamp holds the list last installed).
+have=$(py_version "$VENV/bin/python" 2>/dev/null || true)
+if [ "$have" != "$want" ]; then
+  if [ -e "$VENV" ] && [ ! -f "$VENV/pyvenv.cfg" ]; then
+    echo "$VENV exists and is not a venv: not replacing it" >&2
+    exit 1
+  fi
+  log "creating $VENV with $PYTHON (Python $want${have:+, replacing Python $have})"
+  "$PYTHON" -m venv --clear "$VENV"
+fi
 stamp="$VENV/.costream-tools"
-if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "${TOOLS[*]}" ]; then
-  log "installing ${TOOLS[*]} into $VENV"
-  [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+if [ "$(cat "$stamp" 2>/dev/null)" != "${TOOLS[*]}" ]; then
+  log "installing into $VENV (Python $want):$(printf '\n  %s' "${TOOLS[@]}")"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "${TOOLS[@]}"
   printf '%s' "${TOOLS[*]}" >"$stamp"
 fi
-export PATH="$PWD/$VENV/bin:$PATH"
+VENV=$(cd "$VENV" && pwd)
+export PATH="$VENV/bin:$PATH"
 export SAM_CLI_TELEMETRY=0
 
 # --- moto DynamoDB on a free loopback port -----------------------------------------------------
@@ -68,11 +101,27 @@ log "cargo test --workspace"
 cargo test --workspace --locked
 
 log "pytest tests/template"
+# Which EventBridge matcher the routing test runs (event-ruler, or only the Python fallback where
+# event-ruler has no wheel): said here and again in pytest's last lines.
+"$VENV/bin/python" -c 'import sys; sys.path.insert(0, "tests/template"); import matchers; print(matchers.describe())'
 # Exit code 5 means pytest collected no test: that is a broken suite, not a pass.
 rc=0
-"$VENV/bin/python" -m pytest -p no:cacheprovider -q tests/template || rc=$?
+"$VENV/bin/python" -m pytest -p no:cacheprovider -q -rs tests/template || rc=$?
 if [ "$rc" -eq 5 ]; then
   echo "pytest collected no tests in tests/template" >&2
   exit 1
 fi
-exit "$rc"
+[ "$rc" -eq 0 ] || exit "$rc"
+
+# --- release build ------------------------------------------------------------------------------
+# The artifacts `sam deploy` ships: arm64, cross-compiled without Docker, each bootstrap checked.
+# Last, because it is the slowest step (minutes on a cold target/sam). CI never skips it.
+ci=false
+case "${CI:-}" in true | TRUE | True | 1) ci=true ;; esac
+if [ "${SKIP_SAM_BUILD:-0}" != 0 ] && [ "$ci" = false ]; then
+  log "sam build: SKIPPED (SKIP_SAM_BUILD=$SKIP_SAM_BUILD)"
+else
+  [ "${SKIP_SAM_BUILD:-0}" = 0 ] || echo "CI=$CI: ignoring SKIP_SAM_BUILD=$SKIP_SAM_BUILD, CI always builds"
+  cleanup # moto is not needed any more
+  VENV="$VENV" bash scripts/sam-build-check.sh
+fi

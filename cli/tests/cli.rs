@@ -9,7 +9,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_costream");
 
 fn vectors(name: &str) -> serde_json::Value {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/vectors")
+        .join("../testdata/vectors")
         .join(name);
     let text = std::fs::read_to_string(&path).expect("read vector file");
     serde_json::from_str(&text).expect("parse vector file")

@@ -15,12 +15,12 @@ use std::sync::{Arc, Mutex};
 use axum::body::Body;
 use axum::extract::Request;
 use axum::middleware::Next;
+use costream_alibaba::request::{Mix, SingleSubParams, StartLiveMpuTask, StreamOutput};
+use costream_alibaba::sign::{percent_encode, sign, Method};
+use costream_alibaba::Credentials;
+use costream_sim::SimulatedLive;
 use secrecy::SecretString;
 use serde_json::{json, Value};
-use shared::alibaba::request::{Mix, SingleSubParams, StartLiveMpuTask, StreamOutput};
-use shared::alibaba::sign::{percent_encode, sign, Method};
-use shared::alibaba::Credentials;
-use shared::sim::SimulatedLive;
 
 const BIN: &str = env!("CARGO_BIN_EXE_costream");
 /// The capture's fixed credentials (`mpu_requests.json` → `fixed`).
@@ -35,7 +35,7 @@ const VOLATILE: [&str; 3] = ["Signature", "SignatureNonce", "Timestamp"];
 
 fn captures() -> Value {
     let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors/mpu_requests.json");
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata/vectors/mpu_requests.json");
     serde_json::from_str(&std::fs::read_to_string(path).expect("read mpu_requests.json"))
         .expect("parse mpu_requests.json")
 }
@@ -106,7 +106,7 @@ impl FakeLive {
         let received = Arc::new(Mutex::new(Vec::new()));
         let recorder = received.clone();
         let credentials = Credentials::new(AK_ID, SecretString::from(AK_SECRET));
-        let router = shared::sim::http::router(sim.clone(), credentials).layer(
+        let router = costream_sim::http::router(sim.clone(), credentials).layer(
             axum::middleware::from_fn(move |request: Request, next: Next| {
                 let recorder = recorder.clone();
                 async move {
@@ -139,7 +139,7 @@ impl FakeLive {
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local addr");
-        runtime.spawn(shared::sim::http::serve(listener, router));
+        runtime.spawn(costream_sim::http::serve(listener, router));
         FakeLive {
             endpoint: format!("http://{addr}/"),
             sim,

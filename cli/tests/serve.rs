@@ -173,8 +173,11 @@ async fn seed_flow_over_http() {
             .send()
     };
     assert_eq!(put("sha256=00".into()).await.expect("put").status(), 403);
-    let signed =
-        shared::handlers::Notifier::signature("local-only-backend-secret", ts, body.as_bytes());
+    let signed = costream_app::handlers::Notifier::signature(
+        "local-only-backend-secret",
+        ts,
+        body.as_bytes(),
+    );
     let ok = put(signed).await.expect("put");
     assert_eq!(ok.status(), 200);
     let out: Value = ok.json().await.expect("json");

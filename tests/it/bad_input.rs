@@ -5,15 +5,15 @@ use std::sync::Arc;
 use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use aws_lambda_events::http::HeaderValue;
+use costream_alibaba::callback_auth::expected_signature;
+use costream_app::handlers::{HandlerError, Services};
+use costream_app::inbound::Side;
+use costream_app::mpu::AlibabaMpu;
+use costream_app::ports::{Clock, SystemClock};
+use costream_app::store::memory::InMemoryStore;
+use costream_runtime::init::{mpu_settings, services};
+use costream_sim::SimulatedLive;
 use serde_json::Value;
-use shared::alibaba::callback_auth::expected_signature;
-use shared::handlers::{HandlerError, Services};
-use shared::inbound::Side;
-use shared::init::{mpu_settings, services};
-use shared::mpu::AlibabaMpu;
-use shared::ports::{Clock, SystemClock};
-use shared::sim::SimulatedLive;
-use shared::store::memory::InMemoryStore;
 
 use crate::helpers::{config, fixture, fixture_json};
 
@@ -113,14 +113,14 @@ async fn bad_cdn_callbacks_are_rejected_and_change_nothing() {
 
     let wrong_key = signed_cdn(now, "not-the-key");
     let e = svc
-        .cdn_ingest(&shared::lambda::cdn_request(&wrong_key), "t")
+        .cdn_ingest(&costream_runtime::lambda::cdn_request(&wrong_key), "t")
         .await
         .expect_err("bad sig");
     assert_client_error(&e, 403, "does not match");
 
     let stale = signed_cdn(now - 3600, "yourkey");
     let e = svc
-        .cdn_ingest(&shared::lambda::cdn_request(&stale), "t")
+        .cdn_ingest(&costream_runtime::lambda::cdn_request(&stale), "t")
         .await
         .expect_err("stale");
     assert_client_error(&e, 403, "away from now");
@@ -128,7 +128,7 @@ async fn bad_cdn_callbacks_are_rejected_and_change_nothing() {
     let mut unsigned: ApiGatewayV2httpRequest = fixture_json("apigw/cdn_publish.json");
     unsigned.headers.remove("ali-live-signature");
     let e = svc
-        .cdn_ingest(&shared::lambda::cdn_request(&unsigned), "t")
+        .cdn_ingest(&costream_runtime::lambda::cdn_request(&unsigned), "t")
         .await
         .expect_err("unsigned");
     assert_client_error(&e, 403, "missing ALI-LIVE");
@@ -142,7 +142,7 @@ async fn bad_cdn_callbacks_are_rejected_and_change_nothing() {
         .collect::<std::collections::HashMap<String, String>>()
         .into();
     let e = svc
-        .cdn_ingest(&shared::lambda::cdn_request(&no_id), "t")
+        .cdn_ingest(&costream_runtime::lambda::cdn_request(&no_id), "t")
         .await
         .expect_err("no id");
     assert_client_error(&e, 400, "id: missing");
@@ -158,7 +158,7 @@ async fn bad_cdn_callbacks_are_rejected_and_change_nothing() {
     q.insert("id".into(), "someone-elses-stream".into());
     foreign.query_string_parameters = q.clone().into();
     let out = svc
-        .cdn_ingest(&shared::lambda::cdn_request(&foreign), "t")
+        .cdn_ingest(&costream_runtime::lambda::cdn_request(&foreign), "t")
         .await
         .expect("ignored");
     assert_eq!(out.result, "ignored_foreign_stream");
@@ -167,7 +167,7 @@ async fn bad_cdn_callbacks_are_rejected_and_change_nothing() {
     q.insert("app".into(), "push.other.example.net".into());
     foreign.query_string_parameters = q.into();
     let out = svc
-        .cdn_ingest(&shared::lambda::cdn_request(&foreign), "t")
+        .cdn_ingest(&costream_runtime::lambda::cdn_request(&foreign), "t")
         .await
         .expect("ignored");
     assert_eq!(out.result, "ignored_foreign_stream");

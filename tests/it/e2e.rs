@@ -8,17 +8,17 @@ use std::sync::Arc;
 use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use aws_lambda_events::http::HeaderValue;
+use costream_alibaba::callback_auth::expected_signature;
+use costream_alibaba::{Credentials, LiveClient, LiveClientConfig};
+use costream_app::handlers::Services;
+use costream_app::inbound::Side;
+use costream_app::mpu::AlibabaMpu;
+use costream_app::ports::{Clock, StateStore, SystemClock};
+use costream_app::store::memory::InMemoryStore;
+use costream_runtime::init::{mpu_settings, services};
+use costream_sim::{http, SimulatedLive};
 use secrecy::SecretString;
 use serde_json::Value;
-use shared::alibaba::callback_auth::expected_signature;
-use shared::alibaba::{Credentials, LiveClient, LiveClientConfig};
-use shared::handlers::Services;
-use shared::inbound::Side;
-use shared::init::{mpu_settings, services};
-use shared::mpu::AlibabaMpu;
-use shared::ports::{Clock, StateStore, SystemClock};
-use shared::sim::{http, SimulatedLive};
-use shared::store::memory::InMemoryStore;
 
 use crate::helpers::{config, fixture_json, fresh_store};
 
@@ -85,7 +85,7 @@ async fn seed_flow<S: StateStore>(store: S) {
 
     let ev = cdn_event("cdn_publish.json", "yourkey");
     let out = svc
-        .cdn_ingest(&shared::lambda::cdn_request(&ev), "cdn-1")
+        .cdn_ingest(&costream_runtime::lambda::cdn_request(&ev), "cdn-1")
         .await
         .expect("cdn publish");
     assert_eq!(out.channel_id.as_deref(), Some("room-1001"));
@@ -154,7 +154,7 @@ async fn publish_done_while_live_restarts_the_task() {
     // Alibaba ended the task on its own; the CDN reports the stream gone.
     sim.end_task("9qb1abcd", &task).expect("running");
     let ev = cdn_event("cdn_publish_done.json", "yourkey");
-    svc.cdn_ingest(&shared::lambda::cdn_request(&ev), "cdn-2")
+    svc.cdn_ingest(&costream_runtime::lambda::cdn_request(&ev), "cdn-2")
         .await
         .expect("publish_done");
     let tasks = sim.tasks();
@@ -189,11 +189,11 @@ async fn cdn_publish_notifies_the_backend_with_a_verifiable_signature() {
         .await
         .expect("publish");
     let ev = cdn_event("cdn_publish.json", "yourkey");
-    svc.cdn_ingest(&shared::lambda::cdn_request(&ev), "cdn-1")
+    svc.cdn_ingest(&costream_runtime::lambda::cdn_request(&ev), "cdn-1")
         .await
         .expect("cdn");
     // The CDN's retry of the same callback is a duplicate: no second notification.
-    svc.cdn_ingest(&shared::lambda::cdn_request(&ev), "cdn-2")
+    svc.cdn_ingest(&costream_runtime::lambda::cdn_request(&ev), "cdn-2")
         .await
         .expect("cdn retry");
 
@@ -208,7 +208,7 @@ async fn cdn_publish_notifies_the_backend_with_a_verifiable_signature() {
     let sig = req.headers["x-costream-signature"].to_str().expect("sig");
     assert_eq!(
         sig,
-        shared::handlers::Notifier::signature("backend-hmac-key", ts, &req.body)
+        costream_app::handlers::Notifier::signature("backend-hmac-key", ts, &req.body)
     );
     let body: Value = serde_json::from_slice(&req.body).expect("json");
     assert_eq!(body["channel_id"], "room-1001");
@@ -223,7 +223,7 @@ async fn cdn_publish_notifies_the_backend_with_a_verifiable_signature() {
 /// broadcast by someone else ends. Unsigned or stale registrations change nothing.
 #[tokio::test]
 async fn host_registration_from_the_backend() {
-    use shared::handlers::{HostRequest, Notifier};
+    use costream_app::handlers::{HostRequest, Notifier};
 
     let sim = Arc::new(SimulatedLive::new(SystemClock));
     let config = config(&[("COSTREAM_NOTIFY_SECRET", "backend-hmac-key")]);

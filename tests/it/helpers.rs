@@ -7,8 +7,8 @@ use std::sync::Arc;
 use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_dynamodb::error::BoxError;
-use shared::aws::{load_sdk_config, AwsTimeouts};
-use shared::store::dynamo::DynamoStore;
+use costream_dynamo::DynamoStore;
+use costream_runtime::aws::{load_sdk_config, AwsTimeouts};
 
 /// Counts HTTP requests sent to DynamoDB.
 #[derive(Debug, Clone, Default)]
@@ -71,7 +71,7 @@ pub fn fixture_json<T: serde::de::DeserializeOwned>(path: &str) -> T {
 
 /// The deployment's configuration for the fixtures' app (AppId 9qb1abcd, the spec's domains and
 /// keys), plus `extra` variables.
-pub fn config(extra: &[(&str, &str)]) -> shared::config::Config {
+pub fn config(extra: &[(&str, &str)]) -> costream_app::config::Config {
     let base = [
         ("COSTREAM_APP_ID", "9qb1abcd"),
         ("COSTREAM_PUSH_DOMAIN", "push.example.com"),
@@ -89,7 +89,7 @@ pub fn config(extra: &[(&str, &str)]) -> shared::config::Config {
         .chain(extra)
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect();
-    shared::config::Config::from_lookup(move |k| {
+    costream_app::config::Config::from_lookup(move |k| {
         vars.iter()
             .rev()
             .find(|(n, _)| n == k)

@@ -4,15 +4,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use shared::app::{Handled, Shell, ShellConfig};
-use shared::domain::{
+use costream_app::ports::StateStore;
+use costream_app::shell::{Handled, Shell, ShellConfig};
+use costream_app::store::{Lease, StoreError, StoredRoom};
+use costream_app::testing::concurrency::{ev, key, run_concurrent};
+use costream_app::testing::{ManualClock, RecordingMpu};
+use costream_core::{
     decide, DecisionConfig, RoomState, SessionId, Timestamp, UserAction, UserEvent, UserId, Version,
 };
-use shared::ports::StateStore;
-use shared::store::dynamo::DynamoStore;
-use shared::store::{Lease, StoreError, StoredRoom};
-use shared::testing::concurrency::{ev, key, run_concurrent};
-use shared::testing::{ManualClock, RecordingMpu};
+use costream_dynamo::DynamoStore;
 
 use crate::helpers::fresh_store;
 
@@ -60,7 +60,7 @@ async fn a_sixteen_member_room_round_trips() {
     for i in 0..16u64 {
         let user = UserId::parse(format!("user-{i:02}-abcdefgh")).expect("user");
         for s in 0..if i == 0 { 3 } else { 1 } {
-            state.apply(&shared::domain::RoomEvent::User(UserEvent {
+            state.apply(&costream_core::RoomEvent::User(UserEvent {
                 user: user.clone(),
                 session: SessionId::parse(format!("0dr15rrnhkz0jnvz6o8sxo01hoond{i:02}{s}"))
                     .expect("session"),

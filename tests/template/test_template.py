@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import json
 import re
-import tomllib
 import warnings
 from pathlib import Path
 
 import pytest
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser, as the `tomli` backport
+    import tomli as tomllib
 
 from cfn_model import (
     PSEUDO_PARAMETERS,
@@ -87,15 +91,15 @@ def _rust_constant(path: str, pattern: str, fallback: float, unit: float) -> flo
 # The MPU client's total deadline, the DynamoDB operation timeout, how long a Start waits out a held
 # StreamURL and the shell's lease, in seconds.
 MPU_DEADLINE = _rust_constant(
-    "shared/src/alibaba/client.rs", r"deadline:\s*Duration::from_secs\((\d+)\)", 8, 1
+    "shared/alibaba/src/client.rs", r"deadline:\s*Duration::from_secs\((\d+)\)", 8, 1
 )
 DYNAMODB_TIMEOUT = _rust_constant(
-    "shared/src/aws.rs", r"operation:\s*Duration::from_millis\(([\d_]+)\)", 4, 0.001
+    "shared/runtime/src/aws.rs", r"operation:\s*Duration::from_millis\(([\d_]+)\)", 4, 0.001
 )
 STREAM_URL_WAIT = _rust_constant(
-    "shared/src/init.rs", r"stream_url_wait:\s*Duration::from_secs\((\d+)\)", 12, 1
+    "shared/runtime/src/init.rs", r"stream_url_wait:\s*Duration::from_secs\((\d+)\)", 12, 1
 )
-LEASE = _rust_constant("shared/src/app.rs", r"lease_ms:\s*([\d_]+)", 45, 0.001)
+LEASE = _rust_constant("shared/app/src/shell.rs", r"lease_ms:\s*([\d_]+)", 45, 0.001)
 
 
 @pytest.fixture(scope="module")

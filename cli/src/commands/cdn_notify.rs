@@ -3,8 +3,8 @@
 
 use anyhow::{anyhow, bail};
 use clap::Args;
+use costream_alibaba::request::{NotifyAuthKey, SetLiveStreamsNotifyUrlConfig};
 use serde::Serialize;
-use shared::alibaba::request::{NotifyAuthKey, SetLiveStreamsNotifyUrlConfig};
 
 use super::live::{check_http_url, Live};
 

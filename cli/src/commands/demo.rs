@@ -6,16 +6,16 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Args;
+use costream_app::config::{with_local_defaults, Config};
+use costream_app::handlers::{CdnRequest, Services};
+use costream_app::inbound::Side;
+use costream_app::mpu::{stream_name, AlibabaMpu};
+use costream_app::ports::{Clock, RoomKey, StateStore, SystemClock};
+use costream_app::store::memory::InMemoryStore;
+use costream_core::{ChannelId, LayoutStyle, Shape, Target};
+use costream_runtime::init::{mpu_settings, services};
+use costream_sim::SimulatedLive;
 use serde_json::json;
-use shared::config::{with_local_defaults, Config};
-use shared::domain::{ChannelId, LayoutStyle, Shape, Target};
-use shared::handlers::{CdnRequest, Services};
-use shared::inbound::Side;
-use shared::init::{mpu_settings, services};
-use shared::mpu::{stream_name, AlibabaMpu};
-use shared::ports::{Clock, RoomKey, StateStore, SystemClock};
-use shared::sim::SimulatedLive;
-use shared::store::memory::InMemoryStore;
 
 use crate::local::ascii::picture;
 

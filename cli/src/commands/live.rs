@@ -10,11 +10,11 @@
 
 use anyhow::{anyhow, bail, Context as _};
 use clap::Args;
+use costream_alibaba::client::ENDPOINT_VAR;
+use costream_alibaba::credentials::{ACCESS_KEY_ID_VAR, ACCESS_KEY_SECRET_VAR, SECURITY_TOKEN_VAR};
+use costream_alibaba::sign::percent_encode;
+use costream_alibaba::{Credentials, LiveClient, LiveClientConfig, LiveRequest, Reply};
 use secrecy::ExposeSecret as _;
-use shared::alibaba::client::ENDPOINT_VAR;
-use shared::alibaba::credentials::{ACCESS_KEY_ID_VAR, ACCESS_KEY_SECRET_VAR, SECURITY_TOKEN_VAR};
-use shared::alibaba::sign::percent_encode;
-use shared::alibaba::{Credentials, LiveClient, LiveClientConfig, LiveRequest, Reply};
 
 /// Where the AppId comes from when `--app-id` is not given.
 pub const APP_ID_VAR: &str = "COSTREAM_APP_ID";

@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
-use shared::config::{env_lookup, with_local_defaults, Config, LOCAL_DEFAULTS};
-use shared::init::{live_client, mpu_settings, services};
-use shared::mpu::AlibabaMpu;
-use shared::ports::SystemClock;
-use shared::sim::SimulatedLive;
-use shared::store::dynamo::DynamoStore;
-use shared::store::memory::InMemoryStore;
+use costream_app::config::{env_lookup, with_local_defaults, Config, LOCAL_DEFAULTS};
+use costream_app::mpu::AlibabaMpu;
+use costream_app::ports::SystemClock;
+use costream_app::store::memory::InMemoryStore;
+use costream_dynamo::DynamoStore;
+use costream_runtime::init::{live_client, mpu_settings, services};
+use costream_sim::SimulatedLive;
 
 use crate::local::{router, serve, Local};
 
@@ -115,9 +115,11 @@ async fn run_async(args: &ServeArgs) -> anyhow::Result<()> {
     }
     let table = config.table.clone();
     let dynamo = || async {
-        let sdk = shared::aws::load_sdk_config(shared::aws::AwsTimeouts::default()).await;
+        let sdk =
+            costream_runtime::aws::load_sdk_config(costream_runtime::aws::AwsTimeouts::default())
+                .await;
         let table = table.context("--store dynamodb needs COSTREAM_TABLE")?;
-        let store = DynamoStore::new(shared::aws::dynamodb_client(&sdk), table);
+        let store = DynamoStore::new(costream_runtime::aws::dynamodb_client(&sdk), table);
         if args.create_table {
             store
                 .create_table()

@@ -8,9 +8,9 @@ use std::io::Read as _;
 
 use anyhow::{bail, Context as _};
 use clap::{Args, ValueEnum};
+use costream_alibaba::credentials::ACCESS_KEY_SECRET_VAR;
+use costream_alibaba::sign::{sign, Method};
 use secrecy::ExposeSecret as _;
-use shared::alibaba::credentials::ACCESS_KEY_SECRET_VAR;
-use shared::alibaba::sign::{sign, Method};
 
 /// Sign an Alibaba Cloud OpenAPI (RPC, signature V1 / HMAC-SHA1) parameter map
 ///

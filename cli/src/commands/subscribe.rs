@@ -3,9 +3,9 @@
 
 use anyhow::{bail, Context as _};
 use clap::{Args, Subcommand, ValueEnum};
+use costream_alibaba::request::{CreateEventSub, DeleteEventSub, EventKind, ListEventSub};
 use serde::Serialize;
 use serde_json::Value;
-use shared::alibaba::request::{CreateEventSub, DeleteEventSub, EventKind, ListEventSub};
 
 use super::live::{check_http_url, check_id, mask_url, AppIdArg, Live};
 

@@ -2,10 +2,10 @@
 
 use anyhow::bail;
 use clap::Args;
+use costream_alibaba::request::{ListRtcMpuTaskDetail, StopLiveMpuTask, TaskSelector};
+use costream_alibaba::Outcome;
 use serde::Serialize;
 use serde_json::Value;
-use shared::alibaba::request::{ListRtcMpuTaskDetail, StopLiveMpuTask, TaskSelector};
-use shared::alibaba::Outcome;
 
 use super::live::{check_id, mask_auth_key, AppIdArg, Live};
 

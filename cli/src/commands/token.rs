@@ -2,9 +2,9 @@
 
 use anyhow::bail;
 use clap::Args;
+use costream_alibaba::token::JoinToken;
 use secrecy::ExposeSecret as _;
 use serde::Serialize;
-use shared::alibaba::token::JoinToken;
 
 /// The longest validity ARTC accepts for a join token.
 const MAX_TTL_SECS: i64 = 24 * 3600;

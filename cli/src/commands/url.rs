@@ -1,9 +1,9 @@
 //! `costream url ingest|play`: signed RTMP ingest and playback URLs (URL signing type A).
 
 use clap::{Args, Subcommand};
+use costream_alibaba::urls::StreamLocation;
 use secrecy::ExposeSecret as _;
 use serde::Serialize;
-use shared::alibaba::urls::StreamLocation;
 
 /// Print URLs signed with Alibaba CDN URL signing "type A" (auth_key).
 ///
@@ -78,7 +78,7 @@ pub fn run(args: &UrlArgs) -> anyhow::Result<()> {
         UrlKind::Ingest(a) => {
             let (loc, key, ts) =
                 prepare(&a.stream, &a.key_env, "the ingest domain's URL-signing key")?;
-            let url = shared::alibaba::urls::sign_url(
+            let url = costream_alibaba::urls::sign_url(
                 &loc.ingest_url(),
                 key.expose_secret(),
                 ts,
@@ -94,10 +94,10 @@ pub fn run(args: &UrlArgs) -> anyhow::Result<()> {
                 "the streaming domain's URL-signing key",
             )?;
             let sign = |url: &str| {
-                shared::alibaba::urls::sign_url(url, key.expose_secret(), ts, &a.stream.rand, "0")
+                costream_alibaba::urls::sign_url(url, key.expose_secret(), ts, &a.stream.rand, "0")
             };
             let urls = loc.playback_urls();
-            let signed = shared::alibaba::urls::PlaybackUrls {
+            let signed = costream_alibaba::urls::PlaybackUrls {
                 flv: sign(&urls.flv)?,
                 rtmp: sign(&urls.rtmp)?,
                 hls: sign(&urls.hls)?,

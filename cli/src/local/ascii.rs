@@ -1,6 +1,6 @@
 //! A small ASCII picture of a layout, for `costream demo`.
 
-use shared::domain::Layout;
+use costream_core::Layout;
 
 /// Draws `layout` on a character grid `cols` wide (terminal cells are about twice as tall as
 /// wide, so the height is scaled by half). Later panes (higher z-order) are drawn on top.
@@ -13,7 +13,7 @@ pub fn picture(layout: &Layout, cols: usize) -> String {
     let mut grid = vec![vec![' '; cols]; rows];
     let mut panes: Vec<_> = layout.panes.iter().collect();
     panes.sort_by_key(|p| p.z_order);
-    let scale = |f: shared::domain::Frac, n: usize| (usize::from(f.units()) * n + 5_000) / 10_000;
+    let scale = |f: costream_core::Frac, n: usize| (usize::from(f.units()) * n + 5_000) / 10_000;
     for p in panes {
         let (x0, y0) = (scale(p.x, cols), scale(p.y, rows));
         let x1 = (scale(p.x, cols) + scale(p.width, cols))

@@ -12,11 +12,11 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
+use costream_app::handlers::{CdnRequest, HandlerError, HostRequest, Services};
+use costream_app::inbound::{Side, MAX_BODY_BYTES};
+use costream_app::ports::{Clock, MpuPort, StateStore};
+use costream_sim::SimulatedLive;
 use secrecy::ExposeSecret as _;
-use shared::handlers::{CdnRequest, HandlerError, HostRequest, Services};
-use shared::inbound::{Side, MAX_BODY_BYTES};
-use shared::ports::{Clock, MpuPort, StateStore};
-use shared::sim::SimulatedLive;
 use subtle::ConstantTimeEq as _;
 
 /// What the routes share.

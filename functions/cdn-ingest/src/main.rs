@@ -4,9 +4,9 @@
 //! stream the room still wants. Answers fast: Alibaba waits 5 s.
 
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use costream_runtime::init::LambdaServices;
+use costream_runtime::lambda::{cdn_request, error_response, json_response};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
-use shared::init::LambdaServices;
-use shared::lambda::{cdn_request, error_response, json_response};
 
 async fn handler(
     services: &LambdaServices,
@@ -22,6 +22,6 @@ async fn handler(
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let services = shared::lambda::start().await?;
+    let services = costream_runtime::lambda::start().await?;
     lambda_runtime::run(service_fn(|event| handler(&services, event))).await
 }

@@ -4,10 +4,10 @@
 //! the room's MPU call like the stream functions.
 
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use costream_app::handlers::HostRequest;
+use costream_runtime::init::LambdaServices;
+use costream_runtime::lambda::{backend_headers, body_bytes, error_response, json_response};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
-use shared::handlers::HostRequest;
-use shared::init::LambdaServices;
-use shared::lambda::{backend_headers, body_bytes, error_response, json_response};
 
 async fn handler(
     services: &LambdaServices,
@@ -40,6 +40,6 @@ async fn handler(
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let services = shared::lambda::start().await?;
+    let services = costream_runtime::lambda::start().await?;
     lambda_runtime::run(service_fn(|event| handler(&services, event))).await
 }

@@ -2,9 +2,9 @@
 //! the stream, and freshly signed playback URLs (HTTP-FLV first, RTMP, HLS) for viewer apps.
 
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use costream_runtime::init::LambdaServices;
+use costream_runtime::lambda::{error_response, json_response};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
-use shared::init::LambdaServices;
-use shared::lambda::{error_response, json_response};
 
 async fn handler(
     services: &LambdaServices,
@@ -23,6 +23,6 @@ async fn handler(
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let services = shared::lambda::start().await?;
+    let services = costream_runtime::lambda::start().await?;
     lambda_runtime::run(service_fn(|event| handler(&services, event))).await
 }

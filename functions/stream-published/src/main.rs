@@ -3,13 +3,13 @@
 //! Errors are reported as Retryable (Lambda's retries and the redelivery repair the room) or
 //! NonRetryable (bad input, kept in the dead-letter queue).
 
+use costream_app::inbound::Side;
+use costream_runtime::lambda::artc_event;
 use lambda_runtime::{service_fn, Error};
-use shared::inbound::Side;
-use shared::lambda::artc_event;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let services = shared::lambda::start().await?;
+    let services = costream_runtime::lambda::start().await?;
     lambda_runtime::run(service_fn(|event| {
         artc_event(&services, event, Side::Published)
     }))

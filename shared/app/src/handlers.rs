@@ -1,0 +1,550 @@
+//! The request handlers shared by the Lambda functions and `costream serve`: one code path from
+//! a callback to the shell, so what runs locally is what runs on Lambda.
+//!
+//! Each handler validates its input completely before touching state (bad input writes nothing
+//! and calls nothing), then calls [`Shell::handle`], and maps failures to [`HandlerError`], which
+//! knows its HTTP status and whether a Lambda should report it as retryable.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use secrecy::ExposeSecret;
+use serde::Serialize;
+use sha2::Sha256;
+
+use crate::config::{Config, NotifySettings};
+use crate::inbound::{parse_artc, parse_artc_value, parse_cdn, InboundError, Side};
+use crate::mpu::{channel_of_stream, stream_name};
+use crate::ports::{Clock, MpuPort, RoomKey, StateStore};
+use crate::shell::{AppError, Handled, Shell};
+use costream_alibaba::callback_auth::{callback_host, CallbackAuthError, CallbackVerifier};
+use costream_alibaba::urls::{PlaybackUrls, StreamLocation};
+use costream_core::{CdnAction, ChannelId, MixMode, RoomEvent, RoomState, Timestamp, UserId};
+
+/// Why a request was not handled.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    #[error("bad request: {0}")]
+    BadInput(#[from] InboundError),
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error(transparent)]
+    App(#[from] AppError),
+}
+
+impl HandlerError {
+    /// The HTTP status for HTTP-triggered handlers.
+    pub fn status(&self) -> u16 {
+        match self {
+            HandlerError::BadInput(_) => 400,
+            HandlerError::Unauthorized(_) => 403,
+            HandlerError::NotFound(_) => 404,
+            HandlerError::App(e) if e.is_retryable() => 503,
+            HandlerError::App(_) => 500,
+        }
+    }
+
+    /// Whether redelivering the same input can succeed (Lambda "Retryable").
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, HandlerError::App(e) if e.is_retryable())
+    }
+
+    /// Logs the error once, at the HTTP boundary (5xx as errors with the cause chain, 4xx as
+    /// warnings), and returns the JSON body to answer with: `{"error": kind, "reason": ...}`.
+    /// Shared by the Lambda functions and `costream serve`, so both answer alike.
+    pub fn log_and_body(&self) -> serde_json::Value {
+        if self.status() >= 500 {
+            tracing::error!(error_kind = self.kind(), error = %self, cause = ?self, "request failed");
+        } else {
+            tracing::warn!(error_kind = self.kind(), error = %self, "request rejected");
+        }
+        serde_json::json!({ "error": self.kind(), "reason": self.to_string() })
+    }
+
+    /// A stable name for logs and Lambda's `errorType`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            HandlerError::BadInput(_) => "BadInput",
+            HandlerError::Unauthorized(_) => "Unauthorized",
+            HandlerError::NotFound(_) => "NotFound",
+            HandlerError::App(_) if self.is_retryable() => "Retryable",
+            HandlerError::App(_) => "NonRetryable",
+        }
+    }
+}
+
+/// What an ARTC callback amounted to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ArtcOutcome {
+    pub channel_id: String,
+    /// Events this side acted on.
+    pub events: usize,
+    pub result: &'static str,
+}
+
+/// What a CDN callback amounted to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CdnOutcome {
+    pub result: &'static str,
+    pub channel_id: Option<String>,
+}
+
+/// What a viewer app asks: is the room live, who is on stage, where to play it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RoomStatus {
+    pub channel_id: String,
+    /// A broadcast is on (the host publishes).
+    pub live: bool,
+    /// The CDN reported the room's stream as received (since this broadcast started).
+    pub cdn_live: bool,
+    /// 0 (host only) or 1 (mixed), `null` when off.
+    pub mix_mode: Option<u8>,
+    pub host: Option<String>,
+    pub on_stage: Vec<String>,
+    pub waiting: Vec<String>,
+    /// Signed playback URLs, HTTP-FLV first. Present while live.
+    pub playback: Option<PlaybackUrls>,
+    /// Unix time the playback URLs stop being accepted.
+    pub expires_at: Option<u64>,
+}
+
+/// What a host registration did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostOutcome {
+    pub channel_id: String,
+    /// The registered host (`null`: cleared).
+    pub host: Option<String>,
+    pub result: &'static str,
+}
+
+/// The parts of a host registration request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HostRequest<'a> {
+    pub body: &'a [u8],
+    /// `X-Costream-Timestamp`: unix seconds; also the registration's time.
+    pub timestamp: Option<&'a str>,
+    /// `X-Costream-Signature: sha256=<hex hmac(secret, "<timestamp>.<body>")>`.
+    pub signature: Option<&'a str>,
+}
+
+/// Host registrations: small JSON, recent signatures only.
+const MAX_HOST_BODY: usize = 4096;
+const HOST_SIGNATURE_WINDOW_SECS: u64 = 300;
+
+/// The parts of a CDN ingest request the handler needs.
+#[derive(Debug, Clone, Default)]
+pub struct CdnRequest<'a> {
+    pub query: Vec<(&'a str, &'a str)>,
+    /// The `Host` the request arrived at (used when `COSTREAM_CALLBACK_HOST` is not set).
+    pub host: Option<&'a str>,
+    pub ali_timestamp: Option<&'a str>,
+    pub ali_signature: Option<&'a str>,
+}
+
+/// Tells the app's backend that a room went live, with an HMAC-SHA256 signature over
+/// `"<timestamp>.<body>"` in `X-Costream-Signature: sha256=<hex>`.
+#[derive(Debug, Clone)]
+pub struct Notifier {
+    client: reqwest::Client,
+    settings: NotifySettings,
+}
+
+impl Notifier {
+    /// Builds the HTTP client once; 2 s total timeout keeps the CDN callback within its 5 s.
+    pub fn new(settings: NotifySettings) -> Result<Notifier, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(800))
+            .timeout(Duration::from_secs(2))
+            .build()?;
+        Ok(Notifier { client, settings })
+    }
+
+    /// `sha256=<hex>` of `"<timestamp>.<body>"`.
+    pub fn signature(secret: &str, timestamp: u64, body: &[u8]) -> String {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes())
+            .expect("HMAC accepts keys of any length");
+        mac.update(timestamp.to_string().as_bytes());
+        mac.update(b".");
+        mac.update(body);
+        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    }
+
+    /// Posts the status. The error carries no URL: reqwest's names it in its Display, and a
+    /// backend URL may hold a token in its query.
+    async fn notify(&self, status: &RoomStatus, now_secs: u64) -> Result<(), reqwest::Error> {
+        let body = serde_json::to_vec(status).expect("RoomStatus serializes");
+        let signature = Self::signature(self.settings.secret.expose_secret(), now_secs, &body);
+        self.client
+            .post(&self.settings.url)
+            .header("content-type", "application/json")
+            .header("x-costream-timestamp", now_secs.to_string())
+            .header("x-costream-signature", signature)
+            .body(body)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map(drop)
+            .map_err(reqwest::Error::without_url)
+    }
+}
+
+/// Everything a handler needs, built once per process.
+#[derive(Debug)]
+pub struct Services<S, M, C> {
+    pub shell: Shell<S, M, C>,
+    pub config: Arc<Config>,
+    pub notifier: Option<Notifier>,
+}
+
+fn outcome_name(h: &Handled) -> &'static str {
+    match h {
+        Handled::Duplicate => "duplicate",
+        Handled::NoChange => "no_change",
+        Handled::Committed { .. } => "committed",
+        Handled::Converged { .. } => "converged",
+        Handled::LeaseLost { .. } => "handed_over",
+    }
+}
+
+impl<S: StateStore, M: MpuPort, C: Clock> Services<S, M, C> {
+    fn now(&self) -> Timestamp {
+        Timestamp::from_secs(self.shell.clock.now_ms() / 1000)
+    }
+
+    fn key(&self, channel: ChannelId) -> RoomKey {
+        RoomKey {
+            app: self.config.app_id.clone(),
+            channel,
+        }
+    }
+
+    /// An ARTC callback body (`POST /artc/{secret}` locally).
+    pub async fn artc_body(
+        &self,
+        body: &[u8],
+        side: Side,
+        invocation: &str,
+    ) -> Result<ArtcOutcome, HandlerError> {
+        let cb = parse_artc(body, &self.config.app_id, side, self.now())?;
+        self.artc(cb, side, invocation).await
+    }
+
+    /// An ARTC callback that arrived as an EventBridge event's `detail`.
+    pub async fn artc_detail(
+        &self,
+        detail: &serde_json::Value,
+        side: Side,
+        invocation: &str,
+    ) -> Result<ArtcOutcome, HandlerError> {
+        let cb = parse_artc_value(detail, &self.config.app_id, side, self.now())?;
+        self.artc(cb, side, invocation).await
+    }
+
+    async fn artc(
+        &self,
+        cb: crate::inbound::ArtcCallback,
+        side: Side,
+        invocation: &str,
+    ) -> Result<ArtcOutcome, HandlerError> {
+        let channel_id = cb.channel.to_string();
+        if cb.events.is_empty() {
+            return Ok(ArtcOutcome {
+                channel_id,
+                events: 0,
+                result: "not_for_this_function",
+            });
+        }
+        let key = self.key(cb.channel.clone());
+        let dedupe = cb.dedupe_key(side);
+        let handled = self
+            .shell
+            .handle(&key, dedupe.as_deref(), &cb.events, invocation)
+            .await?;
+        Ok(ArtcOutcome {
+            channel_id,
+            events: cb.events.len(),
+            result: outcome_name(&handled),
+        })
+    }
+
+    /// A CDN ingest callback (`GET /cdn/ingest?action=...`).
+    pub async fn cdn_ingest(
+        &self,
+        req: &CdnRequest<'_>,
+        invocation: &str,
+    ) -> Result<CdnOutcome, HandlerError> {
+        let now = self.now();
+        if let Some(key) = &self.config.cdn_notify_auth_key {
+            let host = self
+                .config
+                .callback_host
+                .as_deref()
+                .or(req.host)
+                .and_then(callback_host)
+                .ok_or_else(|| {
+                    HandlerError::Unauthorized("no callback host to verify against".into())
+                })?;
+            let (Some(ts), Some(sig)) = (req.ali_timestamp, req.ali_signature) else {
+                return Err(HandlerError::Unauthorized(
+                    "missing ALI-LIVE-TIMESTAMP or ALI-LIVE-SIGNATURE".into(),
+                ));
+            };
+            let now_i = i64::try_from(now.secs()).unwrap_or(i64::MAX);
+            CallbackVerifier::new(host, key.clone())
+                .verify(ts, sig, now_i)
+                .map_err(|e: CallbackAuthError| HandlerError::Unauthorized(e.to_string()))?;
+        }
+        let cb = parse_cdn(req.query.iter().copied(), now)?;
+        // Ours: our AppName and (when the CDN names it) our ingest domain. Another domain's
+        // stream of the same name is not this room's.
+        let ours = cb.app_name == self.config.ingest.app_name
+            && (cb.domain.is_empty()
+                || cb
+                    .domain
+                    .eq_ignore_ascii_case(&self.config.ingest.push_domain));
+        let Some(channel) = channel_of_stream(&cb.stream).filter(|_| ours) else {
+            tracing::info!(stream = %cb.stream, app_name = %cb.app_name, "cdn callback for a stream that is not ours");
+            return Ok(CdnOutcome {
+                result: "ignored_foreign_stream",
+                channel_id: None,
+            });
+        };
+        let key = self.key(channel.clone());
+        let handled = self
+            .shell
+            .handle(&key, Some(&cb.dedupe_key()), &[cb.event()], invocation)
+            .await?;
+        if cb.action == CdnAction::Publish
+            && !matches!(handled, Handled::Duplicate | Handled::NoChange)
+        {
+            if let (Some(notifier), Ok(status)) =
+                (&self.notifier, self.room_status(channel.as_str()).await)
+            {
+                if status.live {
+                    match notifier.notify(&status, now.secs()).await {
+                        Ok(()) => tracing::info!(channel_id = %channel, "backend notified"),
+                        // `e` has no URL (see `Notifier::notify`).
+                        Err(e) => {
+                            tracing::warn!(channel_id = %channel, error = %e, "backend notification failed")
+                        }
+                    }
+                }
+            }
+        }
+        Ok(CdnOutcome {
+            result: outcome_name(&handled),
+            channel_id: Some(channel.to_string()),
+        })
+    }
+
+    /// `PUT /rooms/{channelId}/host` from the app's backend: `{"user_id": "<id>"}` registers the
+    /// room's host, `{"user_id": null}` clears it. Signed like the notifications costream sends
+    /// (HMAC-SHA256 with `COSTREAM_NOTIFY_SECRET` over `"<timestamp>.<body>"`), at most 300 s old.
+    pub async fn register_host(
+        &self,
+        channel: &str,
+        req: &HostRequest<'_>,
+        invocation: &str,
+    ) -> Result<HostOutcome, HandlerError> {
+        let secret = self.config.backend_secret.as_ref().ok_or_else(|| {
+            HandlerError::Unauthorized("host registration needs COSTREAM_NOTIFY_SECRET".into())
+        })?;
+        let now = self.now().secs();
+        let ts: u64 = req
+            .timestamp
+            .and_then(|t| t.trim().parse().ok())
+            .ok_or_else(|| {
+                HandlerError::Unauthorized("missing or bad X-Costream-Timestamp".into())
+            })?;
+        if now.abs_diff(ts) > HOST_SIGNATURE_WINDOW_SECS {
+            return Err(HandlerError::Unauthorized(format!(
+                "X-Costream-Timestamp {ts} is more than {HOST_SIGNATURE_WINDOW_SECS} s from now"
+            )));
+        }
+        let expected = Notifier::signature(secret.expose_secret(), ts, req.body);
+        let given = req.signature.unwrap_or_default().trim();
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(
+            expected.as_bytes(),
+            given.as_bytes(),
+        )) {
+            return Err(HandlerError::Unauthorized(
+                "X-Costream-Signature does not match".into(),
+            ));
+        }
+        if req.body.len() > MAX_HOST_BODY {
+            return Err(InboundError::TooLarge(req.body.len()).into());
+        }
+        let value: serde_json::Value =
+            serde_json::from_slice(req.body).map_err(|e| InboundError::NotJson(e.to_string()))?;
+        let obj = value.as_object().ok_or(InboundError::NotObject("body"))?;
+        let user = match obj.get("user_id") {
+            None => return Err(InboundError::Missing("user_id").into()),
+            Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(u)) => Some(UserId::parse(u.as_str()).map_err(
+                |source| InboundError::BadId {
+                    field: "user_id",
+                    source,
+                },
+            )?),
+            Some(_) => {
+                return Err(InboundError::WrongType {
+                    field: "user_id",
+                    expected: "string or null",
+                }
+                .into())
+            }
+        };
+        let channel = ChannelId::parse(channel).map_err(|source| {
+            HandlerError::BadInput(InboundError::BadId {
+                field: "channelId",
+                source,
+            })
+        })?;
+        let event = RoomEvent::HostRegistered {
+            user: user.clone(),
+            at: Timestamp::from_secs(ts),
+        };
+        let dedupe = format!("host:{ts}:{}", user.as_ref().map_or("", UserId::as_str));
+        let handled = self
+            .shell
+            .handle(
+                &self.key(channel.clone()),
+                Some(&dedupe),
+                &[event],
+                invocation,
+            )
+            .await?;
+        Ok(HostOutcome {
+            channel_id: channel.to_string(),
+            host: user.map(|u| u.to_string()),
+            result: outcome_name(&handled),
+        })
+    }
+
+    /// `GET /rooms/{channelId}`.
+    pub async fn room_status(&self, channel: &str) -> Result<RoomStatus, HandlerError> {
+        let channel = ChannelId::parse(channel).map_err(|source| {
+            HandlerError::BadInput(InboundError::BadId {
+                field: "channelId",
+                source,
+            })
+        })?;
+        let key = self.key(channel.clone());
+        let room = self
+            .shell
+            .store
+            .load(&key)
+            .await
+            .map_err(|e| HandlerError::App(e.into()))?
+            .ok_or_else(|| HandlerError::NotFound(format!("room {channel} has never been seen")))?;
+        Ok(self.status_of(&room.state))
+    }
+
+    fn status_of(&self, state: &RoomState) -> RoomStatus {
+        let stage = state.stage(self.config.decision.max_panes);
+        let live = stage.is_some();
+        let cdn_live = match (&stage, state.cdn()) {
+            (Some(s), Some(c)) => c.action == CdnAction::Publish && c.at >= s.broadcast.started,
+            _ => false,
+        };
+        let (playback, expires_at) = if live {
+            let (urls, exp) = self.playback_urls(state.channel());
+            (Some(urls), exp)
+        } else {
+            (None, None)
+        };
+        RoomStatus {
+            channel_id: state.channel().to_string(),
+            live,
+            cdn_live,
+            mix_mode: stage.as_ref().map(|s| {
+                if s.on_stage.len() > 1 {
+                    MixMode::Mixed.code()
+                } else {
+                    MixMode::Single.code()
+                }
+            }),
+            host: stage.as_ref().map(|s| s.broadcast.host.to_string()),
+            on_stage: stage
+                .as_ref()
+                .map(|s| s.on_stage.iter().map(ToString::to_string).collect())
+                .unwrap_or_default(),
+            waiting: stage
+                .as_ref()
+                .map(|s| s.waiting.iter().map(ToString::to_string).collect())
+                .unwrap_or_default(),
+            playback,
+            expires_at,
+        }
+    }
+
+    /// Freshly signed playback URLs (unsigned if no play key is configured).
+    pub fn playback_urls(&self, channel: &ChannelId) -> (PlaybackUrls, Option<u64>) {
+        let stream = stream_name(channel);
+        let p = &self.config.playback;
+        let loc = StreamLocation {
+            domain: &p.play_domain,
+            app_name: &p.app_name,
+            stream_name: &stream,
+        };
+        match &p.play_auth_key {
+            None => (loc.playback_urls(), None),
+            Some(key) => {
+                let exp = self.now().secs() + p.url_ttl.as_secs();
+                match loc.signed_playback_urls(key.expose_secret(), exp) {
+                    Ok(urls) => (urls, Some(exp)),
+                    // Config validation guarantees a bare domain and a simple app name, so the
+                    // URL always has a path; fall back to unsigned URLs rather than fail a read.
+                    Err(_) => (loc.playback_urls(), None),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_failed_notification_does_not_reveal_the_url() {
+        // Nothing listens on port 1: the connection is refused at once.
+        let notifier = Notifier::new(NotifySettings {
+            url: "http://127.0.0.1:1/hook?token=sekrit-token".into(),
+            secret: "backend-hmac-key".to_owned().into(),
+        })
+        .expect("client");
+        let status = RoomStatus {
+            channel_id: "room-1".into(),
+            live: true,
+            cdn_live: true,
+            mix_mode: Some(0),
+            host: Some("host".into()),
+            on_stage: vec!["host".into()],
+            waiting: vec![],
+            playback: None,
+            expires_at: None,
+        };
+        let err = notifier
+            .notify(&status, 1_700_000_000)
+            .await
+            .expect_err("refused");
+        assert!(err.url().is_none());
+        for shown in [err.to_string(), format!("{err:?}")] {
+            assert!(!shown.contains("sekrit-token"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn notification_signature_is_hmac_sha256_of_timestamp_dot_body() {
+        // Computed independently: python3 -c "import hmac,hashlib; print(hmac.new(
+        //   b'backend-hmac-key', b'1700000000.{\"live\":true}', hashlib.sha256).hexdigest())"
+        assert_eq!(
+            Notifier::signature("backend-hmac-key", 1_700_000_000, br#"{"live":true}"#),
+            "sha256=b9eeefbe68ab0cb9de47ba067d3d05ea91eca37f0e2ab83a9c8dfbfae310cdaf"
+        );
+    }
+}

@@ -1,0 +1,351 @@
+//! The MPU port's real adapter: the core's [`Command`]s as Live API requests, with Alibaba's
+//! idempotency rules applied (Start of an existing task → Update it to the target; Stop of a
+//! missing task → done; Update of a missing task → [`MpuDone::TaskMissing`]), and the stream
+//! naming rule that maps a CDN stream back to its room without a lookup table.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::ports::{Clock, MpuDone, MpuFailure, MpuFailureKind, MpuPort, RoomKey};
+use costream_alibaba::request::{
+    Background, EncodeParams, Fraction, Mix, MixLayout, MpuRegion, PaneUserInfo,
+    RenderMode as WireRenderMode, RequestError, SingleSubParams, StartLiveMpuTask, StopLiveMpuTask,
+    StreamOutput, TranscodeParams, UpdateLiveMpuTask, UserInfo, UserPane, VideoCodec as WireCodec,
+};
+use costream_alibaba::urls::StreamLocation;
+use costream_alibaba::{LiveApi, LiveRequest, MpuError, Outcome};
+use costream_core::Version;
+use costream_core::{
+    AppId, ChannelId, Command, DecisionConfig, Frac, Layout, RenderMode, Shape, VideoCodec,
+};
+
+/// The suffix that turns a channel id into its CDN stream name.
+pub const STREAM_SUFFIX: &str = "_main";
+
+/// The CDN stream name of a room: `<ChannelId>_main`. One stream per room, so viewers' URLs stay
+/// the same across MixMode switches, and [`channel_of_stream`] maps it back without a lookup.
+pub fn stream_name(channel: &ChannelId) -> String {
+    format!("{channel}{STREAM_SUFFIX}")
+}
+
+/// The room of a CDN stream name (the inverse of [`stream_name`]), or `None` if the name is not
+/// one of ours.
+pub fn channel_of_stream(stream: &str) -> Option<ChannelId> {
+    let channel = stream.strip_suffix(STREAM_SUFFIX)?;
+    ChannelId::parse(channel).ok()
+}
+
+/// Where the mixed stream goes: the ingest domain, app name and URL-signing key.
+#[derive(Clone)]
+pub struct IngestSettings {
+    pub push_domain: String,
+    pub app_name: String,
+    /// Type-A auth key of the ingest domain (`None` if URL signing is off there).
+    pub push_auth_key: Option<SecretString>,
+    /// How far ahead the signed StreamURL's timestamp is set. The MPU service reconnects with the
+    /// same URL for the task's life, so this is long.
+    pub url_validity: Duration,
+}
+
+impl std::fmt::Debug for IngestSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IngestSettings")
+            .field("push_domain", &self.push_domain)
+            .field("app_name", &self.app_name)
+            .field(
+                "push_auth_key",
+                &self.push_auth_key.as_ref().map(|_| "[REDACTED]"),
+            )
+            .field("url_validity", &self.url_validity)
+            .finish()
+    }
+}
+
+impl IngestSettings {
+    /// The StreamURL of a room, signed when a key is configured.
+    pub fn stream_url(&self, channel: &ChannelId, now_secs: u64) -> Result<String, MpuError> {
+        let stream = stream_name(channel);
+        let loc = StreamLocation {
+            domain: &self.push_domain,
+            app_name: &self.app_name,
+            stream_name: &stream,
+        };
+        match &self.push_auth_key {
+            None => Ok(loc.ingest_url()),
+            Some(key) => loc
+                .signed_ingest_url(key.expose_secret(), now_secs + self.url_validity.as_secs())
+                .map_err(|source| {
+                    MpuError::Request(RequestError::StreamUrl {
+                        action: "StartLiveMPUTask",
+                        source,
+                    })
+                }),
+        }
+    }
+}
+
+/// Everything the adapter needs besides the client.
+#[derive(Debug, Clone)]
+pub struct MpuSettings {
+    pub app_id: AppId,
+    pub ingest: IngestSettings,
+    pub decision: DecisionConfig,
+    pub region: Option<MpuRegion>,
+    /// A Start rejected because its StreamURL is still held (Alibaba forbids reusing it within
+    /// 10 s of a Stop) is retried for up to this long.
+    pub stream_url_wait: Duration,
+}
+
+/// The Live API behind the [`MpuPort`].
+#[derive(Debug, Clone)]
+pub struct AlibabaMpu<L, C> {
+    api: L,
+    clock: C,
+    settings: Arc<MpuSettings>,
+}
+
+impl<L: LiveApi + Send + Sync, C: Clock> AlibabaMpu<L, C> {
+    pub fn new(api: L, clock: C, settings: MpuSettings) -> Self {
+        AlibabaMpu {
+            api,
+            clock,
+            settings: Arc::new(settings),
+        }
+    }
+
+    pub fn api(&self) -> &L {
+        &self.api
+    }
+
+    pub fn settings(&self) -> &MpuSettings {
+        &self.settings
+    }
+
+    /// The Start request for a room's task.
+    pub fn start_request(
+        &self,
+        room: &RoomKey,
+        task: &str,
+        shape: &Shape,
+    ) -> Result<LiveRequest, MpuError> {
+        let now = self.clock.now_ms() / 1000;
+        Ok(LiveRequest::Start(StartLiveMpuTask {
+            app_id: self.settings.app_id.to_string(),
+            channel_id: room.channel.to_string(),
+            task_id: task.to_owned(),
+            mix: mix(shape, &self.settings.decision),
+            output: StreamOutput::Url(self.settings.ingest.stream_url(&room.channel, now)?),
+            max_idle_time: self.settings.decision.max_idle_time,
+            region: self.settings.region,
+            sei: None,
+        }))
+    }
+
+    /// The Update request: always the complete target parameters.
+    pub fn update_request(
+        &self,
+        room: &RoomKey,
+        task: &str,
+        shape: &Shape,
+    ) -> Result<LiveRequest, MpuError> {
+        Ok(LiveRequest::Update(UpdateLiveMpuTask {
+            app_id: self.settings.app_id.to_string(),
+            channel_id: room.channel.to_string(),
+            task_id: task.to_owned(),
+            mix: mix(shape, &self.settings.decision),
+            output: None,
+            sei: None,
+        }))
+    }
+
+    async fn start(&self, room: &RoomKey, task: &str, shape: &Shape) -> Result<MpuDone, MpuError> {
+        let request = self.start_request(room, task, shape)?;
+        // Bounded by wall time, not by the sleeps: each busy answer can itself take up to the
+        // client's deadline, and the whole Start must stay within `stream_url_wait` plus one call
+        // (the function Timeouts and the lease are sized for that).
+        let wait = self.settings.stream_url_wait;
+        let first = tokio::time::Instant::now();
+        let reply = loop {
+            let answer = self.api.call(&request).await;
+            let elapsed = first.elapsed();
+            match answer {
+                Err(e) if stream_url_busy(&e) && elapsed < wait => {
+                    tracing::warn!(
+                        task_id = task,
+                        waited_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+                        "stream URL still held after a stop; retrying"
+                    );
+                    tokio::time::sleep(STREAM_URL_RETRY.min(wait - elapsed)).await;
+                }
+                other => break other?,
+            }
+        };
+        match reply.outcome {
+            Outcome::AlreadyExists => {
+                // A retried Start (or a task Alibaba has not cleared): make it match the target.
+                tracing::info!(
+                    task_id = task,
+                    "task already exists; updating it to the target"
+                );
+                self.update(room, task, shape).await
+            }
+            Outcome::Applied | Outcome::AlreadyStopped => Ok(MpuDone::Applied {
+                request_id: reply.request_id,
+            }),
+            Outcome::TaskNotFound { .. } => Ok(MpuDone::TaskMissing),
+        }
+    }
+
+    async fn update(&self, room: &RoomKey, task: &str, shape: &Shape) -> Result<MpuDone, MpuError> {
+        let reply = self
+            .api
+            .call(&self.update_request(room, task, shape)?)
+            .await?;
+        Ok(match reply.outcome {
+            Outcome::TaskNotFound { .. } => MpuDone::TaskMissing,
+            Outcome::Applied | Outcome::AlreadyExists | Outcome::AlreadyStopped => {
+                MpuDone::Applied {
+                    request_id: reply.request_id,
+                }
+            }
+        })
+    }
+
+    /// The Stop request.
+    pub fn stop_request(&self, task: &str) -> LiveRequest {
+        LiveRequest::Stop(StopLiveMpuTask {
+            app_id: self.settings.app_id.to_string(),
+            task_id: task.to_owned(),
+        })
+    }
+
+    async fn stop(&self, task: &str) -> Result<MpuDone, MpuError> {
+        let reply = self.api.call(&self.stop_request(task)).await?;
+        Ok(MpuDone::Applied {
+            request_id: reply.request_id,
+        })
+    }
+}
+
+/// How often a Start whose StreamURL is still held is retried.
+const STREAM_URL_RETRY: Duration = Duration::from_secs(1);
+
+/// Whether a Start failed because the StreamURL is still in use (another task, or within 10 s of
+/// a Stop): a parameter rejection (`InvalidParam`) whose message names the StreamURL. The exact
+/// wording is undocumented, so the message is matched loosely; the code keeps e.g. a permission
+/// error that mentions the URL from being waited on.
+fn stream_url_busy(e: &MpuError) -> bool {
+    match e {
+        MpuError::Rejected { code, message, .. }
+            if code == "InvalidParam" || code.starts_with("InvalidParam.") =>
+        {
+            let m = message.to_ascii_lowercase();
+            m.contains("streamurl") || m.contains("stream url")
+        }
+        _ => false,
+    }
+}
+
+impl<L: LiveApi + Send + Sync, C: Clock> MpuPort for AlibabaMpu<L, C> {
+    async fn execute(
+        &self,
+        room: &RoomKey,
+        command: &Command,
+        _version: Version,
+    ) -> Result<MpuDone, MpuFailure> {
+        let done = match command {
+            Command::Start { task, shape } => self.start(room, task.as_str(), shape).await,
+            Command::Update { task, shape } => self.update(room, task.as_str(), shape).await,
+            Command::Stop { task } => self.stop(task.as_str()).await,
+        };
+        done.map_err(|e| failure(command.name(), &e))
+    }
+}
+
+/// The port's view of a Live API error: may it still land, may a retry help. The reason is the
+/// error's own (redacted) text and code, for logs.
+pub fn failure(action: &'static str, e: &MpuError) -> MpuFailure {
+    let kind = if e.is_definite() {
+        MpuFailureKind::Refused {
+            retryable: e.is_retryable(),
+        }
+    } else {
+        MpuFailureKind::InDoubt
+    };
+    MpuFailure {
+        kind,
+        action,
+        reason: e.to_string(),
+    }
+}
+
+fn frac(f: Frac) -> Fraction {
+    // units/10000 prints as the shortest decimal ("0.5", "0.3333"), like the SDK's callers.
+    Fraction::new(f.as_f64()).expect("a Frac is within [0, 1] by construction")
+}
+
+fn render(mode: RenderMode) -> WireRenderMode {
+    match mode {
+        RenderMode::Fit => WireRenderMode::Fit,
+        RenderMode::Crop => WireRenderMode::Crop,
+    }
+}
+
+/// The MixMode and its parameters for a task shape.
+pub fn mix(shape: &Shape, cfg: &DecisionConfig) -> Mix {
+    match shape {
+        Shape::Single { user } => Mix::Single(SingleSubParams::camera(user.as_str())),
+        Shape::Mixed { layout } => Mix::Transcode(transcode(layout, cfg)),
+    }
+}
+
+fn transcode(layout: &Layout, cfg: &DecisionConfig) -> TranscodeParams {
+    let enc = cfg.encode;
+    let user_panes = layout
+        .panes
+        .iter()
+        .map(|p| UserPane {
+            background_image_url: p.placeholder.as_ref().map(|u| u.as_str().to_owned()),
+            height: frac(p.height),
+            render_mode: Some(render(p.render_mode)),
+            user_info: Some(PaneUserInfo::camera(p.user.as_str())),
+            width: frac(p.width),
+            x: frac(p.x),
+            y: frac(p.y),
+            z_order: u32::from(p.z_order),
+        })
+        .collect();
+    TranscodeParams {
+        background: cfg.background_image.as_ref().map(|u| Background {
+            render_mode: Some(WireRenderMode::Crop),
+            url: u.as_str().to_owned(),
+        }),
+        encode_params: EncodeParams {
+            audio_bitrate: Some(enc.audio_bitrate_kbps),
+            audio_channels: Some(enc.audio_channels),
+            audio_only: Some(false),
+            audio_sample_rate: Some(enc.audio_sample_rate),
+            enhanced_param: None,
+            video_bitrate: Some(enc.bitrate_kbps),
+            video_codec: Some(match enc.codec {
+                VideoCodec::H264 => WireCodec::H264,
+                VideoCodec::H265 => WireCodec::H265,
+            }),
+            video_framerate: Some(enc.fps),
+            video_gop: Some(enc.gop),
+            video_height: Some(layout.canvas.height()),
+            video_width: Some(layout.canvas.width()),
+        },
+        layout: Some(MixLayout { user_panes }),
+        user_infos: layout
+            .panes
+            .iter()
+            .map(|p| UserInfo::camera(p.user.as_str()))
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

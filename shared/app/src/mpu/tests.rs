@@ -1,0 +1,417 @@
+//! Request building (byte-exact against the SDK captures) and the adapter's idempotency rules
+//! against the simulated Live API.
+
+use std::collections::BTreeMap;
+
+use super::*;
+use costream_alibaba::request::{sign_request, CommonParams};
+use costream_alibaba::ManualClock;
+use costream_alibaba::Reply;
+use costream_core::{
+    layout, Canvas, EncodeSettings, ImageUrl, LayoutSpec, LayoutStyle, TaskId, UserId,
+};
+
+/// A LiveApi that must not be called (these tests only build requests).
+struct NoApi;
+impl LiveApi for NoApi {
+    async fn call(&self, _request: &LiveRequest) -> Result<Reply, MpuError> {
+        unreachable!("request-building tests make no calls")
+    }
+}
+
+fn vectors() -> serde_json::Value {
+    let text = std::fs::read_to_string(crate::testdata("mpu_requests.json"))
+        .expect("read testdata/vectors/mpu_requests.json");
+    serde_json::from_str(&text).expect("vector json")
+}
+
+/// The inputs of the captured flow, expressed as costream configuration.
+fn adapter(
+    max_idle_time: Option<u32>,
+    region: Option<MpuRegion>,
+) -> AlibabaMpu<NoApi, ManualClock> {
+    let decision = DecisionConfig {
+        canvas: Canvas::LANDSCAPE_720P,
+        background_image: Some(
+            ImageUrl::parse("https://static.example.com/bg-1280x720-0x1E1E1E.png").expect("url"),
+        ),
+        pane_placeholder: Some(
+            ImageUrl::parse("https://static.example.com/pane-bg.png").expect("url"),
+        ),
+        max_idle_time,
+        encode: EncodeSettings {
+            fps: 25,
+            bitrate_kbps: 1500,
+            ..EncodeSettings::default()
+        },
+        ..DecisionConfig::default()
+    };
+    AlibabaMpu::new(
+        NoApi,
+        ManualClock::at_ms(1_704_164_645_000),
+        MpuSettings {
+            app_id: AppId::parse("9qb1abcd").expect("app"),
+            ingest: IngestSettings {
+                push_domain: "push.example.com".into(),
+                app_name: "live".into(),
+                push_auth_key: Some(SecretString::from("ingestkey")),
+                url_validity: Duration::ZERO,
+            },
+            decision,
+            region,
+            stream_url_wait: Duration::ZERO,
+        },
+    )
+}
+
+fn room() -> RoomKey {
+    RoomKey {
+        app: AppId::parse("9qb1abcd").expect("app"),
+        channel: ChannelId::parse("room-1001").expect("channel"),
+    }
+}
+
+fn two_panes(a: &AlibabaMpu<NoApi, ManualClock>) -> Shape {
+    let cfg = &a.settings().decision;
+    let spec = LayoutSpec {
+        canvas: cfg.canvas,
+        style: LayoutStyle::Grid,
+        render_mode: cfg.render_mode,
+        placeholder: cfg.pane_placeholder.as_ref(),
+    };
+    let users = [
+        UserId::parse("host_u1").expect("user"),
+        UserId::parse("guest_u2").expect("user"),
+    ];
+    Shape::Mixed {
+        layout: layout(&spec, &users),
+    }
+}
+
+fn single() -> Shape {
+    Shape::Single {
+        user: UserId::parse("host_u1").expect("user"),
+    }
+}
+
+/// Signs `request` with the capture's fixed inputs and compares the whole parameter map.
+fn assert_matches_capture(request: &LiveRequest, capture: &serde_json::Value) {
+    let fixed = &vectors()["fixed"];
+    let timestamp = time::OffsetDateTime::parse(
+        fixed["Timestamp"].as_str().expect("ts"),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .expect("timestamp");
+    let common = CommonParams {
+        access_key_id: fixed["AccessKeyId"].as_str().expect("id"),
+        timestamp,
+        signature_nonce: fixed["SignatureNonce"].as_str().expect("nonce"),
+        security_token: None,
+        format: "json",
+    };
+    let signed = sign_request(
+        request,
+        &common,
+        fixed["AccessKeySecret"].as_str().expect("secret"),
+    )
+    .expect("sign");
+    let want: BTreeMap<String, String> =
+        serde_json::from_value(capture["query_params"].clone()).expect("params");
+    assert_eq!(signed.params, want);
+}
+
+#[test]
+fn the_seed_flow_from_core_commands_matches_the_official_sdk_byte_for_byte() {
+    let v = vectors();
+    let flow = &v["flow"];
+    let a = adapter(None, None);
+    let task = TaskId::parse("room-1001_main").expect("task");
+    let task = task.as_str();
+    let start = a.start_request(&room(), task, &single()).expect("start");
+    assert_matches_capture(&start, &flow["a_start_mixmode0_single_stream"]);
+    let update = a
+        .update_request(&room(), task, &two_panes(&a))
+        .expect("update");
+    assert_matches_capture(&update, &flow["b_update_mixmode1_two_panes"]);
+    let back = a.update_request(&room(), task, &single()).expect("update");
+    assert_matches_capture(&back, &flow["c_update_back_to_mixmode0"]);
+    assert_matches_capture(&a.stop_request(task), &flow["d_stop"]);
+}
+
+#[test]
+fn start_in_mixing_mode_with_idle_time_and_region_matches() {
+    let a = adapter(
+        Some(120),
+        Some("CN-Shanghai".parse::<MpuRegion>().expect("region")),
+    );
+    let start = a
+        .start_request(&room(), "room-1001_main", &two_panes(&a))
+        .expect("start");
+    assert_matches_capture(
+        &start,
+        &vectors()["other_operations"]["start_mixmode1_with_maxidletime_region"],
+    );
+}
+
+fn rejected(code: &str, message: &str) -> MpuError {
+    MpuError::Rejected {
+        action: "StartLiveMPUTask",
+        http_status: 400,
+        code: code.into(),
+        message: message.into(),
+        request_id: Some("R".into()),
+        recommend: None,
+    }
+}
+
+#[test]
+fn only_a_parameter_rejection_naming_the_stream_url_is_a_busy_url() {
+    let held = "The StreamURL is in use or was released less than 10 seconds ago.";
+    assert!(stream_url_busy(&rejected("InvalidParam", held)));
+    assert!(stream_url_busy(&rejected(
+        "InvalidParam",
+        "stream url occupied"
+    )));
+    assert!(!stream_url_busy(&rejected(
+        "InvalidParam",
+        "Parameter invalid."
+    )));
+    assert!(!stream_url_busy(&rejected("Forbidden.RAM", held)));
+    assert!(!stream_url_busy(&rejected("InternalError", held)));
+}
+
+/// A Live API whose every Start is refused because the StreamURL is held, after `latency`.
+struct BusyApi {
+    latency: Duration,
+    calls: std::sync::atomic::AtomicU32,
+}
+impl LiveApi for BusyApi {
+    async fn call(&self, _request: &LiveRequest) -> Result<Reply, MpuError> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        tokio::time::sleep(self.latency).await;
+        Err(rejected(
+            "InvalidParam",
+            "The StreamURL is in use or was released less than 10 seconds ago.",
+        ))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_start_waits_for_a_held_stream_url_at_most_the_wait_plus_one_call() {
+    let mut settings = adapter(None, None).settings().clone();
+    settings.stream_url_wait = Duration::from_secs(12);
+    let latency = Duration::from_secs(3);
+    let mpu = AlibabaMpu::new(
+        BusyApi {
+            latency,
+            calls: 0.into(),
+        },
+        ManualClock::at_ms(1_704_164_645_000),
+        settings,
+    );
+    let begun = tokio::time::Instant::now();
+    let start = Command::Start {
+        task: TaskId::parse("room-1001_1").expect("task"),
+        shape: single(),
+    };
+    let err = mpu
+        .execute(&room(), &start, Version::NONE)
+        .await
+        .expect_err("the URL stays held");
+    assert!(
+        err.is_definite() && err.reason.to_ascii_lowercase().contains("streamurl"),
+        "{err}"
+    );
+    // Calls at 0, 4 and 8 s (each answering 3 s later, then a 1 s pause), the last at 12 s.
+    assert_eq!(begun.elapsed(), Duration::from_secs(12) + latency);
+    assert_eq!(mpu.api().calls.load(std::sync::atomic::Ordering::SeqCst), 4);
+}
+
+#[test]
+fn stream_names_map_back_to_their_room() {
+    let ch = ChannelId::parse("room_main-7").expect("channel");
+    assert_eq!(stream_name(&ch), "room_main-7_main");
+    assert_eq!(channel_of_stream(&stream_name(&ch)), Some(ch));
+    assert_eq!(channel_of_stream("other-stream"), None);
+    assert_eq!(channel_of_stream("bad id_main"), None);
+}
+
+/// The adapter's idempotency and retry rules against the simulated Live API.
+mod against_the_simulator {
+    use std::sync::Arc;
+
+    use costream_sim::SimulatedLive;
+    use secrecy::SecretString;
+
+    use super::*;
+
+    const APP: &str = "9qb1abcd";
+    const CHANNEL: &str = "room-1001";
+    const TASK: &str = "room-1001_main";
+    const T0: u64 = 1_704_164_645_000;
+
+    /// A clock that follows tokio's (paused) time, so the adapter's real `sleep`s move the
+    /// simulator's clock.
+    struct TokioClock {
+        base_ms: u64,
+        origin: tokio::time::Instant,
+    }
+
+    impl Clock for TokioClock {
+        fn now_ms(&self) -> u64 {
+            self.base_ms + u64::try_from(self.origin.elapsed().as_millis()).expect("fits u64")
+        }
+    }
+
+    fn adapter(
+        sim: Arc<SimulatedLive>,
+        clock: impl Clock,
+    ) -> AlibabaMpu<Arc<SimulatedLive>, impl Clock> {
+        AlibabaMpu::new(
+            sim,
+            clock,
+            MpuSettings {
+                app_id: AppId::parse(APP).expect("app"),
+                ingest: IngestSettings {
+                    push_domain: "push.example.com".into(),
+                    app_name: "live".into(),
+                    push_auth_key: Some(SecretString::from("ingestkey")),
+                    url_validity: Duration::from_secs(3600),
+                },
+                decision: DecisionConfig::default(),
+                region: None,
+                stream_url_wait: Duration::from_secs(15),
+            },
+        )
+    }
+
+    fn room() -> RoomKey {
+        RoomKey {
+            app: AppId::parse(APP).expect("app"),
+            channel: ChannelId::parse(CHANNEL).expect("channel"),
+        }
+    }
+
+    fn task_id(s: &str) -> TaskId {
+        TaskId::parse(s).expect("task id")
+    }
+
+    fn host() -> Shape {
+        Shape::Single {
+            user: UserId::parse("host_u1").expect("user"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_adapter_waits_out_the_stream_url_hold_after_a_stop() {
+        let origin = tokio::time::Instant::now();
+        let sim = Arc::new(SimulatedLive::new(TokioClock {
+            base_ms: T0,
+            origin,
+        }));
+        let mpu = adapter(
+            sim.clone(),
+            TokioClock {
+                base_ms: T0,
+                origin,
+            },
+        );
+        let room = room();
+        let first = Command::Start {
+            task: task_id("room-1001_1"),
+            shape: host(),
+        };
+        let done = mpu
+            .execute(&room, &first, Version::NONE)
+            .await
+            .expect("start");
+        assert!(matches!(done, MpuDone::Applied { .. }));
+        let stop = Command::Stop {
+            task: task_id("room-1001_1"),
+        };
+        mpu.execute(&room, &stop, Version::NONE)
+            .await
+            .expect("stop");
+
+        // A new broadcast of the same room: new TaskId, same stream URL.
+        let second = Command::Start {
+            task: task_id("room-1001_2"),
+            shape: host(),
+        };
+        let done = mpu
+            .execute(&room, &second, Version::NONE)
+            .await
+            .expect("start after the hold");
+        assert!(matches!(done, MpuDone::Applied { .. }));
+        assert_eq!(origin.elapsed(), Duration::from_secs(10));
+        let busy = sim
+            .calls()
+            .iter()
+            .filter(|c| c.task_id.as_deref() == Some("room-1001_2") && c.code == "InvalidParam")
+            .count();
+        assert_eq!(busy, 10, "retried every second until the hold ended");
+        assert_eq!(
+            sim.tasks()
+                .iter()
+                .map(|t| t.task_id.as_str())
+                .collect::<Vec<_>>(),
+            ["room-1001_2"]
+        );
+    }
+
+    #[tokio::test]
+    async fn the_adapter_turns_already_exists_into_an_update_and_reports_a_vanished_task() {
+        let sim = Arc::new(SimulatedLive::new(ManualClock::at_ms(T0)));
+        let mpu = adapter(sim.clone(), ManualClock::at_ms(T0));
+        let room = room();
+        let task = task_id(TASK);
+        mpu.execute(
+            &room,
+            &Command::Start {
+                task: task.clone(),
+                shape: host(),
+            },
+            Version::NONE,
+        )
+        .await
+        .expect("start");
+        let guest = Shape::Single {
+            user: UserId::parse("guest_u2").expect("user"),
+        };
+        // A retried Start with another target: already exists → the adapter updates it.
+        let done = mpu
+            .execute(
+                &room,
+                &Command::Start {
+                    task: task.clone(),
+                    shape: guest.clone(),
+                },
+                Version::NONE,
+            )
+            .await
+            .expect("start again");
+        assert!(matches!(done, MpuDone::Applied { .. }));
+        let running = sim.task(APP, TASK).expect("task");
+        assert_eq!(running.users, ["guest_u2"]);
+        assert_eq!(running.updates, 1);
+
+        sim.end_task(APP, TASK).expect("ended by the service");
+        let done = mpu
+            .execute(
+                &room,
+                &Command::Update {
+                    task: task.clone(),
+                    shape: host(),
+                },
+                Version::NONE,
+            )
+            .await
+            .expect("update");
+        assert_eq!(done, MpuDone::TaskMissing);
+        let done = mpu
+            .execute(&room, &Command::Stop { task }, Version::NONE)
+            .await
+            .expect("stop of a gone task");
+        assert!(matches!(done, MpuDone::Applied { .. }));
+    }
+}

@@ -1,0 +1,183 @@
+//! The seams between the shell and the outside world: the room store and the MPU API, each with
+//! its own error type that says only what the shell acts on (retry? may it still land?), nothing
+//! about HTTP or DynamoDB. The clock is the third input ([`Clock`], shared with the Alibaba client).
+//!
+//! Implementations: [`StateStore`] — `store::memory::InMemoryStore` (DynamoDB's conditional-write
+//! semantics in memory) and `costream_dynamo::DynamoStore`; [`MpuPort`] — one adapter,
+//! [`crate::mpu::AlibabaMpu`], over a Live API transport (the real client, or the simulated Live API
+//! in `costream-sim` for `serve` and tests). There is no second MPU fake: tests run the real
+//! adapter's idempotency rules against the simulator.
+
+use std::future::Future;
+
+use costream_core::{AppId, ChannelId, Command, Version};
+
+use crate::store::StoredRoom;
+
+pub use costream_alibaba::clock::{Clock, ManualClock, SystemClock};
+
+/// Which room: the ARTC app and channel (one app's channels never collide with another's).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RoomKey {
+    pub app: AppId,
+    pub channel: ChannelId,
+}
+
+impl std::fmt::Display for RoomKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.app, self.channel)
+    }
+}
+
+/// Room state persistence with optimistic concurrency.
+pub trait StateStore: Send + Sync {
+    /// The stored room, read strongly consistently, or `None` if it was never written.
+    fn load(
+        &self,
+        key: &RoomKey,
+    ) -> impl Future<Output = Result<Option<StoredRoom>, StoreError>> + Send;
+
+    /// Writes `room` as version `expected.next()`, only if the stored version is still `expected`
+    /// ([`Version::NONE`]: only if the room does not exist). Otherwise
+    /// [`StoreError::VersionConflict`] and nothing is written.
+    fn save(
+        &self,
+        key: &RoomKey,
+        room: &StoredRoom,
+        expected: Version,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// What an MPU command amounted to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MpuDone {
+    /// The task now is what the command asked for (including the idempotent cases: Start of an
+    /// existing task made to match, Stop of a task already gone).
+    Applied { request_id: Option<String> },
+    /// Update found no task (Alibaba stopped it): nothing runs now.
+    TaskMissing,
+}
+
+/// Why an MPU command did not complete, as far as the shell is concerned.
+#[derive(Debug, thiserror::Error)]
+#[error("{action} failed ({kind}): {reason}")]
+pub struct MpuFailure {
+    pub kind: MpuFailureKind,
+    /// Which call (`start`, `update`, `stop`).
+    pub action: &'static str,
+    /// A redacted, human-readable reason (the service's code and message, or the transport error).
+    pub reason: String,
+}
+
+/// The two facts about a failed MPU call that decide what the shell does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MpuFailureKind {
+    /// The call certainly has no effect, now or later (the service refused it, or it was never
+    /// sent). `retryable`: trying again later can succeed (throttling, 5xx), as opposed to a
+    /// refusal no retry changes (bad parameters, access denied).
+    Refused { retryable: bool },
+    /// No definite answer (timeout, broken connection, unreadable answer): the service may still
+    /// apply the request after we gave up, so no other call for the room may overlap it.
+    InDoubt,
+}
+
+impl std::fmt::Display for MpuFailureKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MpuFailureKind::Refused { retryable: true } => "refused, retryable",
+            MpuFailureKind::Refused { retryable: false } => "refused",
+            MpuFailureKind::InDoubt => "in doubt",
+        })
+    }
+}
+
+impl MpuFailure {
+    /// Whether the call certainly has no effect (see [`MpuFailureKind::Refused`]).
+    pub fn is_definite(&self) -> bool {
+        matches!(self.kind, MpuFailureKind::Refused { .. })
+    }
+
+    /// Whether trying the call again later can help (in-doubt calls always can).
+    pub fn is_retryable(&self) -> bool {
+        match self.kind {
+            MpuFailureKind::Refused { retryable } => retryable,
+            MpuFailureKind::InDoubt => true,
+        }
+    }
+}
+
+/// Failures of a state store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Someone else wrote the room since it was read: re-read and re-decide.
+    #[error("room {room} was changed concurrently (expected version {expected})")]
+    VersionConflict { room: String, expected: Version },
+    /// The stored item can't be understood. Never "fixed" by resetting the room: that would
+    /// forget a running task.
+    #[error("stored room {room} is corrupt: {reason}")]
+    Corrupt { room: String, reason: String },
+    /// Throttling, timeouts, 5xx: worth retrying the whole event later.
+    #[error("state store temporarily unavailable for room {room}")]
+    Unavailable {
+        room: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Anything else (permissions, missing table, validation).
+    #[error("state store request failed for room {room}")]
+    Failed {
+        room: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl StoreError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::VersionConflict { .. } | StoreError::Unavailable { .. }
+        )
+    }
+}
+
+/// The MPU API at the level of the core's commands.
+pub trait MpuPort: Send + Sync {
+    /// Executes one command for `room`. `version` is the room version the command was decided
+    /// from (for logs and for tests that check no stale version ever calls).
+    fn execute(
+        &self,
+        room: &RoomKey,
+        command: &Command,
+        version: Version,
+    ) -> impl Future<Output = Result<MpuDone, MpuFailure>> + Send;
+}
+
+impl<T: MpuPort> MpuPort for std::sync::Arc<T> {
+    fn execute(
+        &self,
+        room: &RoomKey,
+        command: &Command,
+        version: Version,
+    ) -> impl Future<Output = Result<MpuDone, MpuFailure>> + Send {
+        (**self).execute(room, command, version)
+    }
+}
+
+impl<T: StateStore> StateStore for std::sync::Arc<T> {
+    fn load(
+        &self,
+        key: &RoomKey,
+    ) -> impl Future<Output = Result<Option<StoredRoom>, StoreError>> + Send {
+        (**self).load(key)
+    }
+
+    fn save(
+        &self,
+        key: &RoomKey,
+        room: &StoredRoom,
+        expected: Version,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).save(key, room, expected)
+    }
+}

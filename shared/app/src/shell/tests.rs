@@ -1,0 +1,568 @@
+//! Shell tests on the in-memory store: request budgets, lease hand-over, crash repair, and the
+//! concurrency model test (many seeds of 32 concurrent handlers for one room).
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::store::memory::InMemoryStore;
+use crate::testing::concurrency::{ev, key};
+use crate::testing::{FakeFailure, ManualClock, RecordingMpu};
+use costream_core::{target, MsgId, UserAction};
+
+type TestShell = Shell<Arc<InMemoryStore>, Arc<RecordingMpu>, Arc<ManualClock>>;
+
+fn shell(mpu: Arc<RecordingMpu>) -> TestShell {
+    Shell {
+        store: Arc::new(InMemoryStore::new()),
+        mpu,
+        clock: Arc::new(ManualClock::at_ms(1_000_000)),
+        decision: DecisionConfig::default(),
+        config: ShellConfig::default(),
+    }
+}
+
+async fn stored(shell: &TestShell) -> StoredRoom {
+    shell
+        .store
+        .load(&key())
+        .await
+        .expect("load")
+        .expect("room exists")
+}
+
+#[tokio::test]
+async fn request_budget_state_change_and_duplicate() {
+    let s = shell(Arc::new(RecordingMpu::instant()));
+    let before = s.store.requests();
+    let out = s
+        .handle(
+            &key(),
+            Some("m1"),
+            &[ev("host", 10, UserAction::Publish)],
+            "inv-1",
+        )
+        .await
+        .expect("handled");
+    assert!(
+        matches!(out, Handled::Converged { calls: 1, .. }),
+        "{out:?}"
+    );
+    assert_eq!(s.store.requests() - before, 3, "read + commit + record");
+    assert_eq!(s.mpu.calls().len(), 1);
+
+    let before = s.store.requests();
+    let out = s
+        .handle(
+            &key(),
+            Some("m1"),
+            &[ev("host", 10, UserAction::Publish)],
+            "inv-2",
+        )
+        .await
+        .expect("handled");
+    assert_eq!(out, Handled::Duplicate);
+    assert_eq!(s.store.requests() - before, 1, "a duplicate costs one read");
+    assert_eq!(s.mpu.calls().len(), 1, "and no MPU call");
+
+    // The same event under a new MsgId is recognised by the core: still no write, no call.
+    let before = s.store.requests();
+    let out = s
+        .handle(
+            &key(),
+            Some("m2"),
+            &[ev("host", 10, UserAction::Publish)],
+            "inv-3",
+        )
+        .await
+        .expect("handled");
+    assert_eq!(out, Handled::NoChange);
+    assert_eq!(s.store.requests() - before, 1);
+}
+
+#[tokio::test]
+async fn seed_flow_through_the_shell() {
+    let s = shell(Arc::new(RecordingMpu::instant()));
+    let steps = [
+        ev("host", 10, UserAction::Publish),
+        ev("guest", 20, UserAction::Publish),
+        ev("guest", 30, UserAction::Leave),
+        ev("host", 40, UserAction::Leave),
+    ];
+    for (i, e) in steps.iter().enumerate() {
+        s.handle(
+            &key(),
+            Some(&format!("m{i}")),
+            std::slice::from_ref(e),
+            "inv",
+        )
+        .await
+        .expect("handled");
+    }
+    let names: Vec<_> = s
+        .mpu
+        .calls()
+        .iter()
+        .map(|c| (c.command.name(), c.command.result().mix_mode()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("start", Some(MixModeAlias::Single)),
+            ("update", Some(MixModeAlias::Mixed)),
+            ("update", Some(MixModeAlias::Single)),
+            ("stop", None)
+        ]
+    );
+    assert!(s.mpu.tasks(&key()).is_empty());
+    let room = stored(&s).await;
+    assert_eq!(room.state.applied(), &Target::Off);
+    assert_eq!(room.lease, None);
+}
+
+use costream_core::MixMode as MixModeAlias;
+
+#[tokio::test]
+async fn a_held_lease_makes_others_commit_and_leave() {
+    let s = shell(Arc::new(RecordingMpu::instant()));
+    s.handle(
+        &key(),
+        Some("m1"),
+        &[ev("host", 10, UserAction::Publish)],
+        "a",
+    )
+    .await
+    .expect("handled");
+    // Someone else holds the lease (mid-call).
+    let mut room = stored(&s).await;
+    room.lease = Some(Lease {
+        owner: "other".into(),
+        until_ms: s.clock.now_ms() + 10_000,
+    });
+    s.store
+        .save(&key(), &room, room.version)
+        .await
+        .expect("save");
+
+    let out = s
+        .handle(
+            &key(),
+            Some("m2"),
+            &[ev("guest", 20, UserAction::Publish)],
+            "b",
+        )
+        .await
+        .expect("handled");
+    assert!(matches!(out, Handled::Committed { .. }), "{out:?}");
+    assert_eq!(s.mpu.calls().len(), 1, "no call without the lease");
+
+    // The lease expires without its holder coming back: the next event's handler repairs.
+    s.clock.advance_ms(10_001);
+    let out = s
+        .handle(
+            &key(),
+            Some("m3"),
+            &[ev("viewer-x", 21, UserAction::Join)],
+            "c",
+        )
+        .await
+        .expect("handled");
+    assert!(matches!(out, Handled::Converged { .. }), "{out:?}");
+    let room = stored(&s).await;
+    assert_eq!(room.state.applied(), &target(&room.state, &s.decision));
+    assert_eq!(s.mpu.tasks(&key()).len(), 1);
+}
+
+/// How an injected store failure behaves.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// The write is lost and reported as a retryable error (a timeout before DynamoDB applied it).
+    Lost,
+    /// The write lands but is reported as a retryable error (the answer was lost).
+    Landed,
+}
+
+/// A store whose `n`th save (1-based) fails as planned.
+#[derive(Debug)]
+struct FaultyStore {
+    inner: Arc<InMemoryStore>,
+    faults: Vec<(u32, Fault)>,
+    seen: AtomicU32,
+}
+
+impl FaultyStore {
+    fn new(inner: Arc<InMemoryStore>, faults: &[(u32, Fault)]) -> Self {
+        FaultyStore {
+            inner,
+            faults: faults.to_vec(),
+            seen: AtomicU32::new(0),
+        }
+    }
+}
+
+impl StateStore for FaultyStore {
+    async fn load(&self, key: &RoomKey) -> Result<Option<StoredRoom>, StoreError> {
+        self.inner.load(key).await
+    }
+    async fn save(
+        &self,
+        key: &RoomKey,
+        room: &StoredRoom,
+        expected: Version,
+    ) -> Result<(), StoreError> {
+        let n = self.seen.fetch_add(1, Ordering::SeqCst) + 1;
+        let unavailable = || StoreError::Unavailable {
+            room: key.to_string(),
+            source: "injected timeout".into(),
+        };
+        match self.faults.iter().find(|(i, _)| *i == n).map(|(_, f)| *f) {
+            None => self.inner.save(key, room, expected).await,
+            Some(Fault::Lost) => Err(unavailable()),
+            Some(Fault::Landed) => {
+                self.inner.save(key, room, expected).await?;
+                Err(unavailable())
+            }
+        }
+    }
+}
+
+fn faulty_shell(
+    faults: &[(u32, Fault)],
+) -> (
+    Shell<FaultyStore, Arc<RecordingMpu>, Arc<ManualClock>>,
+    Arc<InMemoryStore>,
+) {
+    let inner = Arc::new(InMemoryStore::new());
+    let s = Shell {
+        store: FaultyStore::new(inner.clone(), faults),
+        mpu: Arc::new(RecordingMpu::instant()),
+        clock: Arc::new(ManualClock::at_ms(1_000_000)),
+        decision: DecisionConfig::default(),
+        config: ShellConfig::default(),
+    };
+    (s, inner)
+}
+
+#[tokio::test]
+async fn crash_between_call_and_record_is_repaired_by_the_next_delivery() {
+    // The commit succeeds, the record after the Start fails.
+    let (s, inner) = faulty_shell(&[(2, Fault::Lost)]);
+    let (mpu, clock) = (s.mpu.clone(), s.clock.clone());
+    let publish = [ev("host", 10, UserAction::Publish)];
+    let err = s
+        .handle(&key(), Some("m1"), &publish, "a")
+        .await
+        .expect_err("record failed");
+    assert!(err.is_retryable(), "reaches Lambda as retryable: {err}");
+    assert_eq!(mpu.calls().len(), 1);
+    let room = inner.load(&key()).await.expect("load").expect("room");
+    assert_eq!(
+        room.state.applied(),
+        &Target::Off,
+        "the call was not recorded"
+    );
+
+    // Lambda redelivers the same callback once the lease has expired: not a duplicate while the
+    // room is unconverged; the idempotent Start is re-issued and recorded.
+    clock.advance_ms(ShellConfig::default().lease_ms + 1);
+    let out = s
+        .handle(&key(), Some("m1"), &publish, "b")
+        .await
+        .expect("repaired");
+    assert!(
+        matches!(out, Handled::Converged { calls: 1, .. }),
+        "{out:?}"
+    );
+    assert_eq!(mpu.calls().len(), 2);
+    assert_eq!(mpu.tasks(&key()).len(), 1, "still exactly one task");
+    let room = inner.load(&key()).await.expect("load").expect("room");
+    assert_eq!(room.state.applied(), &target(&room.state, &s.decision));
+}
+
+#[tokio::test]
+async fn a_failed_record_gives_the_lease_back() {
+    // The Start is made, then its record write fails: nothing of ours is in flight any more.
+    let (s, inner) = faulty_shell(&[(2, Fault::Lost)]);
+    let publish = [ev("host", 10, UserAction::Publish)];
+    let err = s
+        .handle(&key(), Some("m1"), &publish, "a")
+        .await
+        .expect_err("record failed");
+    assert!(matches!(err, AppError::Store(_)), "{err}");
+    let room = inner.load(&key()).await.expect("load").expect("room");
+    assert_eq!(room.lease, None, "lease released after the failed record");
+
+    // So the redelivery repairs at once instead of after the lease expired.
+    let out = s
+        .handle(&key(), Some("m1"), &publish, "b")
+        .await
+        .expect("repaired");
+    assert!(
+        matches!(out, Handled::Converged { calls: 1, .. }),
+        "{out:?}"
+    );
+    assert_eq!(s.mpu.calls().len(), 2);
+    assert_eq!(s.mpu.tasks(&key()).len(), 1, "still exactly one task");
+}
+
+#[tokio::test]
+async fn a_commit_that_lands_but_reports_a_failure_gives_the_lease_back() {
+    // The commit taking the lease is applied, but the handler only sees an error.
+    let (s, inner) = faulty_shell(&[(1, Fault::Landed)]);
+    let publish = [ev("host", 10, UserAction::Publish)];
+    let err = s
+        .handle(&key(), Some("m1"), &publish, "a")
+        .await
+        .expect_err("commit reported failed");
+    assert!(err.is_retryable(), "{err}");
+    assert!(s.mpu.calls().is_empty(), "no call after a failed commit");
+    let room = inner.load(&key()).await.expect("load").expect("room");
+    assert_eq!(room.state.applied(), &Target::Off);
+    assert_eq!(room.lease, None, "the landed lease was given back");
+
+    let out = s
+        .handle(&key(), Some("m1"), &publish, "b")
+        .await
+        .expect("repaired");
+    assert!(
+        matches!(out, Handled::Converged { calls: 1, .. }),
+        "{out:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_retry_of_the_same_invocation_may_use_the_lease_it_left_behind() {
+    // What a commit that landed unacknowledged, and whose release failed too, leaves behind: the
+    // event committed, its key seen, nothing applied, the lease held by invocation "a".
+    let s = shell(Arc::new(RecordingMpu::instant()));
+    let publish = [ev("host", 10, UserAction::Publish)];
+    let now_ms = s.clock.now_ms();
+    let mut room = StoredRoom::new(key().channel);
+    room.state.apply(&publish[0]);
+    room.seen
+        .insert("m1".into(), now_ms / 1000, now_ms / 1000 + 3_600, 128);
+    room.lease = Some(Lease {
+        owner: "a".into(),
+        until_ms: now_ms + s.config.lease_ms,
+    });
+    s.store
+        .save(&key(), &room, Version::NONE)
+        .await
+        .expect("save");
+
+    // Another invocation respects the lease ...
+    let out = s
+        .handle(&key(), Some("m1"), &publish, "b")
+        .await
+        .expect("handled");
+    assert_eq!(out, Handled::Duplicate);
+    assert!(s.mpu.calls().is_empty());
+
+    // ... but Lambda's retry of "a" (same request id) knows no call of its own is in flight.
+    let out = s
+        .handle(&key(), Some("m1"), &publish, "a")
+        .await
+        .expect("handled");
+    assert!(
+        matches!(out, Handled::Converged { calls: 1, .. }),
+        "{out:?}"
+    );
+    let room = stored(&s).await;
+    assert_eq!(room.lease, None);
+    assert_eq!(room.state.applied(), &target(&room.state, &s.decision));
+}
+
+#[tokio::test]
+async fn a_failed_release_does_not_hide_the_mpu_error() {
+    let inner = Arc::new(InMemoryStore::new());
+    let s = Shell {
+        // The commit succeeds; the release after the failed call can't write.
+        store: FaultyStore::new(inner.clone(), &[(2, Fault::Lost), (3, Fault::Lost)]),
+        mpu: Arc::new(RecordingMpu::failing(1, FakeFailure::Refused)),
+        clock: Arc::new(ManualClock::at_ms(1_000_000)),
+        decision: DecisionConfig::default(),
+        config: ShellConfig::default(),
+    };
+    let err = s
+        .handle(
+            &key(),
+            Some("m1"),
+            &[ev("host", 10, UserAction::Publish)],
+            "a",
+        )
+        .await
+        .expect_err("mpu down");
+    assert!(matches!(err, AppError::Mpu { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn a_refused_mpu_call_releases_the_lease_and_the_retry_converges() {
+    let mpu =
+        Arc::new(RecordingMpu::new(7, Duration::ZERO, 1.0).with_failure(FakeFailure::Refused));
+    let s = shell(mpu);
+    let publish = [ev("host", 10, UserAction::Publish)];
+    let err = s
+        .handle(&key(), Some("m1"), &publish, "a")
+        .await
+        .expect_err("mpu down");
+    assert!(
+        matches!(err, AppError::Mpu { .. }) && err.is_retryable(),
+        "{err}"
+    );
+    let room = stored(&s).await;
+    assert_eq!(room.lease, None, "lease released for the retry");
+    assert_eq!(room.state.applied(), &Target::Off);
+
+    let healthy = Shell {
+        mpu: Arc::new(RecordingMpu::instant()),
+        store: s.store.clone(),
+        clock: s.clock.clone(),
+        decision: s.decision.clone(),
+        config: s.config.clone(),
+    };
+    let out = healthy
+        .handle(&key(), Some("m1"), &publish, "b")
+        .await
+        .expect("retried");
+    assert!(
+        matches!(out, Handled::Converged { calls: 1, .. }),
+        "{out:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_ambiguous_mpu_failure_keeps_the_lease_until_it_expires() {
+    // The Start times out: Alibaba may still apply it after we gave up.
+    let s = shell(Arc::new(RecordingMpu::failing(1, FakeFailure::Ambiguous)));
+    let publish = [ev("host", 10, UserAction::Publish)];
+    let err = s
+        .handle(&key(), Some("m1"), &publish, "a")
+        .await
+        .expect_err("no answer");
+    assert!(
+        matches!(&err, AppError::Mpu { source, .. } if !source.is_definite()) && err.is_retryable(),
+        "{err}"
+    );
+    let lease = stored(&s).await.lease.expect("lease kept");
+    assert!(lease.until_ms > s.clock.now_ms());
+    assert_eq!(s.mpu.attempts(), 1);
+
+    // Meanwhile a co-streamer publishes: the event is committed, but nobody calls while the
+    // timed-out Start may still land; nor does Lambda's retry of the failed invocation.
+    let out = s
+        .handle(
+            &key(),
+            Some("m2"),
+            &[ev("guest", 20, UserAction::Publish)],
+            "b",
+        )
+        .await
+        .expect("handled");
+    assert!(matches!(out, Handled::Committed { .. }), "{out:?}");
+    let out = s
+        .handle(&key(), Some("m1"), &publish, "a")
+        .await
+        .expect("handled");
+    assert_eq!(out, Handled::Duplicate);
+    assert_eq!(s.mpu.attempts(), 1, "no call overlaps the one in doubt");
+
+    // Once the lease has expired, the next delivery converges to the newest target.
+    s.clock.advance_ms(s.config.lease_ms + 1);
+    let out = s
+        .handle(&key(), Some("m1"), &publish, "a")
+        .await
+        .expect("repaired");
+    assert!(matches!(out, Handled::Converged { .. }), "{out:?}");
+    let room = stored(&s).await;
+    assert_eq!(room.lease, None);
+    assert_eq!(room.state.applied(), &target(&room.state, &s.decision));
+    assert_eq!(
+        room.state.applied().mix_mode(),
+        Some(MixModeAlias::Mixed),
+        "the co-streamer's event was not lost"
+    );
+}
+
+#[tokio::test]
+async fn update_of_a_vanished_task_starts_it_again() {
+    let s = shell(Arc::new(RecordingMpu::instant()));
+    s.handle(
+        &key(),
+        Some("m1"),
+        &[ev("host", 10, UserAction::Publish)],
+        "a",
+    )
+    .await
+    .expect("handled");
+    // Alibaba stopped the task behind our back (idle timeout).
+    let task = stored(&s)
+        .await
+        .state
+        .applied()
+        .task()
+        .cloned()
+        .expect("task");
+    s.mpu
+        .sim()
+        .end_task(key().app.as_str(), task.as_str())
+        .expect("the task was running");
+    s.handle(
+        &key(),
+        Some("m2"),
+        &[ev("guest", 20, UserAction::Publish)],
+        "b",
+    )
+    .await
+    .expect("handled");
+    let names: Vec<_> = s.mpu.calls().iter().map(|c| c.command.name()).collect();
+    assert_eq!(names, ["start", "update", "start"]);
+    let room = stored(&s).await;
+    let tasks = s.mpu.tasks(&key());
+    assert_eq!(tasks.len(), 1);
+    assert_eq!(room.state.applied(), &target(&room.state, &s.decision));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Concurrency model test (the scenario and checks live in `testing::concurrency`, shared with the
+// DynamoDB run in tests/it)
+
+use crate::testing::concurrency::{run_concurrent, scenario};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thirty_two_concurrent_handlers_converge_in_memory() {
+    for seed in 0..300 {
+        let latency = Duration::from_micros(if seed % 3 == 0 { 0 } else { 300 });
+        run_concurrent(Arc::new(InMemoryStore::new()), seed, 32, latency).await;
+    }
+}
+
+#[test]
+fn scenario_is_deterministic_and_has_duplicates() {
+    let a = scenario(5, 32);
+    assert_eq!(a, scenario(5, 32));
+    let mut ids: Vec<_> = a.iter().map(|(m, _)| m.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    assert!(ids.len() < a.len(), "duplicates included");
+    assert!(MsgId::parse(ids[0].clone()).is_ok());
+}
+
+/// A call in doubt (e.g. a garbled 200) keeps the lease and leaves the room unconverged: the
+/// error must ask for a redelivery even though the client itself wouldn't retry it.
+#[test]
+fn an_in_doubt_mpu_error_is_retryable_for_the_caller() {
+    let garbled = costream_alibaba::MpuError::MalformedResponse {
+        action: "UpdateLiveMPUTask",
+        http_status: 200,
+        request_id: None,
+        reason: "not JSON",
+        snippet: String::new(),
+    };
+    assert!(!garbled.is_retryable() && !garbled.is_definite());
+    let e = AppError::Mpu {
+        room: "app/room-1".into(),
+        source: crate::mpu::failure("update", &garbled),
+    };
+    assert!(e.is_retryable());
+}

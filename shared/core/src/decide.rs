@@ -1,0 +1,205 @@
+//! The decision: what the bypass task should be, and the one MPU command that moves what runs
+//! towards it.
+//!
+//! Level-triggered: the command is computed from the full target and the full applied task, never
+//! from the event that just arrived. A retry, a duplicate or any later event therefore re-derives
+//! the same command until the task matches, and a lost or reordered callback cannot leave a stale
+//! layout behind once any newer state is decided.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::DecisionConfig;
+use crate::ids::UserId;
+use crate::ids::{TaskId, Timestamp};
+use crate::layout::{layout, Layout, LayoutSpec};
+use crate::stage::Broadcast;
+use crate::state::RoomState;
+
+/// Alibaba's `MixMode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum MixMode {
+    /// `0`: the host's stream forwarded as is.
+    Single,
+    /// `1`: several streams mixed and transcoded with a layout.
+    Mixed,
+}
+
+impl MixMode {
+    pub fn code(self) -> u8 {
+        match self {
+            MixMode::Single => 0,
+            MixMode::Mixed => 1,
+        }
+    }
+}
+
+/// What a running task does.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Shape {
+    /// MixMode 0: forward `user`'s stream.
+    Single { user: UserId },
+    /// MixMode 1: mix the panes of `layout`.
+    Mixed { layout: Layout },
+}
+
+impl Shape {
+    pub fn mix_mode(&self) -> MixMode {
+        match self {
+            Shape::Single { .. } => MixMode::Single,
+            Shape::Mixed { .. } => MixMode::Mixed,
+        }
+    }
+}
+
+/// The bypass task of a room: none, or one task with a shape.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub enum Target {
+    #[default]
+    Off,
+    On {
+        task: TaskId,
+        shape: Shape,
+    },
+}
+
+impl Target {
+    pub fn task(&self) -> Option<&TaskId> {
+        match self {
+            Target::Off => None,
+            Target::On { task, .. } => Some(task),
+        }
+    }
+    pub fn mix_mode(&self) -> Option<MixMode> {
+        match self {
+            Target::Off => None,
+            Target::On { shape, .. } => Some(shape.mix_mode()),
+        }
+    }
+}
+
+/// One MPU call. Each is idempotent by `TaskId` (see the Alibaba adapter).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    Start { task: TaskId, shape: Shape },
+    Update { task: TaskId, shape: Shape },
+    Stop { task: TaskId },
+}
+
+impl Command {
+    pub fn task(&self) -> &TaskId {
+        match self {
+            Command::Start { task, .. } | Command::Update { task, .. } | Command::Stop { task } => {
+                task
+            }
+        }
+    }
+
+    /// What the task is once this command succeeded.
+    pub fn result(&self) -> Target {
+        match self {
+            Command::Start { task, shape } | Command::Update { task, shape } => Target::On {
+                task: task.clone(),
+                shape: shape.clone(),
+            },
+            Command::Stop { .. } => Target::Off,
+        }
+    }
+
+    /// Stable name for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Start { .. } => "start",
+            Command::Update { .. } => "update",
+            Command::Stop { .. } => "stop",
+        }
+    }
+}
+
+/// The target of a room under `cfg`.
+pub fn target(state: &RoomState, cfg: &DecisionConfig) -> Target {
+    let Some(stage) = state.stage(cfg.max_panes) else {
+        return Target::Off;
+    };
+    let task = match running_task_of(state, &stage.broadcast) {
+        Some(task) => task,
+        None => TaskId::for_broadcast(state.channel(), stage.broadcast.started),
+    };
+    let shape = if stage.on_stage.len() == 1 {
+        Shape::Single {
+            user: stage.broadcast.host,
+        }
+    } else {
+        let spec = LayoutSpec {
+            canvas: cfg.canvas,
+            style: cfg.style,
+            render_mode: cfg.render_mode,
+            placeholder: cfg.pane_placeholder.as_ref(),
+        };
+        Shape::Mixed {
+            layout: layout(&spec, &stage.on_stage),
+        }
+    };
+    Target::On { task, shape }
+}
+
+/// The task that runs now, if it belongs to the live broadcast even though the facts no longer
+/// show its start: the room keeps a bounded history (a few sessions, a few events each), so after
+/// many reconnects or camera toggles the earliest publish of a long broadcast can drop out, and
+/// re-deriving the start would rename the task mid-broadcast (a Stop and a Start for nothing).
+/// It belongs if its start is earlier than the derived one and the host has been in the channel
+/// without a break since then.
+fn running_task_of(state: &RoomState, broadcast: &Broadcast) -> Option<TaskId> {
+    let task = state.applied().task()?;
+    let (_, secs) = task.as_str().rsplit_once('_')?;
+    let since = Timestamp::from_secs(secs.parse().ok()?);
+    let ours = TaskId::for_broadcast(state.channel(), since) == *task;
+    (ours && since < broadcast.started && state.host_continuously_since(&broadcast.host, since))
+        .then(|| task.clone())
+}
+
+/// The next command that moves `applied` towards `target`, or `None` when they are equal.
+///
+/// A different task id (a new broadcast) is reached in two steps, Stop then Start, so that one
+/// call never leaves two tasks pushing to the room's one stream URL.
+pub fn next_command(applied: &Target, target: &Target) -> Option<Command> {
+    match (applied, target) {
+        (Target::Off, Target::Off) => None,
+        (Target::On { task, .. }, Target::Off) => Some(Command::Stop { task: task.clone() }),
+        (Target::Off, Target::On { task, shape }) => Some(Command::Start {
+            task: task.clone(),
+            shape: shape.clone(),
+        }),
+        (Target::On { task: running, .. }, Target::On { task, .. }) if running != task => {
+            Some(Command::Stop {
+                task: running.clone(),
+            })
+        }
+        (Target::On { shape: now, .. }, Target::On { task, shape }) => {
+            (now != shape).then(|| Command::Update {
+                task: task.clone(),
+                shape: shape.clone(),
+            })
+        }
+    }
+}
+
+/// The target and the next command for a room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub target: Target,
+    pub command: Option<Command>,
+}
+
+pub fn decide(state: &RoomState, cfg: &DecisionConfig) -> Decision {
+    let target = target(state, cfg);
+    let command = next_command(state.applied(), &target).or_else(|| match &target {
+        // The task looks right but the CDN lost its stream: Start it again (Start of an existing
+        // task becomes an Update; of a vanished one, a new task).
+        Target::On { task, shape } if state.needs_heal() => Some(Command::Start {
+            task: task.clone(),
+            shape: shape.clone(),
+        }),
+        _ => None,
+    });
+    Decision { target, command }
+}

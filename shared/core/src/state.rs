@@ -1,0 +1,402 @@
+//! The room's state: the facts the callbacks told us, merged so that the result depends only on
+//! *which* events arrived, never on their order or on how often each arrived.
+//!
+//! Per user we keep a few recent sessions, each summarised by lattice values: the earliest event
+//! time (`first`, a min), the earliest Publish (`first_publish`, a min) and the most recent
+//! events (`marks`: the union of events, keeping the newest [`MAX_MARKS`] by time and
+//! [`UserAction::rank`]). Min and "newest K of a union" are commutative, associative and
+//! idempotent, so merging events in any order, with any duplicates, gives the same summary.
+//! Everything else — who hosts, who is on stage, what the task should be — is *derived* from these
+//! facts (`stage.rs`, `decide.rs`), never stored, so it cannot drift.
+//!
+//! Why sessions: a user who reconnects gets a new session, and the old session's `Leave` can
+//! arrive late *with a later timestamp* (ARTC kicks the old connection when the new one logs in).
+//! Comparing only timestamps would let that Leave remove the user; comparing sessions by when they
+//! began keeps the newer session authoritative.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::decide::Target;
+use crate::event::{CdnAction, Role, RoomEvent, UserAction, UserEvent};
+use crate::ids::{ChannelId, SessionId, Timestamp, UserId};
+
+/// Sessions kept per user. Older ones are only needed to recognise their late events as stale.
+pub(crate) const MAX_SESSIONS: usize = 3;
+/// Ids of dropped sessions remembered per user.
+pub(crate) const MAX_PRUNED: usize = 8;
+/// Host registrations kept per room.
+pub(crate) const MAX_REGISTRATIONS: usize = 4;
+/// Events kept per session: enough to rebuild its recent publish intervals (camera toggles).
+pub(crate) const MAX_MARKS: usize = 8;
+/// Users kept per room. Beyond this, users who have left are forgotten, oldest first.
+pub(crate) const MAX_MEMBERS: usize = 64;
+
+/// The latest thing a session did, ordered by time and then by [`UserAction::rank`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Mark {
+    pub(crate) at: Timestamp,
+    pub(crate) action: UserAction,
+}
+
+impl Mark {
+    pub(crate) fn key(self) -> (Timestamp, u8) {
+        (self.at, self.action.rank())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Session {
+    pub(crate) id: SessionId,
+    /// Earliest event of the session: when it began, as far as we know.
+    pub(crate) first: Timestamp,
+    /// Earliest Publish: never pruned, so a long broadcast keeps its start (and its task id).
+    pub(crate) first_publish: Option<Timestamp>,
+    /// The newest events, ascending by key, never empty.
+    pub(crate) marks: Vec<Mark>,
+}
+
+impl Session {
+    /// The session's latest event.
+    pub(crate) fn latest(&self) -> Mark {
+        // `marks` is never empty: a session is created with its first event.
+        self.marks[self.marks.len() - 1]
+    }
+
+    /// Merges one event; returns whether anything changed.
+    fn merge(&mut self, mark: Mark) -> bool {
+        let before = self.clone();
+        self.first = self.first.min(mark.at);
+        if mark.action.publishes() {
+            self.first_publish = Some(self.first_publish.map_or(mark.at, |p| p.min(mark.at)));
+        }
+        if !self.marks.contains(&mark) {
+            self.marks.push(mark);
+            // Different actions never share a key (rank is per action): the order is total.
+            self.marks.sort_by_key(|m| m.key());
+            if self.marks.len() > MAX_MARKS {
+                self.marks.remove(0);
+            }
+        }
+        *self != before
+    }
+
+    /// The session's publish intervals that its retained events show, as `(start, end)`.
+    pub(crate) fn publish_intervals(&self) -> Vec<(Timestamp, Option<Timestamp>)> {
+        let mut out = Vec::new();
+        let mut open: Option<Timestamp> = None;
+        let mut saw_end = false;
+        for m in &self.marks {
+            match m.action {
+                UserAction::Publish => {
+                    open.get_or_insert(m.at);
+                }
+                UserAction::Unpublish | UserAction::Leave | UserAction::RoleUpdate(Role::Live) => {
+                    saw_end = true;
+                    if let Some(start) = open.take() {
+                        out.push((start, Some(m.at)));
+                    }
+                }
+                UserAction::Join | UserAction::RoleUpdate(Role::Interactive) => {}
+            }
+        }
+        if let Some(start) = open {
+            // Nothing ended before this interval among the retained events: it may have begun
+            // before them, at the earliest Publish.
+            let start = match self.first_publish {
+                Some(p) if !saw_end => p.min(start),
+                _ => start,
+            };
+            out.push((start, None));
+        }
+        out
+    }
+
+    /// Sessions are ordered by when they began (ties by id): the greatest is the current one.
+    fn order_key(&self) -> (Timestamp, &SessionId) {
+        (self.first, &self.id)
+    }
+}
+
+/// One user's sessions, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub(crate) struct Member {
+    pub(crate) sessions: Vec<Session>,
+    /// Ids of sessions dropped from `sessions` (bounded): their late events are ignored instead of
+    /// bringing them back as if they were new.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) pruned: Vec<SessionId>,
+}
+
+/// The latest CDN ingest callback for the room's stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CdnStatus {
+    pub action: CdnAction,
+    pub at: Timestamp,
+}
+
+impl CdnStatus {
+    fn key(self) -> (Timestamp, u8) {
+        let rank = match self.action {
+            CdnAction::Publish => 0,
+            CdnAction::PublishDone => 1,
+        };
+        (self.at, rank)
+    }
+}
+
+/// What [`RoomState::apply`] did with an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The facts changed (the decision may or may not change).
+    Changed,
+    /// Nothing new: an exact duplicate, or an event every fact already supersedes.
+    Unchanged,
+    /// Join/Leave of a viewer: viewers never take the stage, so they are not tracked.
+    IgnoredViewer,
+}
+
+/// Everything costream knows about one ARTC channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomState {
+    channel: ChannelId,
+    /// The app's latest host registrations (time, host or cleared), oldest first, at most
+    /// [`MAX_REGISTRATIONS`]. From a registration's time on, only its host can start the
+    /// broadcast (and a broadcast by someone else ends); cleared, the first publisher hosts.
+    registrations: Vec<(Timestamp, Option<UserId>)>,
+    members: BTreeMap<UserId, Member>,
+    /// Latest `ChannelEvent` close: every session that did nothing after it has ended.
+    closed_at: Option<Timestamp>,
+    cdn: Option<CdnStatus>,
+    /// What the bypass task was last confirmed to be (written by the shell after an MPU call).
+    applied: Target,
+    /// The CDN lost the stream of the running task while the room still broadcasts: re-issue the
+    /// (idempotent) Start once. Cleared when the next call is recorded.
+    #[serde(default)]
+    heal: bool,
+}
+
+impl RoomState {
+    /// A room nobody has been seen in.
+    pub fn new(channel: ChannelId) -> Self {
+        RoomState {
+            channel,
+            registrations: Vec::new(),
+            members: BTreeMap::new(),
+            closed_at: None,
+            cdn: None,
+            applied: Target::Off,
+            heal: false,
+        }
+    }
+
+    pub fn channel(&self) -> &ChannelId {
+        &self.channel
+    }
+
+    /// The host registered most recently, if any.
+    pub fn registered_host(&self) -> Option<&UserId> {
+        self.registrations
+            .last()
+            .and_then(|(_, user)| user.as_ref())
+    }
+
+    pub(crate) fn registrations(&self) -> &[(Timestamp, Option<UserId>)] {
+        &self.registrations
+    }
+
+    pub fn cdn(&self) -> Option<CdnStatus> {
+        self.cdn
+    }
+
+    pub fn closed_at(&self) -> Option<Timestamp> {
+        self.closed_at
+    }
+
+    /// What the task was last confirmed to be.
+    pub fn applied(&self) -> &Target {
+        &self.applied
+    }
+
+    /// Records what the MPU task now is, after the call that made it so succeeded.
+    pub fn set_applied(&mut self, applied: Target) {
+        self.applied = applied;
+        self.heal = false;
+    }
+
+    /// Whether the running task should be re-started (see [`CdnAction::PublishDone`]).
+    pub fn needs_heal(&self) -> bool {
+        self.heal
+    }
+
+    /// Number of users tracked (for size accounting and tests).
+    pub fn member_count(&self) -> usize {
+        self.members.len()
+    }
+
+    pub(crate) fn members(&self) -> &BTreeMap<UserId, Member> {
+        &self.members
+    }
+
+    /// Merges one event into the facts. Total: never fails, never panics; validation of the
+    /// event's content happened when it was parsed.
+    pub fn apply(&mut self, event: &RoomEvent) -> Applied {
+        let applied = match event {
+            RoomEvent::User(ev) => self.apply_user(ev),
+            RoomEvent::ChannelClosed { at } => {
+                if self.closed_at.is_some_and(|c| c >= *at) {
+                    Applied::Unchanged
+                } else {
+                    self.closed_at = Some(*at);
+                    Applied::Changed
+                }
+            }
+            RoomEvent::HostRegistered { user, at } => {
+                // A bounded union ordered by (time, value): arrival order doesn't matter.
+                let new = (*at, user.clone());
+                let older_than_all_kept = self.registrations.len() >= MAX_REGISTRATIONS
+                    && self.registrations.first().is_some_and(|first| new < *first);
+                if self.registrations.contains(&new) || older_than_all_kept {
+                    // Known, or older than every registration kept: it would be dropped at once.
+                    Applied::Unchanged
+                } else {
+                    self.registrations.push(new);
+                    self.registrations.sort();
+                    if self.registrations.len() > MAX_REGISTRATIONS {
+                        self.registrations.remove(0);
+                    }
+                    Applied::Changed
+                }
+            }
+            RoomEvent::Cdn { action, at } => self.apply_cdn(CdnStatus {
+                action: *action,
+                at: *at,
+            }),
+        };
+        if applied == Applied::Changed {
+            self.prune_members();
+        }
+        applied
+    }
+
+    fn apply_user(&mut self, ev: &UserEvent) -> Applied {
+        let viewer_presence = matches!(ev.action, UserAction::Join | UserAction::Leave)
+            && ev.role == Some(Role::Live);
+        if viewer_presence {
+            return Applied::IgnoredViewer;
+        }
+        let mark = Mark {
+            at: ev.at,
+            action: ev.action,
+        };
+        let member = self.members.entry(ev.user.clone()).or_default();
+        if member.pruned.contains(&ev.session) {
+            return Applied::Unchanged;
+        }
+        if let Some(s) = member.sessions.iter_mut().find(|s| s.id == ev.session) {
+            if !s.merge(mark) {
+                return Applied::Unchanged;
+            }
+        } else {
+            member.sessions.push(Session {
+                id: ev.session.clone(),
+                first: ev.at,
+                first_publish: ev.action.publishes().then_some(ev.at),
+                marks: vec![mark],
+            });
+        }
+        // `first` may have moved: keep newest-first order, then keep the newest few.
+        member
+            .sessions
+            .sort_by(|a, b| b.order_key().cmp(&a.order_key()));
+        let kept_new = member
+            .sessions
+            .iter()
+            .take(MAX_SESSIONS)
+            .any(|s| s.id == ev.session);
+        for dropped in member
+            .sessions
+            .split_off(MAX_SESSIONS.min(member.sessions.len()))
+        {
+            if !member.pruned.contains(&dropped.id) {
+                member.pruned.push(dropped.id);
+            }
+        }
+        member.pruned.sort();
+        if member.pruned.len() > MAX_PRUNED {
+            member.pruned.remove(0);
+        }
+        if kept_new {
+            Applied::Changed
+        } else {
+            // A late event of a session older than every kept one: already superseded.
+            Applied::Unchanged
+        }
+    }
+
+    fn apply_cdn(&mut self, status: CdnStatus) -> Applied {
+        if self.cdn.is_some_and(|c| c.key() >= status.key()) {
+            return Applied::Unchanged;
+        }
+        self.cdn = Some(status);
+        // The CDN lost the stream of the task that should run: have the decision re-issue the
+        // idempotent Start. Only for that task: a different (older) task still needs its Stop.
+        if status.action == CdnAction::PublishDone {
+            let wanted = self
+                .broadcast()
+                .map(|b| crate::ids::TaskId::for_broadcast(&self.channel, b.started));
+            if wanted.is_some() && wanted.as_ref() == self.applied.task() {
+                self.heal = true;
+            }
+        }
+        Applied::Changed
+    }
+
+    /// Keeps the room bounded: beyond [`MAX_MEMBERS`], forget users who are gone, the ones whose
+    /// last event is oldest first. Users still present are never forgotten.
+    fn prune_members(&mut self) {
+        if self.members.len() <= MAX_MEMBERS {
+            return;
+        }
+        let mut gone: Vec<(Mark, UserId)> = self
+            .members
+            .iter()
+            .filter(|(user, _)| !self.is_present(user))
+            .filter_map(|(user, m)| m.sessions.first().map(|s| (s.latest(), user.clone())))
+            .collect();
+        gone.sort_by(|a, b| (a.0.key(), &a.1).cmp(&(b.0.key(), &b.1)));
+        let excess = self.members.len() - MAX_MEMBERS;
+        for (_, user) in gone.into_iter().take(excess) {
+            self.members.remove(&user);
+        }
+    }
+
+    /// Whether a session's last event is at or before the latest channel close.
+    ///
+    /// A session that began in the very second of the close (all its events at that second) is
+    /// counted as after it: it is a new connection to the reopened channel.
+    pub(crate) fn closed_after(&self, s: &Session) -> bool {
+        self.closed_at.is_some_and(|c| {
+            let latest = s.latest().at;
+            latest < c || (latest == c && s.first < c)
+        })
+    }
+
+    /// Whether the user is in the channel now (current session neither left nor closed).
+    pub fn is_present(&self, user: &UserId) -> bool {
+        self.current_session(user).is_some_and(|s| {
+            !self.closed_after(s) && !matches!(s.latest().action, UserAction::Leave)
+        })
+    }
+
+    /// Whether the user publishes now.
+    pub fn is_publishing(&self, user: &UserId) -> bool {
+        self.current_session(user)
+            .is_some_and(|s| !self.closed_after(s) && s.latest().action.publishes())
+    }
+
+    pub(crate) fn current_session(&self, user: &UserId) -> Option<&Session> {
+        self.members.get(user).and_then(|m| m.sessions.first())
+    }
+}

@@ -1,0 +1,858 @@
+//! Table tests of the seed flow and its nasty variants, golden layouts, and property tests of
+//! the core's promises (order-insensitivity, idempotence, layout geometry).
+
+use proptest::prelude::*;
+
+use super::*;
+
+fn user(s: &str) -> UserId {
+    UserId::parse(s).expect("test user id")
+}
+
+fn ev(who: &str, session: &str, at: u64, action: UserAction) -> RoomEvent {
+    RoomEvent::User(UserEvent {
+        user: user(who),
+        session: SessionId::parse(session).expect("test session"),
+        at: Timestamp::from_secs(at),
+        action,
+        role: None,
+    })
+}
+
+use UserAction::{Join, Leave, Publish, Unpublish};
+
+/// A room driven like the shell drives it: apply, then execute commands (all succeeding) until
+/// the applied task equals the target.
+struct Room {
+    state: RoomState,
+    cfg: DecisionConfig,
+}
+
+impl Room {
+    fn new() -> Room {
+        Room {
+            state: RoomState::new(ChannelId::parse("room-1").expect("channel")),
+            cfg: DecisionConfig::default(),
+        }
+    }
+
+    fn step(&mut self, event: RoomEvent) -> Vec<Command> {
+        self.state.apply(&event);
+        self.converge()
+    }
+
+    fn converge(&mut self) -> Vec<Command> {
+        let mut done = Vec::new();
+        while let Some(cmd) = decide(&self.state, &self.cfg).command {
+            assert!(done.len() < 3, "no convergence: {done:?}");
+            self.state.set_applied(cmd.result());
+            done.push(cmd);
+        }
+        assert_eq!(self.state.applied(), &target(&self.state, &self.cfg));
+        done
+    }
+
+    fn stage(&self) -> Vec<String> {
+        self.state
+            .stage(self.cfg.max_panes)
+            .map(|s| s.on_stage.iter().map(|u| u.to_string()).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// A compact rendering of commands for table assertions: `start room-1_10 single host`,
+/// `update room-1_10 mixed host,guest`, `stop room-1_10`.
+fn show(cmds: &[Command]) -> Vec<String> {
+    cmds.iter()
+        .map(|c| {
+            let shape = match c {
+                Command::Start { shape, .. } | Command::Update { shape, .. } => match shape {
+                    Shape::Single { user } => format!(" single {user}"),
+                    Shape::Mixed { layout } => format!(
+                        " mixed {}",
+                        layout
+                            .panes
+                            .iter()
+                            .map(|p| p.user.to_string())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    ),
+                },
+                Command::Stop { .. } => String::new(),
+            };
+            format!("{} {}{shape}", c.name(), c.task())
+        })
+        .collect()
+}
+
+#[test]
+fn seed_flow() {
+    let mut room = Room::new();
+    assert_eq!(
+        show(&room.step(ev("host", "h1", 10, Join))),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        show(&room.step(ev("host", "h1", 10, Publish))),
+        ["start room-1_10 single host"]
+    );
+    assert_eq!(room.state.applied().mix_mode(), Some(MixMode::Single));
+
+    let cmds = room.step(ev("guest", "g1", 20, Publish));
+    assert_eq!(show(&cmds), ["update room-1_10 mixed host,guest"]);
+    let Command::Update {
+        shape: Shape::Mixed { layout },
+        ..
+    } = &cmds[0]
+    else {
+        panic!("expected a mixed update: {cmds:?}")
+    };
+    assert_eq!(layout.panes.len(), 2);
+
+    assert_eq!(
+        show(&room.step(ev("guest", "g1", 30, Leave))),
+        ["update room-1_10 single host"]
+    );
+    assert_eq!(
+        show(&room.step(ev("host", "h1", 40, Leave))),
+        ["stop room-1_10"]
+    );
+    assert_eq!(room.state.applied(), &Target::Off);
+}
+
+#[test]
+fn exact_duplicate_changes_nothing() {
+    let mut room = Room::new();
+    room.step(ev("host", "h1", 10, Publish));
+    let before = room.state.clone();
+    assert_eq!(
+        room.state.apply(&ev("host", "h1", 10, Publish)),
+        Applied::Unchanged
+    );
+    assert_eq!(room.state, before);
+    assert!(room.converge().is_empty());
+}
+
+#[test]
+fn stale_leave_after_rejoin_keeps_the_new_session() {
+    let mut room = Room::new();
+    room.step(ev("host", "h1", 10, Publish));
+    room.step(ev("guest", "g1", 11, Publish));
+    room.step(ev("guest", "g1", 20, Leave));
+    room.step(ev("guest", "g2", 30, Join));
+    assert_eq!(
+        show(&room.step(ev("guest", "g2", 31, Publish))),
+        ["update room-1_10 mixed host,guest"]
+    );
+    // The old session's Leave, redelivered late: older than the guest's latest, ignored.
+    assert!(room.step(ev("guest", "g1", 20, Leave)).is_empty());
+    // Even a Leave of the old session stamped *after* the new session began (ARTC kicking the
+    // old connection) must not take the guest off stage.
+    assert!(room.step(ev("guest", "g1", 35, Leave)).is_empty());
+    assert_eq!(room.stage(), ["host", "guest"]);
+}
+
+#[test]
+fn unpublish_before_its_publish_never_puts_the_guest_on_stage() {
+    let mut room = Room::new();
+    room.step(ev("host", "h1", 10, Publish));
+    assert!(room.step(ev("guest", "g1", 25, Unpublish)).is_empty());
+    assert!(room.step(ev("guest", "g1", 20, Publish)).is_empty());
+    assert_eq!(room.stage(), ["host"]);
+}
+
+#[test]
+fn host_toggling_the_camera_keeps_the_task_and_the_host() {
+    let mut room = Room::new();
+    assert_eq!(
+        show(&room.step(ev("host", "h1", 10, Publish))),
+        ["start room-1_10 single host"]
+    );
+    assert_eq!(
+        show(&room.step(ev("guest", "g1", 15, Publish))),
+        ["update room-1_10 mixed host,guest"]
+    );
+    // The host's camera goes off and on again: the broadcast, its task and its host stay (their
+    // pane shows nothing meanwhile); the guest never takes over.
+    assert!(room.step(ev("host", "h1", 20, Unpublish)).is_empty());
+    assert_eq!(room.stage(), ["host", "guest"]);
+    assert!(room.step(ev("host", "h1", 25, Publish)).is_empty());
+    assert_eq!(room.stage(), ["host", "guest"]);
+}
+
+#[test]
+fn host_leaving_and_coming_back_starts_a_new_broadcast_with_a_new_task() {
+    let mut room = Room::new();
+    room.step(ev("host", "h1", 10, Publish));
+    assert_eq!(
+        show(&room.step(ev("host", "h1", 20, Leave))),
+        ["stop room-1_10"]
+    );
+    room.step(ev("host", "h2", 25, Join));
+    assert_eq!(
+        show(&room.step(ev("host", "h2", 26, Publish))),
+        ["start room-1_26 single host"]
+    );
+}
+
+#[test]
+fn host_reconnects_without_a_blip() {
+    // Same second: the new connection joins and publishes as the old one is kicked.
+    let mut room = Room::new();
+    room.step(ev("host", "h1", 10, Publish));
+    for e in [
+        ev("host", "h2", 50, Join),
+        ev("host", "h2", 50, Publish),
+        ev("host", "h1", 50, Leave),
+    ] {
+        assert!(room.step(e).is_empty(), "no stop, no restart");
+    }
+    assert_eq!(
+        room.state.applied().task().map(TaskId::as_str),
+        Some("room-1_10")
+    );
+    // With a gap between the new connection's Join and Publish, and a guest publishing in it.
+    let mut room = Room::new();
+    room.step(ev("host", "h1", 10, Publish));
+    assert!(room.step(ev("host", "h2", 150, Join)).is_empty());
+    assert_eq!(
+        show(&room.step(ev("guest", "g1", 150, Publish))),
+        ["update room-1_10 mixed host,guest"],
+        "the guest joins the host's broadcast, not a new one"
+    );
+    assert!(room.step(ev("host", "h2", 151, Publish)).is_empty());
+    assert!(room.step(ev("host", "h1", 152, Leave)).is_empty());
+    assert_eq!(room.stage(), ["host", "guest"]);
+}
+
+#[test]
+fn many_host_reconnects_keep_the_task() {
+    // More reconnects than the room keeps sessions for: the task must not be renamed.
+    let mut room = Room::new();
+    room.step(ev("host", "h1", 10, Publish));
+    for (i, t) in [20u64, 30, 40, 50, 60].into_iter().enumerate() {
+        let new = format!("h{}", i + 2);
+        let old = format!("h{}", i + 1);
+        for e in [
+            ev("host", &new, t, Join),
+            ev("host", &new, t, Publish),
+            ev("host", &old, t, Leave),
+        ] {
+            assert!(
+                room.step(e).is_empty(),
+                "reconnect at {t}: no stop, no restart"
+            );
+        }
+    }
+    assert_eq!(
+        room.state.applied().task().map(TaskId::as_str),
+        Some("room-1_10")
+    );
+    // A late event of a session dropped long ago doesn't bring it back.
+    assert!(room.step(ev("host", "h1", 65, Leave)).is_empty());
+    assert_eq!(room.stage(), ["host"]);
+}
+
+#[test]
+fn many_camera_toggles_keep_the_task() {
+    // The guest takes over after the host leaves, then toggles the camera more often than the
+    // room keeps events for: the task keeps its name.
+    let mut room = Room::new();
+    room.step(ev("host", "h1", 10, Publish));
+    room.step(ev("guest", "g1", 15, Join));
+    room.step(ev("guest", "g1", 20, Publish));
+    room.step(ev("host", "h1", 30, Leave));
+    room.step(ev("guest", "g1", 40, Unpublish));
+    assert_eq!(
+        show(&room.step(ev("guest", "g1", 41, Publish))),
+        ["start room-1_41 single guest"]
+    );
+    for t in (50..80).step_by(2) {
+        assert!(room.step(ev("guest", "g1", t, Unpublish)).is_empty());
+        assert!(room.step(ev("guest", "g1", t + 1, Publish)).is_empty());
+    }
+    assert_eq!(
+        room.state.applied().task().map(TaskId::as_str),
+        Some("room-1_41")
+    );
+}
+
+#[test]
+fn a_new_session_in_the_second_of_a_close_is_after_it() {
+    let mut room = Room::new();
+    room.step(ev("host", "h1", 10, Publish));
+    room.step(ev("host", "h1", 99, Leave));
+    room.step(RoomEvent::ChannelClosed {
+        at: Timestamp::from_secs(100),
+    });
+    room.step(ev("host", "h2", 100, Join));
+    assert_eq!(
+        show(&room.step(ev("host", "h2", 100, Publish))),
+        ["start room-1_100 single host"]
+    );
+}
+
+#[test]
+fn host_switching_to_viewer_and_back_needs_a_new_publish() {
+    let mut room = Room::new();
+    room.step(ev("host", "h1", 10, Publish));
+    assert_eq!(
+        show(&room.step(ev("host", "h1", 20, UserAction::RoleUpdate(Role::Live)))),
+        ["stop room-1_10"]
+    );
+    // Interactive again: nothing runs until they publish, which starts a new broadcast.
+    assert!(room
+        .step(ev(
+            "host",
+            "h1",
+            30,
+            UserAction::RoleUpdate(Role::Interactive)
+        ))
+        .is_empty());
+    assert_eq!(
+        show(&room.step(ev("host", "h1", 31, Publish))),
+        ["start room-1_31 single host"]
+    );
+}
+
+#[test]
+fn late_host_publish_from_the_past_moves_to_the_earlier_broadcast_in_two_steps() {
+    // The guest's publish arrives first (so it looks like the guest hosts), then the host's
+    // earlier publish: the truth is a broadcast hosted by `host` since 10.
+    let mut room = Room::new();
+    assert_eq!(
+        show(&room.step(ev("guest", "g1", 12, Publish))),
+        ["start room-1_12 single guest"]
+    );
+    assert_eq!(
+        show(&room.step(ev("host", "h1", 10, Publish))),
+        ["stop room-1_12", "start room-1_10 mixed host,guest"]
+    );
+}
+
+#[test]
+fn seventeen_co_streamers_fill_sixteen_panes_and_the_rest_wait() {
+    let mut room = Room::new();
+    room.step(ev("host", "h", 1, Publish));
+    for i in 0..17 {
+        room.step(ev(&format!("co{i:02}"), "s", 10 + i, Publish));
+    }
+    let stage = room.state.stage(16).expect("live");
+    assert_eq!(stage.on_stage.len(), 16);
+    assert_eq!(stage.on_stage[0], user("host"));
+    assert_eq!(stage.on_stage[15], user("co14"));
+    assert_eq!(stage.waiting, [user("co15"), user("co16")]);
+    // co03 leaves: the first waiting co-streamer is promoted, at the end of the stage.
+    let cmds = room.step(ev("co03", "s", 100, Leave));
+    assert_eq!(cmds.len(), 1);
+    let stage = room.state.stage(16).expect("live");
+    assert!(!stage.on_stage.contains(&user("co03")));
+    assert_eq!(stage.on_stage[15], user("co15"));
+    assert_eq!(stage.waiting, [user("co16")]);
+}
+
+#[test]
+fn everyone_leaving_at_once_is_one_stop() {
+    let mut room = Room::new();
+    room.step(ev("host", "h", 1, Publish));
+    room.step(ev("a", "a", 2, Publish));
+    room.step(ev("b", "b", 3, Publish));
+    let mut cmds = Vec::new();
+    for who in ["b", "host", "a"] {
+        cmds.extend(room.step(ev(who, who, 9, Leave)));
+    }
+    // b leaving first while the host is still there shrinks the mix; then the host ends it.
+    assert_eq!(
+        show(&cmds),
+        ["update room-1_1 mixed host,a", "stop room-1_1"]
+    );
+}
+
+#[test]
+fn channel_close_ends_the_broadcast() {
+    let mut room = Room::new();
+    room.step(ev("host", "h", 1, Publish));
+    room.step(ev("a", "a", 2, Publish));
+    assert_eq!(
+        show(&room.step(RoomEvent::ChannelClosed {
+            at: Timestamp::from_secs(5)
+        })),
+        ["stop room-1_1"]
+    );
+    // A late publish from before the close changes nothing.
+    assert!(room.step(ev("b", "b", 4, Publish)).is_empty());
+    // A new session after the close starts a new broadcast.
+    assert_eq!(
+        show(&room.step(ev("a", "a2", 6, Publish))),
+        ["start room-1_6 single a"]
+    );
+}
+
+#[test]
+fn co_streamer_left_behind_by_the_host_does_not_become_host() {
+    let mut room = Room::new();
+    room.step(ev("host", "h", 1, Publish));
+    room.step(ev("a", "a", 2, Publish));
+    assert_eq!(
+        show(&room.step(ev("host", "h", 3, Leave))),
+        ["stop room-1_1"]
+    );
+    assert_eq!(room.state.broadcast(), None);
+    // Someone publishing in the (broadcast-)idle room starts the next broadcast; `a`, still
+    // publishing, joins its stage.
+    assert_eq!(
+        show(&room.step(ev("b", "b", 4, Publish))),
+        ["start room-1_4 mixed b,a"]
+    );
+}
+
+#[test]
+fn registered_host_is_the_only_one_who_can_start() {
+    let mut room = Room::new();
+    room.step(RoomEvent::HostRegistered {
+        user: Some(user("star")),
+        at: Timestamp::from_secs(0),
+    });
+    assert!(room.step(ev("fan", "f", 1, Publish)).is_empty());
+    assert_eq!(
+        show(&room.step(ev("star", "s", 2, Publish))),
+        ["start room-1_2 mixed star,fan"]
+    );
+}
+
+#[test]
+fn host_registration_is_last_writer_wins_and_can_be_cleared() {
+    let mut room = Room::new();
+    assert_eq!(
+        show(&room.step(ev("fan", "f", 1, Publish))),
+        ["start room-1_1 single fan"]
+    );
+    // Registering another host ends the fan's broadcast; the registered host starts theirs.
+    let register = |user: Option<&str>, at| RoomEvent::HostRegistered {
+        user: user.map(|u| UserId::parse(u).expect("user")),
+        at: Timestamp::from_secs(at),
+    };
+    assert_eq!(
+        show(&room.step(register(Some("star"), 5))),
+        ["stop room-1_1"]
+    );
+    // An older registration arriving late changes nothing.
+    assert!(room.step(register(None, 4)).is_empty());
+    assert_eq!(
+        show(&room.step(ev("star", "s", 6, Publish))),
+        ["start room-1_6 mixed star,fan"]
+    );
+    // Clearing it: the first publisher in an idle room hosts again (here still the star).
+    assert!(room.step(register(None, 7)).is_empty());
+    assert_eq!(room.state.registered_host(), None);
+}
+
+#[test]
+fn viewers_are_not_tracked() {
+    let mut state = RoomState::new(ChannelId::parse("r").expect("channel"));
+    let viewer_join = RoomEvent::User(UserEvent {
+        user: user("v"),
+        session: SessionId::parse("s").expect("session"),
+        at: Timestamp::from_secs(1),
+        action: Join,
+        role: Some(Role::Live),
+    });
+    assert_eq!(state.apply(&viewer_join), Applied::IgnoredViewer);
+    assert_eq!(state.member_count(), 0);
+}
+
+#[test]
+fn viewer_promoted_by_role_update_then_publishing_joins_the_stage() {
+    let mut room = Room::new();
+    room.step(ev("host", "h", 1, Publish));
+    assert!(room
+        .step(ev("fan", "f", 5, UserAction::RoleUpdate(Role::Interactive)))
+        .is_empty());
+    assert_eq!(
+        show(&room.step(ev("fan", "f", 6, Publish))),
+        ["update room-1_1 mixed host,fan"]
+    );
+    assert_eq!(
+        show(&room.step(ev("fan", "f", 9, UserAction::RoleUpdate(Role::Live)))),
+        ["update room-1_1 single host"]
+    );
+}
+
+#[test]
+fn cdn_publish_done_while_live_reissues_the_start() {
+    let mut room = Room::new();
+    room.step(ev("host", "h", 1, Publish));
+    let cdn = |action, at| RoomEvent::Cdn {
+        action,
+        at: Timestamp::from_secs(at),
+    };
+    assert!(room.step(cdn(CdnAction::Publish, 3)).is_empty());
+    assert_eq!(
+        show(&room.step(cdn(CdnAction::PublishDone, 8))),
+        ["start room-1_1 single host"]
+    );
+    // An older publish_done (out of order) is ignored.
+    assert!(room.step(cdn(CdnAction::PublishDone, 5)).is_empty());
+}
+
+#[test]
+fn cdn_publish_done_never_forgets_an_older_task_that_still_needs_its_stop() {
+    let mut room = Room::new();
+    room.step(ev("host", "h1", 1, Publish));
+    // The host left and came back; the Stop of the old task hasn't been made yet.
+    room.state.apply(&ev("host", "h1", 5, Leave));
+    room.state.apply(&ev("host", "h2", 8, Publish));
+    room.state.apply(&RoomEvent::Cdn {
+        action: CdnAction::PublishDone,
+        at: Timestamp::from_secs(6),
+    });
+    assert!(!room.state.needs_heal());
+    assert_eq!(
+        show(&room.converge()),
+        ["stop room-1_1", "start room-1_8 single host"]
+    );
+}
+
+#[test]
+fn cdn_publish_done_and_host_leave_in_either_order_stop_the_task() {
+    for leave_first in [true, false] {
+        let mut room = Room::new();
+        room.step(ev("host", "h1", 1, Publish));
+        let leave = ev("host", "h1", 9, Leave);
+        let done = RoomEvent::Cdn {
+            action: CdnAction::PublishDone,
+            at: Timestamp::from_secs(9),
+        };
+        let (a, b) = if leave_first {
+            (leave, done)
+        } else {
+            (done, leave)
+        };
+        room.state.apply(&a);
+        room.state.apply(&b);
+        assert_eq!(
+            show(&room.converge()),
+            ["stop room-1_1"],
+            "leave first: {leave_first}"
+        );
+    }
+}
+
+#[test]
+fn next_command_covers_every_pair() {
+    let t = |s: &str| TaskId::parse(s).expect("task");
+    let single = |u: &str| Shape::Single { user: user(u) };
+    let on = |task: &str, shape| Target::On {
+        task: t(task),
+        shape,
+    };
+    assert_eq!(next_command(&Target::Off, &Target::Off), None);
+    assert_eq!(
+        next_command(&on("a", single("h")), &Target::Off),
+        Some(Command::Stop { task: t("a") })
+    );
+    assert_eq!(
+        next_command(&Target::Off, &on("a", single("h"))),
+        Some(Command::Start {
+            task: t("a"),
+            shape: single("h")
+        })
+    );
+    assert_eq!(
+        next_command(&on("a", single("h")), &on("a", single("h"))),
+        None
+    );
+    assert_eq!(
+        next_command(&on("a", single("h")), &on("a", single("x"))),
+        Some(Command::Update {
+            task: t("a"),
+            shape: single("x")
+        })
+    );
+    assert_eq!(
+        next_command(&on("a", single("h")), &on("b", single("h"))),
+        Some(Command::Stop { task: t("a") })
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Golden layouts
+
+fn render_golden() -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for (name, canvas) in [
+        ("portrait", Canvas::PORTRAIT_720P),
+        ("landscape", Canvas::LANDSCAPE_720P),
+    ] {
+        for style in [LayoutStyle::Grid, LayoutStyle::Split, LayoutStyle::Pip] {
+            for n in 1..=16 {
+                let users: Vec<UserId> = (0..n).map(|i| user(&format!("u{i}"))).collect();
+                let spec = LayoutSpec {
+                    canvas,
+                    style,
+                    render_mode: RenderMode::Crop,
+                    placeholder: None,
+                };
+                let l = layout(&spec, &users);
+                let _ = writeln!(out, "{name} {style:?} n={n}");
+                for p in &l.panes {
+                    let _ = writeln!(
+                        out,
+                        "  {} x={} y={} w={} h={} z={}",
+                        p.user, p.x, p.y, p.width, p.height, p.z_order
+                    );
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn layouts_match_golden_file() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/src/layout.golden");
+    let actual = render_golden();
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(path, &actual).expect("write golden");
+    }
+    let expected = std::fs::read_to_string(path).expect("golden file (run with UPDATE_GOLDEN=1)");
+    assert!(
+        actual == expected,
+        "layouts differ from {path}; review and re-run with UPDATE_GOLDEN=1"
+    );
+}
+
+#[test]
+fn two_people_on_portrait_are_stacked_not_slivers() {
+    let spec = LayoutSpec {
+        canvas: Canvas::PORTRAIT_720P,
+        style: LayoutStyle::default(),
+        render_mode: RenderMode::Crop,
+        placeholder: None,
+    };
+    let l = layout(&spec, &[user("host"), user("guest")]);
+    let full = Frac::ONE;
+    let half = Frac::from_units(5000).expect("frac");
+    assert_eq!(
+        l.panes
+            .iter()
+            .map(|p| (p.x, p.y, p.width, p.height))
+            .collect::<Vec<_>>(),
+        [
+            (Frac::ZERO, Frac::ZERO, full, half),
+            (Frac::ZERO, half, full, half)
+        ]
+    );
+}
+
+#[test]
+fn landscape_pair_matches_alibabas_side_by_side() {
+    let bg = ImageUrl::parse("https://static.example.com/pane-bg.png").expect("url");
+    let spec = LayoutSpec {
+        canvas: Canvas::LANDSCAPE_720P,
+        style: LayoutStyle::Grid,
+        render_mode: RenderMode::Crop,
+        placeholder: Some(&bg),
+    };
+    let l = layout(&spec, &[user("host_u1"), user("guest_u2")]);
+    let shown: Vec<String> = l
+        .panes
+        .iter()
+        .map(|p| {
+            format!(
+                "{} {} {} {} {} {:?}",
+                p.x,
+                p.y,
+                p.width,
+                p.height,
+                p.z_order,
+                p.placeholder.as_ref().map(ImageUrl::as_str)
+            )
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            "0 0 0.5 1 0 None",
+            "0.5 0 0.5 1 0 Some(\"https://static.example.com/pane-bg.png\")"
+        ]
+    );
+}
+
+#[test]
+fn frac_prints_like_the_sdk() {
+    let f = |u| Frac::from_units(u).expect("frac").to_string();
+    assert_eq!(
+        [f(0), f(10000), f(5000), f(3333), f(250), f(1)],
+        ["0", "1", "0.5", "0.3333", "0.025", "0.0001"]
+    );
+    assert_eq!(Frac::from_units(10001), None);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Properties
+
+fn arb_event() -> impl Strategy<Value = RoomEvent> {
+    let action = prop_oneof![
+        Just(Join),
+        Just(Leave),
+        Just(Publish),
+        Just(Unpublish),
+        Just(UserAction::RoleUpdate(Role::Interactive)),
+        Just(UserAction::RoleUpdate(Role::Live)),
+    ];
+    let user_event = (
+        0..4u8,
+        0..3u8,
+        0..30u64,
+        action,
+        prop::option::of(Just(Role::Interactive)),
+    )
+        .prop_map(|(u, s, at, action, role)| {
+            RoomEvent::User(UserEvent {
+                user: user(&format!("u{u}")),
+                session: SessionId::parse(format!("u{u}s{s}")).expect("session"),
+                at: Timestamp::from_secs(at),
+                action,
+                role,
+            })
+        });
+    prop_oneof![
+        20 => user_event,
+        1 => (0..30u64).prop_map(|at| RoomEvent::ChannelClosed { at: Timestamp::from_secs(at) }),
+        1 => (prop::option::of(0..4u8), 0..30u64).prop_map(|(u, at)| RoomEvent::HostRegistered {
+            user: u.map(|u| user(&format!("u{u}"))),
+            at: Timestamp::from_secs(at),
+        }),
+        2 => (any::<bool>(), 0..30u64).prop_map(|(p, at)| RoomEvent::Cdn {
+            action: if p { CdnAction::Publish } else { CdnAction::PublishDone },
+            at: Timestamp::from_secs(at),
+        }),
+    ]
+}
+
+fn fold(events: &[RoomEvent]) -> RoomState {
+    let mut s = RoomState::new(ChannelId::parse("room").expect("channel"));
+    for e in events {
+        s.apply(e);
+    }
+    s
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Any arrival order, with duplicates, gives the state and target of timestamp order.
+    #[test]
+    fn order_insensitive(
+        events in prop::collection::vec(arb_event(), 0..40),
+        dups in prop::collection::vec(any::<prop::sample::Index>(), 0..10),
+        seed in any::<u64>(),
+    ) {
+        let mut in_order = events.clone();
+        in_order.sort_by_key(RoomEvent::at);
+        let mut shuffled = events.clone();
+        for d in &dups {
+            if !events.is_empty() {
+                shuffled.push(d.get(&events).clone());
+            }
+        }
+        // Fisher-Yates with a seeded LCG: deterministic for a given case.
+        let mut x = seed | 1;
+        for i in (1..shuffled.len()).rev() {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            let j = usize::try_from(x >> 33).unwrap_or(0) % (i + 1);
+            shuffled.swap(i, j);
+        }
+        let a = fold(&in_order);
+        let b = fold(&shuffled);
+        prop_assert_eq!(&a, &b);
+        let cfg = DecisionConfig::default();
+        prop_assert_eq!(target(&a, &cfg), target(&b, &cfg));
+    }
+
+    /// Applying an event twice equals applying it once, from any reachable state.
+    #[test]
+    fn apply_is_idempotent(events in prop::collection::vec(arb_event(), 0..30), e in arb_event()) {
+        let mut once = fold(&events);
+        once.apply(&e);
+        let mut twice = once.clone();
+        prop_assert_ne!(twice.apply(&e), Applied::Changed);
+        prop_assert_eq!(once, twice);
+    }
+
+    /// Executing the decided commands always converges, in at most two calls, and the stage is
+    /// bounded and led by the host.
+    #[test]
+    fn decisions_converge(events in prop::collection::vec(arb_event(), 0..40), max_panes in 1usize..=16) {
+        let cfg = DecisionConfig { max_panes, ..DecisionConfig::default() };
+        let mut s = RoomState::new(ChannelId::parse("room").expect("channel"));
+        for e in &events {
+            s.apply(e);
+            let mut calls = 0;
+            while let Some(cmd) = decide(&s, &cfg).command {
+                calls += 1;
+                prop_assert!(calls <= 2, "more than two calls to converge");
+                s.set_applied(cmd.result());
+            }
+            if let Some(stage) = s.stage(max_panes) {
+                prop_assert!(stage.on_stage.len() <= max_panes);
+                prop_assert_eq!(&stage.on_stage[0], &stage.broadcast.host);
+                prop_assert!(s.is_present(&stage.broadcast.host));
+            }
+        }
+    }
+
+    /// Every pane lies inside the canvas; grid panes never overlap; the host's pane is the
+    /// largest; never more than 16 panes.
+    #[test]
+    fn layout_geometry(
+        n in 1usize..=20,
+        w in 1u32..=1920,
+        h in 1u32..=1920,
+        style in prop_oneof![Just(LayoutStyle::Grid), Just(LayoutStyle::Split), Just(LayoutStyle::Pip)],
+    ) {
+        let canvas = Canvas::new(w, h).expect("canvas");
+        let users: Vec<UserId> = (0..n).map(|i| user(&format!("u{i}"))).collect();
+        let spec = LayoutSpec { canvas, style, render_mode: RenderMode::Crop, placeholder: None };
+        let l = layout(&spec, &users);
+        prop_assert_eq!(l.panes.len(), n.min(MAX_PANES));
+        let area = |p: &Pane| u32::from(p.width.units()) * u32::from(p.height.units());
+        for p in &l.panes {
+            prop_assert!(p.width.units() > 0 && p.height.units() > 0);
+            prop_assert!(u32::from(p.x.units()) + u32::from(p.width.units()) <= 10_000);
+            prop_assert!(u32::from(p.y.units()) + u32::from(p.height.units()) <= 10_000);
+            // The host's pane is the largest, up to one unit of rounding per side for equal cells.
+            let host = &l.panes[0];
+            prop_assert!(
+                area(host) >= area(p)
+                    || (host.width.units() + 1 >= p.width.units() && host.height.units() + 1 >= p.height.units()),
+                "host {:?} smaller than {:?}", host, p
+            );
+        }
+        prop_assert_eq!(&l.panes[0].user, &users[0]);
+        let same_layer: Vec<&Pane> = l.panes.iter().filter(|p| p.z_order == 0).collect();
+        for (i, a) in same_layer.iter().enumerate() {
+            for b in &same_layer[i + 1..] {
+                let apart = a.x.units() + a.width.units() <= b.x.units()
+                    || b.x.units() + b.width.units() <= a.x.units()
+                    || a.y.units() + a.height.units() <= b.y.units()
+                    || b.y.units() + b.height.units() <= a.y.units();
+                prop_assert!(apart, "{:?} overlaps {:?}", a, b);
+            }
+        }
+        if style == LayoutStyle::Pip {
+            let tiles: Vec<&Pane> = l.panes.iter().filter(|p| p.z_order == 1).collect();
+            for (i, a) in tiles.iter().enumerate() {
+                for b in &tiles[i + 1..] {
+                    let apart = a.x.units() + a.width.units() <= b.x.units()
+                        || b.x.units() + b.width.units() <= a.x.units()
+                        || a.y.units() + a.height.units() <= b.y.units()
+                        || b.y.units() + b.height.units() <= a.y.units();
+                    prop_assert!(apart, "tiles overlap");
+                }
+            }
+        }
+    }
+}

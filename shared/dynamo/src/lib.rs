@@ -1,0 +1,361 @@
+//! DynamoDB [`StateStore`]: one item per room, every write conditional on the version read.
+//!
+//! Item layout (table with a single string partition key `pk`, on-demand):
+//!
+//! | attribute     | type | content |
+//! |---------------|------|---------|
+//! | `pk`          | S    | `ROOM#<AppId>#<ChannelId>` (ids can't contain `#`, so keys of different apps never collide) |
+//! | `version`     | N    | optimistic-concurrency counter, +1 on every write |
+//! | `state`       | S    | the domain [`RoomState`](costream_core::RoomState) as compact JSON |
+//! | `seen`        | S    | recently seen callback keys with expiry (JSON), bounded |
+//! | `lease_owner` | S    | MPU lease holder (absent when free) |
+//! | `lease_until` | N    | lease expiry, epoch ms |
+//! | `expires_at`  | N    | TTL attribute: rooms untouched for `room_ttl` disappear by themselves |
+//!
+//! The state is one JSON attribute rather than a tree of DynamoDB maps: it is always read and
+//! written whole (the decision needs all of it), the JSON is smaller than the typed-attribute
+//! encoding, and the schema evolves with serde instead of with item surgery.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+    ScalarAttributeType, TimeToLiveSpecification,
+};
+use aws_sdk_dynamodb::Client;
+
+use costream_app::ports::{RoomKey, StateStore, StoreError};
+use costream_app::store::{Lease, SeenKeys, StoredRoom};
+use costream_core::{RoomState, Version};
+
+/// Rooms nobody touched for this long are removed by DynamoDB's TTL.
+pub const DEFAULT_ROOM_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+#[derive(Debug, Clone)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+    room_ttl: Duration,
+}
+
+impl DynamoStore {
+    /// `client` is built once per process (with timeouts) and shared.
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        DynamoStore {
+            client,
+            table: table.into(),
+            room_ttl: DEFAULT_ROOM_TTL,
+        }
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The partition key of a room's item.
+    pub fn partition_key(key: &RoomKey) -> String {
+        format!("ROOM#{}#{}", key.app, key.channel)
+    }
+
+    /// Creates the table (on-demand, TTL on `expires_at`) as `template.yaml` does; for local
+    /// runs and tests. Succeeds if the table already exists.
+    pub async fn create_table(&self) -> Result<(), StoreError> {
+        let created = self
+            .client
+            .create_table()
+            .table_name(&self.table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name("pk")
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .map_err(|e| failed(&self.table, e))?,
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name("pk")
+                    .key_type(KeyType::Hash)
+                    .build()
+                    .map_err(|e| failed(&self.table, e))?,
+            )
+            .send()
+            .await;
+        match created {
+            Ok(_) => {}
+            Err(e) if e.code() == Some("ResourceInUseException") => return Ok(()),
+            Err(e) => return Err(classify(&self.table, e)),
+        }
+        self.client
+            .update_time_to_live()
+            .table_name(&self.table)
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder()
+                    .attribute_name("expires_at")
+                    .enabled(true)
+                    .build()
+                    .map_err(|e| failed(&self.table, e))?,
+            )
+            .send()
+            .await
+            .map_err(|e| classify(&self.table, e))?;
+        Ok(())
+    }
+
+    fn pk(key: &RoomKey) -> AttributeValue {
+        AttributeValue::S(Self::partition_key(key))
+    }
+}
+
+fn failed(room: &str, e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Failed {
+        room: room.to_owned(),
+        source: Box::new(e),
+    }
+}
+
+/// Throttling, server errors, timeouts and connection failures are retryable; the rest is not.
+fn classify<E, R>(room: &str, e: SdkError<E, R>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    let transient = match &e {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            true
+        }
+        SdkError::ServiceError(s) => matches!(
+            s.err().code(),
+            Some(
+                "ProvisionedThroughputExceededException"
+                    | "ThrottlingException"
+                    | "RequestLimitExceeded"
+                    | "InternalServerError"
+                    | "ServiceUnavailable"
+                    | "TransactionConflictException"
+            )
+        ),
+        _ => false,
+    };
+    let source = Box::new(e);
+    if transient {
+        StoreError::Unavailable {
+            room: room.to_owned(),
+            source,
+        }
+    } else {
+        StoreError::Failed {
+            room: room.to_owned(),
+            source,
+        }
+    }
+}
+
+fn corrupt(key: &RoomKey, reason: impl Into<String>) -> StoreError {
+    StoreError::Corrupt {
+        room: key.to_string(),
+        reason: reason.into(),
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn number<T: std::str::FromStr>(
+    item: &std::collections::HashMap<String, AttributeValue>,
+    name: &str,
+    key: &RoomKey,
+) -> Result<Option<T>, StoreError> {
+    match item.get(name) {
+        None => Ok(None),
+        Some(AttributeValue::N(n)) => n.parse().map(Some).map_err(|_| {
+            corrupt(
+                key,
+                format!("attribute {name} is not a valid number: {n:?}"),
+            )
+        }),
+        Some(_) => Err(corrupt(key, format!("attribute {name} is not a number"))),
+    }
+}
+
+fn string<'a>(
+    item: &'a std::collections::HashMap<String, AttributeValue>,
+    name: &str,
+    key: &RoomKey,
+) -> Result<Option<&'a str>, StoreError> {
+    match item.get(name) {
+        None => Ok(None),
+        Some(AttributeValue::S(s)) => Ok(Some(s)),
+        Some(_) => Err(corrupt(key, format!("attribute {name} is not a string"))),
+    }
+}
+
+/// Storage record → domain. Any surprise is a loud [`StoreError::Corrupt`] naming the room:
+/// silently starting from an empty room would forget a running task.
+fn from_item(
+    key: &RoomKey,
+    item: &std::collections::HashMap<String, AttributeValue>,
+) -> Result<StoredRoom, StoreError> {
+    let version = number::<u64>(item, "version", key)?
+        .ok_or_else(|| corrupt(key, "attribute version is missing"))?;
+    let state_json =
+        string(item, "state", key)?.ok_or_else(|| corrupt(key, "attribute state is missing"))?;
+    let state: RoomState = serde_json::from_str(state_json)
+        .map_err(|e| corrupt(key, format!("attribute state does not parse: {e}")))?;
+    if state.channel() != &key.channel {
+        return Err(corrupt(
+            key,
+            format!("state belongs to channel {}", state.channel()),
+        ));
+    }
+    let seen = match string(item, "seen", key)? {
+        Some(s) => serde_json::from_str(s)
+            .map_err(|e| corrupt(key, format!("attribute seen does not parse: {e}")))?,
+        None => SeenKeys::default(),
+    };
+    let lease = match (
+        string(item, "lease_owner", key)?,
+        number::<u64>(item, "lease_until", key)?,
+    ) {
+        (Some(owner), Some(until_ms)) => Some(Lease {
+            owner: owner.to_owned(),
+            until_ms,
+        }),
+        (None, None) => None,
+        _ => {
+            return Err(corrupt(
+                key,
+                "lease_owner and lease_until must come together",
+            ))
+        }
+    };
+    Ok(StoredRoom {
+        state,
+        version: Version::new(version),
+        lease,
+        seen,
+    })
+}
+
+impl StateStore for DynamoStore {
+    async fn load(&self, key: &RoomKey) -> Result<Option<StoredRoom>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", Self::pk(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| classify(&key.to_string(), e))?;
+        out.item().map(|item| from_item(key, item)).transpose()
+    }
+
+    async fn save(
+        &self,
+        key: &RoomKey,
+        room: &StoredRoom,
+        expected: Version,
+    ) -> Result<(), StoreError> {
+        let state = serde_json::to_string(&room.state).map_err(|e| failed(&key.to_string(), e))?;
+        let seen = serde_json::to_string(&room.seen).map_err(|e| failed(&key.to_string(), e))?;
+        let mut put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", Self::pk(key))
+            .item(
+                "version",
+                AttributeValue::N(expected.next().get().to_string()),
+            )
+            .item("state", AttributeValue::S(state))
+            .item("seen", AttributeValue::S(seen))
+            .item(
+                "expires_at",
+                AttributeValue::N((now_secs() + self.room_ttl.as_secs()).to_string()),
+            );
+        if let Some(lease) = &room.lease {
+            put = put
+                .item("lease_owner", AttributeValue::S(lease.owner.clone()))
+                .item("lease_until", AttributeValue::N(lease.until_ms.to_string()));
+        }
+        put = if expected == Version::NONE {
+            put.condition_expression("attribute_not_exists(pk)")
+        } else {
+            put.condition_expression("#v = :expected")
+                .expression_attribute_names("#v", "version")
+                .expression_attribute_values(
+                    ":expected",
+                    AttributeValue::N(expected.get().to_string()),
+                )
+        };
+        match put.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some("ConditionalCheckFailedException") => {
+                Err(StoreError::VersionConflict {
+                    room: key.to_string(),
+                    expected,
+                })
+            }
+            Err(e) => Err(classify(&key.to_string(), e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use costream_core::{AppId, ChannelId};
+
+    fn key() -> RoomKey {
+        RoomKey {
+            app: AppId::parse("app").expect("app"),
+            channel: ChannelId::parse("room-1").expect("channel"),
+        }
+    }
+
+    #[test]
+    fn corrupt_items_are_loud_and_name_the_room() {
+        let mut item = std::collections::HashMap::new();
+        item.insert("version".to_owned(), AttributeValue::N("3".into()));
+        item.insert("state".to_owned(), AttributeValue::S("{not json".into()));
+        let err = from_item(&key(), &item).expect_err("corrupt");
+        assert!(
+            matches!(&err, StoreError::Corrupt { room, reason } if room == "app/room-1" && reason.contains("state does not parse")),
+            "{err:?}"
+        );
+        item.insert("version".to_owned(), AttributeValue::S("3".into()));
+        assert!(matches!(
+            from_item(&key(), &item),
+            Err(StoreError::Corrupt { .. })
+        ));
+        item.remove("version");
+        assert!(matches!(
+            from_item(&key(), &item),
+            Err(StoreError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn a_state_of_another_channel_is_corrupt() {
+        let other = RoomState::new(ChannelId::parse("other").expect("channel"));
+        let mut item = std::collections::HashMap::new();
+        item.insert("version".to_owned(), AttributeValue::N("1".into()));
+        item.insert(
+            "state".to_owned(),
+            AttributeValue::S(serde_json::to_string(&other).expect("json")),
+        );
+        assert!(matches!(
+            from_item(&key(), &item),
+            Err(StoreError::Corrupt { .. })
+        ));
+    }
+}

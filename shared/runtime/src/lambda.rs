@@ -1,0 +1,106 @@
+//! Lambda glue shared by the function crates (feature `lambda`): start-up, typed error
+//! diagnostics, and API Gateway (HTTP API, payload v2) conversions. No business logic.
+
+use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use aws_lambda_events::encodings::Body;
+use aws_lambda_events::eventbridge::EventBridgeEvent;
+use aws_lambda_events::http::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
+use lambda_runtime::{Diagnostic, LambdaEvent};
+use serde::Serialize;
+
+use crate::init::{lambda_services, InitError, LambdaServices};
+use costream_app::handlers::{ArtcOutcome, CdnRequest, HandlerError};
+use costream_app::inbound::Side;
+
+/// Tracing (JSON when `AWS_LAMBDA_LOG_FORMAT=JSON`, as `template.yaml` sets) and the services.
+/// A configuration error ends the process at init with a message naming the variable.
+pub async fn start() -> Result<LambdaServices, InitError> {
+    lambda_runtime::tracing::init_default_subscriber();
+    lambda_services().await.inspect_err(|e| {
+        tracing::error!(error = %e, "cannot start");
+    })
+}
+
+/// The error of an EventBridge-triggered function: logged once here, reported as
+/// `Retryable` (the redelivery repairs the room) or `NonRetryable` (bad input: the event lands
+/// in the dead-letter queue for a human).
+pub fn diagnostic(e: &HandlerError) -> Diagnostic {
+    let error_type = if e.is_retryable() {
+        "Retryable"
+    } else {
+        "NonRetryable"
+    };
+    tracing::error!(error_type, error_kind = e.kind(), error = %e, cause = ?e, "event not handled");
+    Diagnostic {
+        error_type: error_type.to_owned(),
+        error_message: e.to_string(),
+    }
+}
+
+/// The handler of both stream functions: an ARTC callback that EventBridge delivered as an
+/// event's `detail`, acted on for `side`'s tags only.
+pub async fn artc_event(
+    services: &LambdaServices,
+    event: LambdaEvent<EventBridgeEvent<serde_json::Value>>,
+    side: Side,
+) -> Result<ArtcOutcome, Diagnostic> {
+    services
+        .artc_detail(&event.payload.detail, side, &event.context.request_id)
+        .await
+        .map_err(|e| diagnostic(&e))
+}
+
+/// A JSON response.
+pub fn json_response(status: u16, body: &impl Serialize) -> ApiGatewayV2httpResponse {
+    let mut headers = HeaderMap::new();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let mut r = ApiGatewayV2httpResponse::default();
+    r.status_code = i64::from(status);
+    r.headers = headers;
+    r.body = Some(Body::Text(
+        serde_json::to_string(body).unwrap_or_else(|_| "{}".to_owned()),
+    ));
+    r
+}
+
+/// The response for a failed HTTP request: its status and reason, logged once here.
+pub fn error_response(e: &HandlerError) -> ApiGatewayV2httpResponse {
+    json_response(e.status(), &e.log_and_body())
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The parts of a CDN ingest request.
+pub fn cdn_request(ev: &ApiGatewayV2httpRequest) -> CdnRequest<'_> {
+    CdnRequest {
+        query: ev.query_string_parameters.iter().collect(),
+        host: header(&ev.headers, "host").or(ev.request_context.domain_name.as_deref()),
+        ali_timestamp: header(&ev.headers, "ali-live-timestamp"),
+        ali_signature: header(&ev.headers, "ali-live-signature"),
+    }
+}
+
+/// The body of an HTTP API request as bytes (API Gateway base64-encodes non-text bodies).
+pub fn body_bytes(
+    ev: &ApiGatewayV2httpRequest,
+) -> Result<Vec<u8>, costream_app::inbound::InboundError> {
+    let body = ev.body.as_deref().unwrap_or_default();
+    if ev.is_base64_encoded {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .map_err(|e| costream_app::inbound::InboundError::NotJson(e.to_string()))
+    } else {
+        Ok(body.as_bytes().to_vec())
+    }
+}
+
+/// The signature headers of a request from the app's backend.
+pub fn backend_headers(ev: &ApiGatewayV2httpRequest) -> (Option<&str>, Option<&str>) {
+    (
+        header(&ev.headers, "x-costream-timestamp"),
+        header(&ev.headers, "x-costream-signature"),
+    )
+}
