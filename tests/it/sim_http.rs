@@ -154,7 +154,7 @@ async fn start_update_stop_through_the_adapter_land_in_the_simulator() {
     let done = mpu.execute(&room, &start, v).await.expect("start");
     assert_eq!(
         done,
-        MpuDone::Applied {
+        MpuDone::Done {
             request_id: Some("SIM-1".into())
         }
     );

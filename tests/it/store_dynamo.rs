@@ -10,7 +10,8 @@ use costream_app::store::{Lease, StoreError, StoredRoom};
 use costream_app::testing::concurrency::{ev, key, run_concurrent};
 use costream_app::testing::{ManualClock, RecordingMpu};
 use costream_core::{
-    decide, DecisionConfig, RoomState, SessionId, Timestamp, UserAction, UserEvent, UserId, Version,
+    decide, DecisionConfig, Facts, Record, SessionId, Timestamp, UserAction, UserEvent, UserId,
+    Version,
 };
 use costream_dynamo::DynamoStore;
 
@@ -56,7 +57,7 @@ async fn conditional_writes_conflict_with_a_typed_error() {
 #[tokio::test]
 async fn a_sixteen_member_room_round_trips() {
     let (store, _) = fresh_store("roundtrip").await;
-    let mut state = RoomState::new(key().channel);
+    let mut state = Facts::new(key().channel);
     for i in 0..16u64 {
         let user = UserId::parse(format!("user-{i:02}-abcdefgh")).expect("user");
         for s in 0..if i == 0 { 3 } else { 1 } {
@@ -70,10 +71,10 @@ async fn a_sixteen_member_room_round_trips() {
             }));
         }
     }
-    let decision = decide(&state, &DecisionConfig::default());
-    state.set_applied(decision.target.clone());
+    let decision = decide(&state, &Record::default(), &DecisionConfig::default());
     let mut room = StoredRoom::new(key().channel);
-    room.state = state;
+    room.facts = state;
+    room.record.confirm(decision.target.clone());
     room.lease = Some(Lease {
         owner: "c0ffee00-1111-2222-3333-444455556666".into(),
         until_ms: 1_700_000_060_000,
@@ -91,7 +92,8 @@ async fn a_sixteen_member_room_round_trips() {
         .await
         .expect("save");
     let loaded = store.load(&key()).await.expect("load").expect("exists");
-    assert_eq!(loaded.state, room.state);
+    assert_eq!(loaded.facts, room.facts);
+    assert_eq!(loaded.record, room.record);
     assert_eq!(loaded.lease, room.lease);
     assert_eq!(loaded.seen, room.seen);
     assert_eq!(loaded.version, Version::new(1));

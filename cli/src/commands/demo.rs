@@ -152,7 +152,7 @@ async fn print_room(svc: &DemoServices, result: &str) -> anyhow::Result<()> {
         .load(&key)
         .await?
         .context("room not stored")?;
-    match room.state.applied() {
+    match room.record.running() {
         Target::Off => println!("   MixMode: none (no task) [{result}]"),
         Target::On {
             task,

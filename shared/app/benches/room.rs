@@ -13,7 +13,7 @@ use costream_app::store::memory::InMemoryStore;
 use costream_app::testing::concurrency::key;
 use costream_app::testing::{ManualClock, RecordingMpu};
 use costream_core::{
-    decide, ChannelId, DecisionConfig, RoomEvent, RoomState, SessionId, Timestamp, UserAction,
+    decide, ChannelId, DecisionConfig, Facts, Record, RoomEvent, SessionId, Timestamp, UserAction,
     UserEvent, UserId,
 };
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -28,8 +28,8 @@ fn publish(user: &str, at: u64) -> RoomEvent {
     })
 }
 
-fn full_room() -> RoomState {
-    let mut room = RoomState::new(ChannelId::parse("room-1").expect("channel"));
+fn full_room() -> Facts {
+    let mut room = Facts::new(ChannelId::parse("room-1").expect("channel"));
     room.apply(&publish("host", 1));
     for i in 0..15 {
         room.apply(&publish(&format!("co{i:02}"), 10 + i));
@@ -51,7 +51,7 @@ fn core(c: &mut Criterion) {
         b.iter(|| {
             let mut r = room.clone();
             r.apply(black_box(&leave));
-            black_box(decide(&r, &cfg))
+            black_box(decide(&r, &Record::default(), &cfg))
         })
     });
 }

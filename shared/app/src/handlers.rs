@@ -20,7 +20,7 @@ use crate::ports::{Clock, MpuPort, RoomKey, StateStore};
 use crate::shell::{AppError, Handled, Shell};
 use costream_alibaba::callback_auth::{callback_host, CallbackAuthError, CallbackVerifier};
 use costream_alibaba::urls::{PlaybackUrls, StreamLocation};
-use costream_core::{CdnAction, ChannelId, MixMode, RoomEvent, RoomState, Timestamp, UserId};
+use costream_core::{CdnAction, ChannelId, Facts, MixMode, RoomEvent, Timestamp, UserId};
 
 /// Why a request was not handled.
 #[derive(Debug, thiserror::Error)]
@@ -440,10 +440,10 @@ impl<S: StateStore, M: MpuPort, C: Clock> Services<S, M, C> {
             .await
             .map_err(|e| HandlerError::App(e.into()))?
             .ok_or_else(|| HandlerError::NotFound(format!("room {channel} has never been seen")))?;
-        Ok(self.status_of(&room.state))
+        Ok(self.status_of(&room.facts))
     }
 
-    fn status_of(&self, state: &RoomState) -> RoomStatus {
+    fn status_of(&self, state: &Facts) -> RoomStatus {
         let stage = state.stage(self.config.decision.max_panes);
         let live = stage.is_some();
         let cdn_live = match (&stage, state.cdn()) {

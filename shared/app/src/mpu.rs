@@ -191,7 +191,7 @@ impl<L: LiveApi + Send + Sync, C: Clock> AlibabaMpu<L, C> {
                 );
                 self.update(room, task, shape).await
             }
-            Outcome::Applied | Outcome::AlreadyStopped => Ok(MpuDone::Applied {
+            Outcome::Applied | Outcome::AlreadyStopped => Ok(MpuDone::Done {
                 request_id: reply.request_id,
             }),
             Outcome::TaskNotFound { .. } => Ok(MpuDone::TaskMissing),
@@ -205,11 +205,9 @@ impl<L: LiveApi + Send + Sync, C: Clock> AlibabaMpu<L, C> {
             .await?;
         Ok(match reply.outcome {
             Outcome::TaskNotFound { .. } => MpuDone::TaskMissing,
-            Outcome::Applied | Outcome::AlreadyExists | Outcome::AlreadyStopped => {
-                MpuDone::Applied {
-                    request_id: reply.request_id,
-                }
-            }
+            Outcome::Applied | Outcome::AlreadyExists | Outcome::AlreadyStopped => MpuDone::Done {
+                request_id: reply.request_id,
+            },
         })
     }
 
@@ -223,7 +221,7 @@ impl<L: LiveApi + Send + Sync, C: Clock> AlibabaMpu<L, C> {
 
     async fn stop(&self, task: &str) -> Result<MpuDone, MpuError> {
         let reply = self.api.call(&self.stop_request(task)).await?;
-        Ok(MpuDone::Applied {
+        Ok(MpuDone::Done {
             request_id: reply.request_id,
         })
     }

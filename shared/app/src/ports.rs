@@ -53,7 +53,7 @@ pub trait StateStore: Send + Sync {
 pub enum MpuDone {
     /// The task now is what the command asked for (including the idempotent cases: Start of an
     /// existing task made to match, Stop of a task already gone).
-    Applied { request_id: Option<String> },
+    Done { request_id: Option<String> },
     /// Update found no task (Alibaba stopped it): nothing runs now.
     TaskMissing,
 }

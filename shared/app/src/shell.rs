@@ -10,7 +10,7 @@
 //!    the version: if nothing is left to do the lease is released in that write, otherwise the
 //!    lease is renewed and the next command executed. If the write conflicts (another handler
 //!    committed an event meanwhile), re-read, record, decide again: the holder keeps going until
-//!    `applied == target` for the newest version, so the last event is never left unapplied.
+//!    the running task equals the target of the newest version, so the last event is never left unapplied.
 //! 3. Handlers that find the lease taken just commit their event and return: the holder will see
 //!    the new version when it records, and converge to it.
 //!
@@ -20,7 +20,7 @@
 use crate::ports::{Clock, MpuDone, MpuPort, RoomKey, StateStore};
 use crate::ports::{MpuFailure, StoreError};
 use crate::store::{Lease, StoredRoom};
-use costream_core::{decide, Applied, Command, DecisionConfig, RoomEvent, Target, Version};
+use costream_core::{apply, decide, Command, DecisionConfig, Merge, RoomEvent, Target, Version};
 
 /// Tunables of the shell.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,10 +148,10 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
             let mut changed = false;
             if !duplicate {
                 for event in events {
-                    changed |= room.state.apply(event) == Applied::Changed;
+                    changed |= apply(&mut room.facts, &mut room.record, event) == Merge::Changed;
                 }
             }
-            let decision = decide(&room.state, &self.decision);
+            let decision = decide(&room.facts, &room.record, &self.decision);
             // Our own lease is free to us: it is left behind only by this very invocation (a
             // Lambda retry keeps the request id), e.g. after a commit that landed but reported a
             // failure and whose release failed too. No call of ours is in flight then.
@@ -236,8 +236,8 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
             }
             calls += 1;
             let done = self.mpu.execute(key, &command, room.version).await;
-            let now_applied = match done {
-                Ok(MpuDone::Applied { request_id }) => {
+            let now_running = match done {
+                Ok(MpuDone::Done { request_id }) => {
                     tracing::info!(
                         version = %room.version,
                         command = command.name(),
@@ -252,7 +252,7 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                     Target::Off
                 }
                 Err(source) => {
-                    // Leave the applied record as it was: the next event, or the redelivery of
+                    // Leave the record as it was: the next event, or the redelivery of
                     // this one, re-decides and re-issues the idempotent call.
                     if source.is_definite() {
                         // Refused or never sent: nothing can land later, the lease can go.
@@ -268,7 +268,7 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                     });
                 }
             };
-            let recorded = match self.record(key, room, &now_applied, owner).await {
+            let recorded = match self.record(key, room, &now_running, owner).await {
                 Ok(recorded) => recorded,
                 Err(e) => {
                     // The call is done (we have its answer) but the record failed, or landed
@@ -284,7 +284,7 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                     return Ok(Handled::Converged {
                         version: room.version,
                         calls,
-                        target: room.state.applied().clone(),
+                        target: room.record.running().clone(),
                     })
                 }
                 Record::Next(r, next) => {
@@ -302,12 +302,12 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
         &self,
         key: &RoomKey,
         mut room: StoredRoom,
-        applied: &Target,
+        running: &Target,
         owner: &str,
     ) -> Result<Record, AppError> {
         for _ in 0..self.config.max_conflicts {
-            room.state.set_applied(applied.clone());
-            let decision = decide(&room.state, &self.decision);
+            room.record.confirm(running.clone());
+            let decision = decide(&room.facts, &room.record, &self.decision);
             let now_ms = self.clock.now_ms();
             room.lease = decision.command.as_ref().map(|_| Lease {
                 owner: owner.to_owned(),

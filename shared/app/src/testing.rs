@@ -279,7 +279,7 @@ pub mod concurrency {
     use crate::ports::{RoomKey, StateStore};
     use crate::shell::{Shell, ShellConfig};
     use costream_core::{
-        target, AppId, ChannelId, DecisionConfig, RoomEvent, RoomState, SessionId, Target,
+        target, AppId, ChannelId, DecisionConfig, Facts, Record, RoomEvent, SessionId, Target,
         Timestamp, UserAction, UserEvent, UserId,
     };
 
@@ -374,19 +374,19 @@ pub mod concurrency {
         }
 
         // The model: the same events folded into a fresh room, in delivery order.
-        let mut model = RoomState::new(key().channel);
+        let mut model = Facts::new(key().channel);
         for (_, e) in &deliveries {
             model.apply(e);
         }
-        let want = target(&model, &shell.decision);
+        let want = target(&model, &Record::default(), &shell.decision);
         let room = shell.store.load(&key()).await.expect("load").expect("room");
         assert_eq!(
-            target(&room.state, &shell.decision),
+            target(&room.facts, &room.record, &shell.decision),
             want,
             "seed {seed}: stored facts differ from the model"
         );
         assert_eq!(
-            room.state.applied(),
+            room.record.running(),
             &want,
             "seed {seed}: applied record is not the latest target"
         );

@@ -1,7 +1,7 @@
 //! The decision: what the bypass task should be, and the one MPU command that moves what runs
 //! towards it.
 //!
-//! Level-triggered: the command is computed from the full target and the full applied task, never
+//! Level-triggered: the command is computed from the full target and the full running task (the shell's record), never
 //! from the event that just arrived. A retry, a duplicate or any later event therefore re-derives
 //! the same command until the task matches, and a lost or reordered callback cannot leave a stale
 //! layout behind once any newer state is decided.
@@ -9,11 +9,12 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::DecisionConfig;
+use crate::facts::Facts;
 use crate::ids::UserId;
 use crate::ids::{TaskId, Timestamp};
 use crate::layout::{layout, Layout, LayoutSpec};
+use crate::record::Record;
 use crate::stage::Broadcast;
-use crate::state::RoomState;
 
 /// Alibaba's `MixMode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -116,13 +117,16 @@ impl Command {
 }
 
 /// The target of a room under `cfg`.
-pub fn target(state: &RoomState, cfg: &DecisionConfig) -> Target {
-    let Some(stage) = state.stage(cfg.max_panes) else {
+///
+/// The facts say who is on stage; the record matters only for the task's name: a running task
+/// that belongs to the live broadcast keeps its name (see [`running_task_of`]).
+pub fn target(facts: &Facts, record: &Record, cfg: &DecisionConfig) -> Target {
+    let Some(stage) = facts.stage(cfg.max_panes) else {
         return Target::Off;
     };
-    let task = match running_task_of(state, &stage.broadcast) {
+    let task = match running_task_of(facts, record, &stage.broadcast) {
         Some(task) => task,
-        None => TaskId::for_broadcast(state.channel(), stage.broadcast.started),
+        None => TaskId::for_broadcast(facts.channel(), stage.broadcast.started),
     };
     let shape = if stage.on_stage.len() == 1 {
         Shape::Single {
@@ -148,21 +152,21 @@ pub fn target(state: &RoomState, cfg: &DecisionConfig) -> Target {
 /// re-deriving the start would rename the task mid-broadcast (a Stop and a Start for nothing).
 /// It belongs if its start is earlier than the derived one and the host has been in the channel
 /// without a break since then.
-fn running_task_of(state: &RoomState, broadcast: &Broadcast) -> Option<TaskId> {
-    let task = state.applied().task()?;
+fn running_task_of(facts: &Facts, record: &Record, broadcast: &Broadcast) -> Option<TaskId> {
+    let task = record.running().task()?;
     let (_, secs) = task.as_str().rsplit_once('_')?;
     let since = Timestamp::from_secs(secs.parse().ok()?);
-    let ours = TaskId::for_broadcast(state.channel(), since) == *task;
-    (ours && since < broadcast.started && state.host_continuously_since(&broadcast.host, since))
+    let ours = TaskId::for_broadcast(facts.channel(), since) == *task;
+    (ours && since < broadcast.started && facts.host_continuously_since(&broadcast.host, since))
         .then(|| task.clone())
 }
 
-/// The next command that moves `applied` towards `target`, or `None` when they are equal.
+/// The next command that moves the running task towards `target`, or `None` when they are equal.
 ///
 /// A different task id (a new broadcast) is reached in two steps, Stop then Start, so that one
 /// call never leaves two tasks pushing to the room's one stream URL.
-pub fn next_command(applied: &Target, target: &Target) -> Option<Command> {
-    match (applied, target) {
+pub fn next_command(running: &Target, target: &Target) -> Option<Command> {
+    match (running, target) {
         (Target::Off, Target::Off) => None,
         (Target::On { task, .. }, Target::Off) => Some(Command::Stop { task: task.clone() }),
         (Target::Off, Target::On { task, shape }) => Some(Command::Start {
@@ -190,12 +194,12 @@ pub struct Decision {
     pub command: Option<Command>,
 }
 
-pub fn decide(state: &RoomState, cfg: &DecisionConfig) -> Decision {
-    let target = target(state, cfg);
-    let command = next_command(state.applied(), &target).or_else(|| match &target {
+pub fn decide(facts: &Facts, record: &Record, cfg: &DecisionConfig) -> Decision {
+    let target = target(facts, record, cfg);
+    let command = next_command(record.running(), &target).or_else(|| match &target {
         // The task looks right but the CDN lost its stream: Start it again (Start of an existing
         // task becomes an Update; of a vanished one, a new task).
-        Target::On { task, shape } if state.needs_heal() => Some(Command::Start {
+        Target::On { task, shape } if record.needs_heal() => Some(Command::Start {
             task: task.clone(),
             shape: shape.clone(),
         }),

@@ -5,10 +5,11 @@
 pub mod config;
 pub mod decide;
 pub mod event;
+pub mod facts;
 pub mod ids;
 pub mod layout;
+pub mod record;
 pub mod stage;
-pub mod state;
 
 #[cfg(test)]
 mod tests;
@@ -16,9 +17,10 @@ mod tests;
 pub use config::{DecisionConfig, EncodeSettings, VideoCodec};
 pub use decide::{decide, next_command, target, Command, Decision, MixMode, Shape, Target};
 pub use event::{CdnAction, EventError, Role, RoomEvent, UserAction, UserEvent};
+pub use facts::{CdnStatus, Facts, Merge};
 pub use ids::{AppId, ChannelId, IdError, MsgId, SessionId, TaskId, Timestamp, UserId, Version};
 pub use layout::{
     layout, Canvas, Frac, ImageUrl, Layout, LayoutSpec, LayoutStyle, Pane, RenderMode, MAX_PANES,
 };
+pub use record::{apply, Record};
 pub use stage::{Broadcast, Stage};
-pub use state::{Applied, CdnStatus, RoomState};

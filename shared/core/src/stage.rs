@@ -10,8 +10,8 @@
 //! events arrived in.
 
 use crate::event::{Role, UserAction};
+use crate::facts::{Facts, Member};
 use crate::ids::{Timestamp, UserId};
-use crate::state::{Member, RoomState};
 
 /// A live broadcast: the host is in the channel and the room's stream should be on the CDN.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,7 +46,7 @@ fn end_for(
     }
 }
 
-impl RoomState {
+impl Facts {
     /// When a session stopped holding the channel: its Leave (or switch to viewer), a channel close
     /// after its last event, or the start of the user's next session — whichever comes first.
     /// `None` while it holds.

@@ -24,36 +24,46 @@ use UserAction::{Join, Leave, Publish, Unpublish};
 /// A room driven like the shell drives it: apply, then execute commands (all succeeding) until
 /// the applied task equals the target.
 struct Room {
-    state: RoomState,
+    facts: Facts,
+    record: Record,
     cfg: DecisionConfig,
 }
 
 impl Room {
     fn new() -> Room {
         Room {
-            state: RoomState::new(ChannelId::parse("room-1").expect("channel")),
+            facts: Facts::new(ChannelId::parse("room-1").expect("channel")),
+            record: Record::default(),
             cfg: DecisionConfig::default(),
         }
     }
 
+    /// Merges one event (without converging).
+    fn apply(&mut self, event: &RoomEvent) -> Merge {
+        apply(&mut self.facts, &mut self.record, event)
+    }
+
     fn step(&mut self, event: RoomEvent) -> Vec<Command> {
-        self.state.apply(&event);
+        self.apply(&event);
         self.converge()
     }
 
     fn converge(&mut self) -> Vec<Command> {
         let mut done = Vec::new();
-        while let Some(cmd) = decide(&self.state, &self.cfg).command {
+        while let Some(cmd) = decide(&self.facts, &self.record, &self.cfg).command {
             assert!(done.len() < 3, "no convergence: {done:?}");
-            self.state.set_applied(cmd.result());
+            self.record.confirm(cmd.result());
             done.push(cmd);
         }
-        assert_eq!(self.state.applied(), &target(&self.state, &self.cfg));
+        assert_eq!(
+            self.record.running(),
+            &target(&self.facts, &self.record, &self.cfg)
+        );
         done
     }
 
     fn stage(&self) -> Vec<String> {
-        self.state
+        self.facts
             .stage(self.cfg.max_panes)
             .map(|s| s.on_stage.iter().map(|u| u.to_string()).collect())
             .unwrap_or_default()
@@ -96,7 +106,7 @@ fn seed_flow() {
         show(&room.step(ev("host", "h1", 10, Publish))),
         ["start room-1_10 single host"]
     );
-    assert_eq!(room.state.applied().mix_mode(), Some(MixMode::Single));
+    assert_eq!(room.record.running().mix_mode(), Some(MixMode::Single));
 
     let cmds = room.step(ev("guest", "g1", 20, Publish));
     assert_eq!(show(&cmds), ["update room-1_10 mixed host,guest"]);
@@ -117,19 +127,16 @@ fn seed_flow() {
         show(&room.step(ev("host", "h1", 40, Leave))),
         ["stop room-1_10"]
     );
-    assert_eq!(room.state.applied(), &Target::Off);
+    assert_eq!(room.record.running(), &Target::Off);
 }
 
 #[test]
 fn exact_duplicate_changes_nothing() {
     let mut room = Room::new();
     room.step(ev("host", "h1", 10, Publish));
-    let before = room.state.clone();
-    assert_eq!(
-        room.state.apply(&ev("host", "h1", 10, Publish)),
-        Applied::Unchanged
-    );
-    assert_eq!(room.state, before);
+    let before = room.facts.clone();
+    assert_eq!(room.apply(&ev("host", "h1", 10, Publish)), Merge::Unchanged);
+    assert_eq!(room.facts, before);
     assert!(room.converge().is_empty());
 }
 
@@ -208,7 +215,7 @@ fn host_reconnects_without_a_blip() {
         assert!(room.step(e).is_empty(), "no stop, no restart");
     }
     assert_eq!(
-        room.state.applied().task().map(TaskId::as_str),
+        room.record.running().task().map(TaskId::as_str),
         Some("room-1_10")
     );
     // With a gap between the new connection's Join and Publish, and a guest publishing in it.
@@ -245,7 +252,7 @@ fn many_host_reconnects_keep_the_task() {
         }
     }
     assert_eq!(
-        room.state.applied().task().map(TaskId::as_str),
+        room.record.running().task().map(TaskId::as_str),
         Some("room-1_10")
     );
     // A late event of a session dropped long ago doesn't bring it back.
@@ -272,7 +279,7 @@ fn many_camera_toggles_keep_the_task() {
         assert!(room.step(ev("guest", "g1", t + 1, Publish)).is_empty());
     }
     assert_eq!(
-        room.state.applied().task().map(TaskId::as_str),
+        room.record.running().task().map(TaskId::as_str),
         Some("room-1_41")
     );
 }
@@ -337,7 +344,7 @@ fn seventeen_co_streamers_fill_sixteen_panes_and_the_rest_wait() {
     for i in 0..17 {
         room.step(ev(&format!("co{i:02}"), "s", 10 + i, Publish));
     }
-    let stage = room.state.stage(16).expect("live");
+    let stage = room.facts.stage(16).expect("live");
     assert_eq!(stage.on_stage.len(), 16);
     assert_eq!(stage.on_stage[0], user("host"));
     assert_eq!(stage.on_stage[15], user("co14"));
@@ -345,7 +352,7 @@ fn seventeen_co_streamers_fill_sixteen_panes_and_the_rest_wait() {
     // co03 leaves: the first waiting co-streamer is promoted, at the end of the stage.
     let cmds = room.step(ev("co03", "s", 100, Leave));
     assert_eq!(cmds.len(), 1);
-    let stage = room.state.stage(16).expect("live");
+    let stage = room.facts.stage(16).expect("live");
     assert!(!stage.on_stage.contains(&user("co03")));
     assert_eq!(stage.on_stage[15], user("co15"));
     assert_eq!(stage.waiting, [user("co16")]);
@@ -397,7 +404,7 @@ fn co_streamer_left_behind_by_the_host_does_not_become_host() {
         show(&room.step(ev("host", "h", 3, Leave))),
         ["stop room-1_1"]
     );
-    assert_eq!(room.state.broadcast(), None);
+    assert_eq!(room.facts.broadcast(), None);
     // Someone publishing in the (broadcast-)idle room starts the next broadcast; `a`, still
     // publishing, joins its stage.
     assert_eq!(
@@ -444,12 +451,12 @@ fn host_registration_is_last_writer_wins_and_can_be_cleared() {
     );
     // Clearing it: the first publisher in an idle room hosts again (here still the star).
     assert!(room.step(register(None, 7)).is_empty());
-    assert_eq!(room.state.registered_host(), None);
+    assert_eq!(room.facts.registered_host(), None);
 }
 
 #[test]
 fn viewers_are_not_tracked() {
-    let mut state = RoomState::new(ChannelId::parse("r").expect("channel"));
+    let mut state = Facts::new(ChannelId::parse("r").expect("channel"));
     let viewer_join = RoomEvent::User(UserEvent {
         user: user("v"),
         session: SessionId::parse("s").expect("session"),
@@ -457,7 +464,7 @@ fn viewers_are_not_tracked() {
         action: Join,
         role: Some(Role::Live),
     });
-    assert_eq!(state.apply(&viewer_join), Applied::IgnoredViewer);
+    assert_eq!(state.apply(&viewer_join), Merge::IgnoredViewer);
     assert_eq!(state.member_count(), 0);
 }
 
@@ -500,13 +507,13 @@ fn cdn_publish_done_never_forgets_an_older_task_that_still_needs_its_stop() {
     let mut room = Room::new();
     room.step(ev("host", "h1", 1, Publish));
     // The host left and came back; the Stop of the old task hasn't been made yet.
-    room.state.apply(&ev("host", "h1", 5, Leave));
-    room.state.apply(&ev("host", "h2", 8, Publish));
-    room.state.apply(&RoomEvent::Cdn {
+    room.apply(&ev("host", "h1", 5, Leave));
+    room.apply(&ev("host", "h2", 8, Publish));
+    room.apply(&RoomEvent::Cdn {
         action: CdnAction::PublishDone,
         at: Timestamp::from_secs(6),
     });
-    assert!(!room.state.needs_heal());
+    assert!(!room.record.needs_heal());
     assert_eq!(
         show(&room.converge()),
         ["stop room-1_1", "start room-1_8 single host"]
@@ -528,8 +535,8 @@ fn cdn_publish_done_and_host_leave_in_either_order_stop_the_task() {
         } else {
             (done, leave)
         };
-        room.state.apply(&a);
-        room.state.apply(&b);
+        room.apply(&a);
+        room.apply(&b);
         assert_eq!(
             show(&room.converge()),
             ["stop room-1_1"],
@@ -732,8 +739,52 @@ fn arb_event() -> impl Strategy<Value = RoomEvent> {
     ]
 }
 
-fn fold(events: &[RoomEvent]) -> RoomState {
-    let mut s = RoomState::new(ChannelId::parse("room").expect("channel"));
+/// A shape of up to four of the generated users.
+fn arb_shape() -> impl Strategy<Value = Shape> {
+    (0..4u8, prop::collection::vec(0..4u8, 0..4)).prop_map(|(host, guests)| {
+        let mut users = vec![user(&format!("u{host}"))];
+        for g in guests {
+            let u = user(&format!("u{g}"));
+            if !users.contains(&u) {
+                users.push(u);
+            }
+        }
+        if users.len() == 1 {
+            Shape::Single {
+                user: users.remove(0),
+            }
+        } else {
+            let spec = LayoutSpec {
+                canvas: Canvas::PORTRAIT_720P,
+                style: LayoutStyle::Grid,
+                render_mode: RenderMode::Crop,
+                placeholder: None,
+            };
+            Shape::Mixed {
+                layout: layout(&spec, &users),
+            }
+        }
+    })
+}
+
+/// Any record the shell could hold: nothing, a task of this room named for any second (the one
+/// the facts want, an older or a newer one, one that vanished), a foreign task id, any shape,
+/// with or without a pending heal.
+fn arb_record() -> impl Strategy<Value = Record> {
+    let channel = ChannelId::parse("room").expect("channel");
+    let task = prop_oneof![
+        4 => (0..30u64).prop_map(move |t| TaskId::for_broadcast(&channel, Timestamp::from_secs(t))),
+        1 => Just(TaskId::parse("other_7").expect("task")),
+    ];
+    let running = prop_oneof![
+        1 => Just(Target::Off),
+        4 => (task, arb_shape()).prop_map(|(task, shape)| Target::On { task, shape }),
+    ];
+    (running, any::<bool>()).prop_map(|(running, heal)| Record::new(running, heal))
+}
+
+fn fold(events: &[RoomEvent]) -> Facts {
+    let mut s = Facts::new(ChannelId::parse("room").expect("channel"));
     for e in events {
         s.apply(e);
     }
@@ -769,7 +820,8 @@ proptest! {
         let b = fold(&shuffled);
         prop_assert_eq!(&a, &b);
         let cfg = DecisionConfig::default();
-        prop_assert_eq!(target(&a, &cfg), target(&b, &cfg));
+        let none = Record::default();
+        prop_assert_eq!(target(&a, &none, &cfg), target(&b, &none, &cfg));
     }
 
     /// Applying an event twice equals applying it once, from any reachable state.
@@ -778,7 +830,7 @@ proptest! {
         let mut once = fold(&events);
         once.apply(&e);
         let mut twice = once.clone();
-        prop_assert_ne!(twice.apply(&e), Applied::Changed);
+        prop_assert_ne!(twice.apply(&e), Merge::Changed);
         prop_assert_eq!(once, twice);
     }
 
@@ -787,20 +839,66 @@ proptest! {
     #[test]
     fn decisions_converge(events in prop::collection::vec(arb_event(), 0..40), max_panes in 1usize..=16) {
         let cfg = DecisionConfig { max_panes, ..DecisionConfig::default() };
-        let mut s = RoomState::new(ChannelId::parse("room").expect("channel"));
+        let mut s = Facts::new(ChannelId::parse("room").expect("channel"));
+        let mut record = Record::default();
         for e in &events {
-            s.apply(e);
+            apply(&mut s, &mut record, e);
             let mut calls = 0;
-            while let Some(cmd) = decide(&s, &cfg).command {
+            while let Some(cmd) = decide(&s, &record, &cfg).command {
                 calls += 1;
                 prop_assert!(calls <= 2, "more than two calls to converge");
-                s.set_applied(cmd.result());
+                record.confirm(cmd.result());
             }
             if let Some(stage) = s.stage(max_panes) {
                 prop_assert!(stage.on_stage.len() <= max_panes);
                 prop_assert_eq!(&stage.on_stage[0], &stage.broadcast.host);
                 prop_assert!(s.is_present(&stage.broadcast.host));
             }
+        }
+    }
+
+    /// From *any* record — nothing running, the task the facts want, an older or foreign task,
+    /// a task that vanished behind our back, a pending heal — applying the decided commands
+    /// reaches the target in at most two calls (Stop + Start), and then stays put.
+    #[test]
+    fn from_any_record_the_target_is_reached_in_two_calls(
+        events in prop::collection::vec(arb_event(), 0..40),
+        record in arb_record(),
+        max_panes in 1usize..=16,
+    ) {
+        let cfg = DecisionConfig { max_panes, ..DecisionConfig::default() };
+        let facts = fold(&events);
+        let mut record = record;
+        let mut calls = 0;
+        while let Some(cmd) = decide(&facts, &record, &cfg).command {
+            calls += 1;
+            prop_assert!(calls <= 2, "more than two calls from {:?}", record);
+            record.confirm(cmd.result());
+        }
+        prop_assert_eq!(record.running(), &target(&facts, &record, &cfg));
+        // A heal is consumed by the Start it asks for; with nothing to run it has no meaning.
+        prop_assert!(!record.needs_heal() || record.running() == &Target::Off);
+    }
+
+    /// A running task whose broadcast is still live is never stopped (nor renamed, which is a
+    /// Stop and a Start): whatever its shape, a pending heal or the co-streamers' churn, the
+    /// decision only updates or re-starts it under the same name.
+    #[test]
+    fn a_running_task_of_the_live_broadcast_is_never_stopped(
+        events in prop::collection::vec(arb_event(), 1..40),
+        shape in arb_shape(),
+        heal in any::<bool>(),
+    ) {
+        let cfg = DecisionConfig::default();
+        let facts = fold(&events);
+        let Some(broadcast) = facts.broadcast() else { return Ok(()) };
+        let task = TaskId::for_broadcast(facts.channel(), broadcast.started);
+        let record = Record::new(Target::On { task: task.clone(), shape }, heal);
+        let decision = decide(&facts, &record, &cfg);
+        prop_assert_eq!(decision.target.task(), Some(&task));
+        if let Some(cmd) = decision.command {
+            prop_assert!(!matches!(cmd, Command::Stop { .. }), "stopped a live broadcast: {:?}", cmd);
+            prop_assert_eq!(cmd.task(), &task);
         }
     }
 

@@ -6,13 +6,17 @@
 //! |---------------|------|---------|
 //! | `pk`          | S    | `ROOM#<AppId>#<ChannelId>` (ids can't contain `#`, so keys of different apps never collide) |
 //! | `version`     | N    | optimistic-concurrency counter, +1 on every write |
-//! | `state`       | S    | the domain [`RoomState`](costream_core::RoomState) as compact JSON |
+//! | `facts`       | S    | the room's [`Facts`](costream_core::Facts) as compact JSON |
+//! | `record`      | S    | the shell's [`Record`](costream_core::Record) (the task applied) as JSON |
 //! | `seen`        | S    | recently seen callback keys with expiry (JSON), bounded |
 //! | `lease_owner` | S    | MPU lease holder (absent when free) |
 //! | `lease_until` | N    | lease expiry, epoch ms |
 //! | `expires_at`  | N    | TTL attribute: rooms untouched for `room_ttl` disappear by themselves |
 //!
-//! The state is one JSON attribute rather than a tree of DynamoDB maps: it is always read and
+//! Items written before facts and record were split hold one `state` attribute (the facts with
+//! the record's `applied`/`heal` inside); they are read as such and rewritten in the new shape.
+//!
+//! The facts are one JSON attribute rather than a tree of DynamoDB maps: it is always read and
 //! written whole (the decision needs all of it), the JSON is smaller than the typed-attribute
 //! encoding, and the schema evolves with serde instead of with item surgery.
 
@@ -27,7 +31,7 @@ use aws_sdk_dynamodb::Client;
 
 use costream_app::ports::{RoomKey, StateStore, StoreError};
 use costream_app::store::{Lease, SeenKeys, StoredRoom};
-use costream_core::{RoomState, Version};
+use costream_core::{Facts, Record, Target, Version};
 
 /// Rooms nobody touched for this long are removed by DynamoDB's TTL.
 pub const DEFAULT_ROOM_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -198,6 +202,27 @@ fn string<'a>(
     }
 }
 
+/// The one-attribute shape written before facts and record were split: the facts with the
+/// applied task (`applied`) and the heal flag inside.
+fn legacy_state(
+    key: &RoomKey,
+    item: &std::collections::HashMap<String, AttributeValue>,
+) -> Result<(Facts, Record), StoreError> {
+    #[derive(serde::Deserialize)]
+    struct Applied {
+        applied: Target,
+        #[serde(default)]
+        heal: bool,
+    }
+    let json =
+        string(item, "state", key)?.ok_or_else(|| corrupt(key, "attribute facts is missing"))?;
+    let facts: Facts = serde_json::from_str(json)
+        .map_err(|e| corrupt(key, format!("attribute state does not parse: {e}")))?;
+    let applied: Applied = serde_json::from_str(json)
+        .map_err(|e| corrupt(key, format!("attribute state does not parse: {e}")))?;
+    Ok((facts, Record::new(applied.applied, applied.heal)))
+}
+
 /// Storage record → domain. Any surprise is a loud [`StoreError::Corrupt`] naming the room:
 /// silently starting from an empty room would forget a running task.
 fn from_item(
@@ -206,14 +231,23 @@ fn from_item(
 ) -> Result<StoredRoom, StoreError> {
     let version = number::<u64>(item, "version", key)?
         .ok_or_else(|| corrupt(key, "attribute version is missing"))?;
-    let state_json =
-        string(item, "state", key)?.ok_or_else(|| corrupt(key, "attribute state is missing"))?;
-    let state: RoomState = serde_json::from_str(state_json)
-        .map_err(|e| corrupt(key, format!("attribute state does not parse: {e}")))?;
-    if state.channel() != &key.channel {
+    let (facts, record) = match string(item, "facts", key)? {
+        Some(facts_json) => {
+            let facts: Facts = serde_json::from_str(facts_json)
+                .map_err(|e| corrupt(key, format!("attribute facts does not parse: {e}")))?;
+            let record: Record = match string(item, "record", key)? {
+                Some(r) => serde_json::from_str(r)
+                    .map_err(|e| corrupt(key, format!("attribute record does not parse: {e}")))?,
+                None => return Err(corrupt(key, "attribute record is missing")),
+            };
+            (facts, record)
+        }
+        None => legacy_state(key, item)?,
+    };
+    if facts.channel() != &key.channel {
         return Err(corrupt(
             key,
-            format!("state belongs to channel {}", state.channel()),
+            format!("facts belong to channel {}", facts.channel()),
         ));
     }
     let seen = match string(item, "seen", key)? {
@@ -238,7 +272,8 @@ fn from_item(
         }
     };
     Ok(StoredRoom {
-        state,
+        facts,
+        record,
         version: Version::new(version),
         lease,
         seen,
@@ -265,7 +300,9 @@ impl StateStore for DynamoStore {
         room: &StoredRoom,
         expected: Version,
     ) -> Result<(), StoreError> {
-        let state = serde_json::to_string(&room.state).map_err(|e| failed(&key.to_string(), e))?;
+        let facts = serde_json::to_string(&room.facts).map_err(|e| failed(&key.to_string(), e))?;
+        let record =
+            serde_json::to_string(&room.record).map_err(|e| failed(&key.to_string(), e))?;
         let seen = serde_json::to_string(&room.seen).map_err(|e| failed(&key.to_string(), e))?;
         let mut put = self
             .client
@@ -276,7 +313,8 @@ impl StateStore for DynamoStore {
                 "version",
                 AttributeValue::N(expected.next().get().to_string()),
             )
-            .item("state", AttributeValue::S(state))
+            .item("facts", AttributeValue::S(facts))
+            .item("record", AttributeValue::S(record))
             .item("seen", AttributeValue::S(seen))
             .item(
                 "expires_at",
@@ -326,10 +364,10 @@ mod tests {
     fn corrupt_items_are_loud_and_name_the_room() {
         let mut item = std::collections::HashMap::new();
         item.insert("version".to_owned(), AttributeValue::N("3".into()));
-        item.insert("state".to_owned(), AttributeValue::S("{not json".into()));
+        item.insert("facts".to_owned(), AttributeValue::S("{not json".into()));
         let err = from_item(&key(), &item).expect_err("corrupt");
         assert!(
-            matches!(&err, StoreError::Corrupt { room, reason } if room == "app/room-1" && reason.contains("state does not parse")),
+            matches!(&err, StoreError::Corrupt { room, reason } if room == "app/room-1" && reason.contains("facts does not parse")),
             "{err:?}"
         );
         item.insert("version".to_owned(), AttributeValue::S("3".into()));
@@ -345,14 +383,34 @@ mod tests {
     }
 
     #[test]
+    fn an_item_of_the_single_state_shape_is_read_as_facts_and_record() {
+        let mut item = std::collections::HashMap::new();
+        item.insert("version".to_owned(), AttributeValue::N("4".into()));
+        item.insert(
+            "state".to_owned(),
+            AttributeValue::S(
+                r#"{"channel":"room-1","registrations":[],"members":{},"closed_at":null,"cdn":null,"applied":{"On":{"task":"room-1_10","shape":{"Single":{"user":"host"}}}},"heal":true}"#.into(),
+            ),
+        );
+        let room = from_item(&key(), &item).expect("legacy item");
+        assert_eq!(
+            room.record.running().task().map(|t| t.as_str()),
+            Some("room-1_10")
+        );
+        assert!(room.record.needs_heal());
+        assert_eq!(room.facts.channel().as_str(), "room-1");
+    }
+
+    #[test]
     fn a_state_of_another_channel_is_corrupt() {
-        let other = RoomState::new(ChannelId::parse("other").expect("channel"));
+        let other = Facts::new(ChannelId::parse("other").expect("channel"));
         let mut item = std::collections::HashMap::new();
         item.insert("version".to_owned(), AttributeValue::N("1".into()));
         item.insert(
-            "state".to_owned(),
+            "facts".to_owned(),
             AttributeValue::S(serde_json::to_string(&other).expect("json")),
         );
+        item.insert("record".to_owned(), AttributeValue::S("{}".into()));
         assert!(matches!(
             from_item(&key(), &item),
             Err(StoreError::Corrupt { .. })

@@ -325,7 +325,7 @@ mod against_the_simulator {
             .execute(&room, &first, Version::NONE)
             .await
             .expect("start");
-        assert!(matches!(done, MpuDone::Applied { .. }));
+        assert!(matches!(done, MpuDone::Done { .. }));
         let stop = Command::Stop {
             task: task_id("room-1001_1"),
         };
@@ -342,7 +342,7 @@ mod against_the_simulator {
             .execute(&room, &second, Version::NONE)
             .await
             .expect("start after the hold");
-        assert!(matches!(done, MpuDone::Applied { .. }));
+        assert!(matches!(done, MpuDone::Done { .. }));
         assert_eq!(origin.elapsed(), Duration::from_secs(10));
         let busy = sim
             .calls()
@@ -390,7 +390,7 @@ mod against_the_simulator {
             )
             .await
             .expect("start again");
-        assert!(matches!(done, MpuDone::Applied { .. }));
+        assert!(matches!(done, MpuDone::Done { .. }));
         let running = sim.task(APP, TASK).expect("task");
         assert_eq!(running.users, ["guest_u2"]);
         assert_eq!(running.updates, 1);
@@ -412,6 +412,6 @@ mod against_the_simulator {
             .execute(&room, &Command::Stop { task }, Version::NONE)
             .await
             .expect("stop of a gone task");
-        assert!(matches!(done, MpuDone::Applied { .. }));
+        assert!(matches!(done, MpuDone::Done { .. }));
     }
 }

@@ -117,7 +117,7 @@ async fn seed_flow_through_the_shell() {
     );
     assert!(s.mpu.tasks(&key()).is_empty());
     let room = stored(&s).await;
-    assert_eq!(room.state.applied(), &Target::Off);
+    assert_eq!(room.record.running(), &Target::Off);
     assert_eq!(room.lease, None);
 }
 
@@ -170,7 +170,10 @@ async fn a_held_lease_makes_others_commit_and_leave() {
         .expect("handled");
     assert!(matches!(out, Handled::Converged { .. }), "{out:?}");
     let room = stored(&s).await;
-    assert_eq!(room.state.applied(), &target(&room.state, &s.decision));
+    assert_eq!(
+        room.record.running(),
+        &target(&room.facts, &room.record, &s.decision)
+    );
     assert_eq!(s.mpu.tasks(&key()).len(), 1);
 }
 
@@ -258,7 +261,7 @@ async fn crash_between_call_and_record_is_repaired_by_the_next_delivery() {
     assert_eq!(mpu.calls().len(), 1);
     let room = inner.load(&key()).await.expect("load").expect("room");
     assert_eq!(
-        room.state.applied(),
+        room.record.running(),
         &Target::Off,
         "the call was not recorded"
     );
@@ -277,7 +280,10 @@ async fn crash_between_call_and_record_is_repaired_by_the_next_delivery() {
     assert_eq!(mpu.calls().len(), 2);
     assert_eq!(mpu.tasks(&key()).len(), 1, "still exactly one task");
     let room = inner.load(&key()).await.expect("load").expect("room");
-    assert_eq!(room.state.applied(), &target(&room.state, &s.decision));
+    assert_eq!(
+        room.record.running(),
+        &target(&room.facts, &room.record, &s.decision)
+    );
 }
 
 #[tokio::test]
@@ -318,7 +324,7 @@ async fn a_commit_that_lands_but_reports_a_failure_gives_the_lease_back() {
     assert!(err.is_retryable(), "{err}");
     assert!(s.mpu.calls().is_empty(), "no call after a failed commit");
     let room = inner.load(&key()).await.expect("load").expect("room");
-    assert_eq!(room.state.applied(), &Target::Off);
+    assert_eq!(room.record.running(), &Target::Off);
     assert_eq!(room.lease, None, "the landed lease was given back");
 
     let out = s
@@ -339,7 +345,7 @@ async fn a_retry_of_the_same_invocation_may_use_the_lease_it_left_behind() {
     let publish = [ev("host", 10, UserAction::Publish)];
     let now_ms = s.clock.now_ms();
     let mut room = StoredRoom::new(key().channel);
-    room.state.apply(&publish[0]);
+    costream_core::apply(&mut room.facts, &mut room.record, &publish[0]);
     room.seen
         .insert("m1".into(), now_ms / 1000, now_ms / 1000 + 3_600, 128);
     room.lease = Some(Lease {
@@ -370,7 +376,10 @@ async fn a_retry_of_the_same_invocation_may_use_the_lease_it_left_behind() {
     );
     let room = stored(&s).await;
     assert_eq!(room.lease, None);
-    assert_eq!(room.state.applied(), &target(&room.state, &s.decision));
+    assert_eq!(
+        room.record.running(),
+        &target(&room.facts, &room.record, &s.decision)
+    );
 }
 
 #[tokio::test]
@@ -412,7 +421,7 @@ async fn a_refused_mpu_call_releases_the_lease_and_the_retry_converges() {
     );
     let room = stored(&s).await;
     assert_eq!(room.lease, None, "lease released for the retry");
-    assert_eq!(room.state.applied(), &Target::Off);
+    assert_eq!(room.record.running(), &Target::Off);
 
     let healthy = Shell {
         mpu: Arc::new(RecordingMpu::instant()),
@@ -476,9 +485,12 @@ async fn an_ambiguous_mpu_failure_keeps_the_lease_until_it_expires() {
     assert!(matches!(out, Handled::Converged { .. }), "{out:?}");
     let room = stored(&s).await;
     assert_eq!(room.lease, None);
-    assert_eq!(room.state.applied(), &target(&room.state, &s.decision));
     assert_eq!(
-        room.state.applied().mix_mode(),
+        room.record.running(),
+        &target(&room.facts, &room.record, &s.decision)
+    );
+    assert_eq!(
+        room.record.running().mix_mode(),
         Some(MixModeAlias::Mixed),
         "the co-streamer's event was not lost"
     );
@@ -498,8 +510,8 @@ async fn update_of_a_vanished_task_starts_it_again() {
     // Alibaba stopped the task behind our back (idle timeout).
     let task = stored(&s)
         .await
-        .state
-        .applied()
+        .record
+        .running()
         .task()
         .cloned()
         .expect("task");
@@ -520,7 +532,10 @@ async fn update_of_a_vanished_task_starts_it_again() {
     let room = stored(&s).await;
     let tasks = s.mpu.tasks(&key());
     assert_eq!(tasks.len(), 1);
-    assert_eq!(room.state.applied(), &target(&room.state, &s.decision));
+    assert_eq!(
+        room.record.running(),
+        &target(&room.facts, &room.record, &s.decision)
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 //! The stored shape of a room and the in-memory [`StateStore`](crate::ports::StateStore) (the
 //! DynamoDB one is the `costream-dynamo` crate).
 //!
-//! A stored room is the domain state plus what only the shell needs: the optimistic-concurrency
+//! A stored room is `{ facts, record, version, lease, seen }`: the core's facts and the shell's
+//! record (kept apart: facts merge in any order, the record is written by the lease holder only),
+//! plus what only the shell needs: the optimistic-concurrency
 //! version, the MPU lease (who may call the MPU API for this room, until when) and the recently
 //! seen callback keys (de-duplication).
 
@@ -9,7 +11,7 @@ pub mod memory;
 
 use serde::{Deserialize, Serialize};
 
-use costream_core::{ChannelId, RoomState, Version};
+use costream_core::{ChannelId, Facts, Record, Version};
 
 pub use crate::ports::StoreError;
 
@@ -70,7 +72,10 @@ impl SeenKeys {
 /// Everything stored for one room.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredRoom {
-    pub state: RoomState,
+    /// What the callbacks told us (merged in any order).
+    pub facts: Facts,
+    /// What the shell applied (the running task, a pending heal).
+    pub record: Record,
     /// The version this copy was read at (or written as).
     pub version: Version,
     pub lease: Option<Lease>,
@@ -81,7 +86,8 @@ impl StoredRoom {
     /// A room that was never stored.
     pub fn new(channel: ChannelId) -> StoredRoom {
         StoredRoom {
-            state: RoomState::new(channel),
+            facts: Facts::new(channel),
+            record: Record::default(),
             version: Version::NONE,
             lease: None,
             seen: SeenKeys::default(),

@@ -1,4 +1,4 @@
-//! The room's state: the facts the callbacks told us, merged so that the result depends only on
+//! The room's facts: what the callbacks told us, merged so that the result depends only on
 //! *which* events arrived, never on their order or on how often each arrived.
 //!
 //! Per user we keep a few recent sessions, each summarised by lattice values: the earliest event
@@ -18,7 +18,6 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::decide::Target;
 use crate::event::{CdnAction, Role, RoomEvent, UserAction, UserEvent};
 use crate::ids::{ChannelId, SessionId, Timestamp, UserId};
 
@@ -146,9 +145,9 @@ impl CdnStatus {
     }
 }
 
-/// What [`RoomState::apply`] did with an event.
+/// What [`Facts::apply`] did with an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Applied {
+pub enum Merge {
     /// The facts changed (the decision may or may not change).
     Changed,
     /// Nothing new: an exact duplicate, or an event every fact already supersedes.
@@ -157,9 +156,10 @@ pub enum Applied {
     IgnoredViewer,
 }
 
-/// Everything costream knows about one ARTC channel.
+/// Everything the callbacks told costream about one ARTC channel: facts only, merged in any
+/// order. What the shell did about them is the [`Record`](crate::Record), kept apart.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RoomState {
+pub struct Facts {
     channel: ChannelId,
     /// The app's latest host registrations (time, host or cleared), oldest first, at most
     /// [`MAX_REGISTRATIONS`]. From a registration's time on, only its host can start the
@@ -169,25 +169,17 @@ pub struct RoomState {
     /// Latest `ChannelEvent` close: every session that did nothing after it has ended.
     closed_at: Option<Timestamp>,
     cdn: Option<CdnStatus>,
-    /// What the bypass task was last confirmed to be (written by the shell after an MPU call).
-    applied: Target,
-    /// The CDN lost the stream of the running task while the room still broadcasts: re-issue the
-    /// (idempotent) Start once. Cleared when the next call is recorded.
-    #[serde(default)]
-    heal: bool,
 }
 
-impl RoomState {
+impl Facts {
     /// A room nobody has been seen in.
     pub fn new(channel: ChannelId) -> Self {
-        RoomState {
+        Facts {
             channel,
             registrations: Vec::new(),
             members: BTreeMap::new(),
             closed_at: None,
             cdn: None,
-            applied: Target::Off,
-            heal: false,
         }
     }
 
@@ -214,22 +206,6 @@ impl RoomState {
         self.closed_at
     }
 
-    /// What the task was last confirmed to be.
-    pub fn applied(&self) -> &Target {
-        &self.applied
-    }
-
-    /// Records what the MPU task now is, after the call that made it so succeeded.
-    pub fn set_applied(&mut self, applied: Target) {
-        self.applied = applied;
-        self.heal = false;
-    }
-
-    /// Whether the running task should be re-started (see [`CdnAction::PublishDone`]).
-    pub fn needs_heal(&self) -> bool {
-        self.heal
-    }
-
     /// Number of users tracked (for size accounting and tests).
     pub fn member_count(&self) -> usize {
         self.members.len()
@@ -241,15 +217,15 @@ impl RoomState {
 
     /// Merges one event into the facts. Total: never fails, never panics; validation of the
     /// event's content happened when it was parsed.
-    pub fn apply(&mut self, event: &RoomEvent) -> Applied {
-        let applied = match event {
+    pub fn apply(&mut self, event: &RoomEvent) -> Merge {
+        let merge = match event {
             RoomEvent::User(ev) => self.apply_user(ev),
             RoomEvent::ChannelClosed { at } => {
                 if self.closed_at.is_some_and(|c| c >= *at) {
-                    Applied::Unchanged
+                    Merge::Unchanged
                 } else {
                     self.closed_at = Some(*at);
-                    Applied::Changed
+                    Merge::Changed
                 }
             }
             RoomEvent::HostRegistered { user, at } => {
@@ -259,14 +235,14 @@ impl RoomState {
                     && self.registrations.first().is_some_and(|first| new < *first);
                 if self.registrations.contains(&new) || older_than_all_kept {
                     // Known, or older than every registration kept: it would be dropped at once.
-                    Applied::Unchanged
+                    Merge::Unchanged
                 } else {
                     self.registrations.push(new);
                     self.registrations.sort();
                     if self.registrations.len() > MAX_REGISTRATIONS {
                         self.registrations.remove(0);
                     }
-                    Applied::Changed
+                    Merge::Changed
                 }
             }
             RoomEvent::Cdn { action, at } => self.apply_cdn(CdnStatus {
@@ -274,17 +250,17 @@ impl RoomState {
                 at: *at,
             }),
         };
-        if applied == Applied::Changed {
+        if merge == Merge::Changed {
             self.prune_members();
         }
-        applied
+        merge
     }
 
-    fn apply_user(&mut self, ev: &UserEvent) -> Applied {
+    fn apply_user(&mut self, ev: &UserEvent) -> Merge {
         let viewer_presence = matches!(ev.action, UserAction::Join | UserAction::Leave)
             && ev.role == Some(Role::Live);
         if viewer_presence {
-            return Applied::IgnoredViewer;
+            return Merge::IgnoredViewer;
         }
         let mark = Mark {
             at: ev.at,
@@ -292,11 +268,11 @@ impl RoomState {
         };
         let member = self.members.entry(ev.user.clone()).or_default();
         if member.pruned.contains(&ev.session) {
-            return Applied::Unchanged;
+            return Merge::Unchanged;
         }
         if let Some(s) = member.sessions.iter_mut().find(|s| s.id == ev.session) {
             if !s.merge(mark) {
-                return Applied::Unchanged;
+                return Merge::Unchanged;
             }
         } else {
             member.sessions.push(Session {
@@ -328,29 +304,19 @@ impl RoomState {
             member.pruned.remove(0);
         }
         if kept_new {
-            Applied::Changed
+            Merge::Changed
         } else {
             // A late event of a session older than every kept one: already superseded.
-            Applied::Unchanged
+            Merge::Unchanged
         }
     }
 
-    fn apply_cdn(&mut self, status: CdnStatus) -> Applied {
+    fn apply_cdn(&mut self, status: CdnStatus) -> Merge {
         if self.cdn.is_some_and(|c| c.key() >= status.key()) {
-            return Applied::Unchanged;
+            return Merge::Unchanged;
         }
         self.cdn = Some(status);
-        // The CDN lost the stream of the task that should run: have the decision re-issue the
-        // idempotent Start. Only for that task: a different (older) task still needs its Stop.
-        if status.action == CdnAction::PublishDone {
-            let wanted = self
-                .broadcast()
-                .map(|b| crate::ids::TaskId::for_broadcast(&self.channel, b.started));
-            if wanted.is_some() && wanted.as_ref() == self.applied.task() {
-                self.heal = true;
-            }
-        }
-        Applied::Changed
+        Merge::Changed
     }
 
     /// Keeps the room bounded: beyond [`MAX_MEMBERS`], forget users who are gone, the ones whose

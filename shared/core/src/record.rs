@@ -1,0 +1,73 @@
+//! The shell's record: what it has *done* about a room, as opposed to the [`Facts`] the callbacks
+//! told it. Facts merge in any order; the record is written only by the one lease holder, after an
+//! MPU call answered, so it needs no merge rule.
+
+use serde::{Deserialize, Serialize};
+
+use crate::decide::Target;
+use crate::event::{CdnAction, RoomEvent};
+use crate::facts::{Facts, Merge};
+use crate::ids::TaskId;
+
+/// What the shell has applied to the Live API for one room.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub struct Record {
+    /// The task as the Live API last confirmed it.
+    running: Target,
+    /// The CDN lost the stream of the running task while the room still broadcasts: re-issue the
+    /// (idempotent) Start once. Cleared when the next call is recorded.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    heal: bool,
+}
+
+impl Record {
+    /// A record of `running`, with or without a pending heal (tests, migrations).
+    pub fn new(running: Target, heal: bool) -> Self {
+        Record { running, heal }
+    }
+
+    /// The task as the Live API last confirmed it.
+    pub fn running(&self) -> &Target {
+        &self.running
+    }
+
+    /// Whether the running task should be re-started (see [`CdnAction::PublishDone`]).
+    pub fn needs_heal(&self) -> bool {
+        self.heal
+    }
+
+    /// Records what the task now is, after the call that made it so succeeded.
+    pub fn confirm(&mut self, running: Target) {
+        self.running = running;
+        self.heal = false;
+    }
+
+    /// Notes what a newly merged event means for the running task: a CDN `publish_done` newer than
+    /// anything known, while the running task is the one the broadcast wants, asks for a heal.
+    /// Only for that task: a different (older) task still needs its Stop, not a restart.
+    pub fn observe(&mut self, facts: &Facts, event: &RoomEvent, merge: Merge) {
+        let lost = matches!(
+            event,
+            RoomEvent::Cdn {
+                action: CdnAction::PublishDone,
+                ..
+            }
+        );
+        if !lost || merge != Merge::Changed {
+            return;
+        }
+        let wanted = facts
+            .broadcast()
+            .map(|b| TaskId::for_broadcast(facts.channel(), b.started));
+        if wanted.is_some() && wanted.as_ref() == self.running.task() {
+            self.heal = true;
+        }
+    }
+}
+
+/// Merges `event` into `facts` and lets `record` observe it: what the shell does per event.
+pub fn apply(facts: &mut Facts, record: &mut Record, event: &RoomEvent) -> Merge {
+    let merge = facts.apply(event);
+    record.observe(facts, event, merge);
+    merge
+}
