@@ -39,7 +39,7 @@ py_version() { "$1" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])'; }
 want=$(py_version "$PYTHON") || { echo "no Python at PYTHON=$PYTHON" >&2; exit 1; }
 case "$want" in
   3.1[0-3].*) ;;
-  3.[0-9].*) echo "$PYTHON is Python $want; the tools need 3.10 to 3.13" >&2; exit 1 ;;
+  [0-2].* | 3.[0-9].*) echo "$PYTHON is Python $want; the tools need 3.10 to 3.13" >&2; exit 1 ;;
   *) echo "warning: $PYTHON is Python $want; the tools are checked on 3.10 to 3.13" >&2 ;;
 esac
 # A venv built by another interpreter version is rebuilt; otherwise the pinned tools are
@@ -96,6 +96,24 @@ if [ -z "${SKIP_LINT:-}" ]; then
   log "cargo clippy"
   cargo clippy --workspace --all-targets --locked -- -D warnings
 fi
+
+log "crate boundaries"
+# The core's purity is its manifest: serde and thiserror are its only normal dependencies.
+core_deps=$(cargo tree --locked -p costream-core -e normal --depth 1 --prefix none | tail -n +2 | awk '{print $1}' | sort -u | tr '\n' ' ')
+if [ "$core_deps" != "serde thiserror " ]; then
+  echo "costream-core must depend on serde and thiserror only, found: $core_deps" >&2
+  exit 1
+fi
+# No Lambda function carries the web framework or the simulated Live API.
+for manifest in functions/*/Cargo.toml; do
+  fn=$(basename "$(dirname "$manifest")")
+  leaked=$(cargo tree --locked -p "$fn" -e normal --prefix none | awk '{print $1}' | grep -xE 'axum|costream-sim' | sort -u | tr '\n' ' ' || true)
+  if [ -n "$leaked" ]; then
+    echo "function $fn depends on $leaked" >&2
+    exit 1
+  fi
+  echo "$fn: no axum, no costream-sim"
+done
 
 log "cargo test --workspace"
 cargo test --workspace --locked

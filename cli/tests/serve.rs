@@ -195,8 +195,7 @@ async fn seed_flow_over_http() {
 /// `--store dynamodb --create-table` against the moto server `scripts/test-all.sh` starts.
 #[tokio::test]
 async fn serve_on_dynamodb_creates_its_table() {
-    let endpoint = std::env::var("AWS_ENDPOINT_URL_DYNAMODB")
-        .expect("AWS_ENDPOINT_URL_DYNAMODB: run the tests with `bash scripts/test-all.sh`");
+    let endpoint = integration_tests::dynamodb_endpoint();
     let table = format!(
         "costream-serve-{}",
         std::time::SystemTime::now()
@@ -208,7 +207,7 @@ async fn serve_on_dynamodb_creates_its_table() {
         &["--store", "dynamodb", "--create-table"],
         &[
             ("COSTREAM_TABLE", &table),
-            ("AWS_ENDPOINT_URL_DYNAMODB", &endpoint),
+            ("AWS_ENDPOINT_URL_DYNAMODB", endpoint),
             ("AWS_ACCESS_KEY_ID", "testing"),
             ("AWS_SECRET_ACCESS_KEY", "testing"),
             ("AWS_REGION", "us-east-1"),

@@ -38,14 +38,16 @@ impl Intercept for RequestCounter {
 
 /// A store on a brand-new table, and the counter of its requests.
 pub async fn fresh_store(name: &str) -> (DynamoStore, RequestCounter) {
-    assert!(
-        std::env::var_os("AWS_ENDPOINT_URL_DYNAMODB").is_some(),
-        "AWS_ENDPOINT_URL_DYNAMODB is not set: run the tests with `bash scripts/test-all.sh`, \
-         which starts moto_server on 127.0.0.1 and exports it"
-    );
+    let endpoint = integration_tests::dynamodb_endpoint();
     let sdk = load_sdk_config(AwsTimeouts::default()).await;
     let counter = RequestCounter::default();
+    // moto takes any credentials; set them here so a plain `cargo test` needs no environment.
     let config = aws_sdk_dynamodb::config::Builder::from(&sdk)
+        .endpoint_url(endpoint)
+        .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "testing", "testing", None, None, "moto",
+        ))
         .interceptor(counter.clone())
         .build();
     let client = aws_sdk_dynamodb::Client::from_conf(config);
