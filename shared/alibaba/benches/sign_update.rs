@@ -3,7 +3,7 @@
 //! parameters, sign, and encode the form body. This runs on every attempt inside a Lambda, so it
 //! should stay far below the network round trip.
 //!
-//! `cargo bench -p shared --bench sign_update -- --warm-up-time 1 --measurement-time 3`
+//! `cargo bench -p costream-alibaba --bench sign_update -- --warm-up-time 1 --measurement-time 3`
 
 use std::hint::black_box;
 

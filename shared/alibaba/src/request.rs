@@ -16,8 +16,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
+#[cfg(feature = "ops")]
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Serialize, Serializer};
+#[cfg(feature = "ops")]
 use subtle::ConstantTimeEq as _;
 use time::OffsetDateTime;
 
@@ -548,11 +550,13 @@ pub enum TaskSelector {
 
 /// Event families of `CreateEventSub`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg(feature = "ops")]
 pub enum EventKind {
     ChannelEvent,
     UserEvent,
 }
 
+#[cfg(feature = "ops")]
 impl EventKind {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -565,6 +569,7 @@ impl EventKind {
 /// `CreateEventSub`: ARTC room callbacks to `callback_url`. Lists go flat (`Events.1`, `Users.1`)
 /// unlike the MPU JSON parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg(feature = "ops")]
 pub struct CreateEventSub {
     pub app_id: String,
     pub callback_url: String,
@@ -575,6 +580,7 @@ pub struct CreateEventSub {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg(feature = "ops")]
 pub struct DeleteEventSub {
     pub app_id: String,
     pub subscribe_id: String,
@@ -582,21 +588,25 @@ pub struct DeleteEventSub {
 
 /// `ListEventSub` — the one action the SDK sends as `GET`.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg(feature = "ops")]
 pub struct ListEventSub {
     pub app_id: String,
 }
 
 /// Shortest and longest `NotifyAuthKey` the service accepts (spec §5.1).
+#[cfg(feature = "ops")]
 pub const NOTIFY_AUTH_KEY_LEN: std::ops::RangeInclusive<usize> = 16..=64;
 
 /// The key Alibaba signs ingest callbacks with (`ALI-LIVE-SIGNATURE`, spec §5.1): 16–64 ASCII
 /// letters and digits, checked on construction. A secret: `Debug` prints `[REDACTED]`, errors
 /// describe it without quoting it, and only [`LiveRequest::action_params`] exposes it.
 #[derive(Clone)]
+#[cfg(feature = "ops")]
 pub struct NotifyAuthKey(SecretString);
 
 /// Why a string is not a valid [`NotifyAuthKey`]. Carries no part of the key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[cfg(feature = "ops")]
 pub enum NotifyAuthKeyError {
     #[error("the CDN notify auth key must be 16-64 characters long, not {0}")]
     Length(usize),
@@ -604,6 +614,7 @@ pub enum NotifyAuthKeyError {
     Charset,
 }
 
+#[cfg(feature = "ops")]
 impl NotifyAuthKey {
     pub fn new(key: SecretString) -> Result<Self, NotifyAuthKeyError> {
         let text = key.expose_secret();
@@ -622,12 +633,14 @@ impl NotifyAuthKey {
     }
 }
 
+#[cfg(feature = "ops")]
 impl fmt::Debug for NotifyAuthKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("NotifyAuthKey([REDACTED])")
     }
 }
 
+#[cfg(feature = "ops")]
 impl PartialEq for NotifyAuthKey {
     fn eq(&self, other: &Self) -> bool {
         bool::from(
@@ -638,12 +651,14 @@ impl PartialEq for NotifyAuthKey {
     }
 }
 
+#[cfg(feature = "ops")]
 impl Eq for NotifyAuthKey {}
 
 /// `SetLiveStreamsNotifyUrlConfig`: where Alibaba sends the ingest (`publish`/`publish_done`)
 /// callbacks of one ingest domain, and whether it signs them (spec §5.1). Sent with
 /// `NotifyReqAuth` always explicit, so registering without a key really turns signing off.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg(feature = "ops")]
 pub struct SetLiveStreamsNotifyUrlConfig {
     pub domain_name: String,
     pub notify_url: String,
@@ -653,6 +668,7 @@ pub struct SetLiveStreamsNotifyUrlConfig {
     pub notify_auth_key: Option<NotifyAuthKey>,
 }
 
+#[cfg(feature = "ops")]
 impl SetLiveStreamsNotifyUrlConfig {
     /// The `NotifyReqAuth` flag this request sends.
     pub fn notify_req_auth(&self) -> bool {
@@ -667,9 +683,13 @@ pub enum LiveRequest {
     Update(UpdateLiveMpuTask),
     Stop(StopLiveMpuTask),
     ListTasks(ListRtcMpuTaskDetail),
+    #[cfg(feature = "ops")]
     CreateEventSub(CreateEventSub),
+    #[cfg(feature = "ops")]
     DeleteEventSub(DeleteEventSub),
+    #[cfg(feature = "ops")]
     ListEventSub(ListEventSub),
+    #[cfg(feature = "ops")]
     SetNotifyUrl(SetLiveStreamsNotifyUrlConfig),
 }
 
@@ -693,21 +713,25 @@ impl From<ListRtcMpuTaskDetail> for LiveRequest {
         LiveRequest::ListTasks(r)
     }
 }
+#[cfg(feature = "ops")]
 impl From<CreateEventSub> for LiveRequest {
     fn from(r: CreateEventSub) -> Self {
         LiveRequest::CreateEventSub(r)
     }
 }
+#[cfg(feature = "ops")]
 impl From<DeleteEventSub> for LiveRequest {
     fn from(r: DeleteEventSub) -> Self {
         LiveRequest::DeleteEventSub(r)
     }
 }
+#[cfg(feature = "ops")]
 impl From<ListEventSub> for LiveRequest {
     fn from(r: ListEventSub) -> Self {
         LiveRequest::ListEventSub(r)
     }
 }
+#[cfg(feature = "ops")]
 impl From<SetLiveStreamsNotifyUrlConfig> for LiveRequest {
     fn from(r: SetLiveStreamsNotifyUrlConfig) -> Self {
         LiveRequest::SetNotifyUrl(r)
@@ -758,6 +782,7 @@ impl ParamWriter<'_> {
     }
 
     /// Repeat lists are 1-based and flat: `Events.1`, `Events.2`, …
+    #[cfg(feature = "ops")]
     fn flat_list<'s>(&mut self, prefix: &str, items: impl IntoIterator<Item = &'s str>) {
         for (i, item) in items.into_iter().enumerate() {
             self.put(&format!("{prefix}.{}", i + 1), item);
@@ -773,9 +798,13 @@ impl LiveRequest {
             LiveRequest::Update(_) => "UpdateLiveMPUTask",
             LiveRequest::Stop(_) => "StopLiveMPUTask",
             LiveRequest::ListTasks(_) => "ListRtcMPUTaskDetail",
+            #[cfg(feature = "ops")]
             LiveRequest::CreateEventSub(_) => "CreateEventSub",
+            #[cfg(feature = "ops")]
             LiveRequest::DeleteEventSub(_) => "DeleteEventSub",
+            #[cfg(feature = "ops")]
             LiveRequest::ListEventSub(_) => "ListEventSub",
+            #[cfg(feature = "ops")]
             LiveRequest::SetNotifyUrl(_) => "SetLiveStreamsNotifyUrlConfig",
         }
     }
@@ -783,12 +812,14 @@ impl LiveRequest {
     /// The method the official SDK uses; it is the first token of the StringToSign.
     pub fn method(&self) -> Method {
         match self {
+            #[cfg(feature = "ops")]
             LiveRequest::ListEventSub(_) => Method::Get,
             LiveRequest::Start(_)
             | LiveRequest::Update(_)
             | LiveRequest::Stop(_)
-            | LiveRequest::ListTasks(_)
-            | LiveRequest::CreateEventSub(_)
+            | LiveRequest::ListTasks(_) => Method::Post,
+            #[cfg(feature = "ops")]
+            LiveRequest::CreateEventSub(_)
             | LiveRequest::DeleteEventSub(_)
             | LiveRequest::SetNotifyUrl(_) => Method::Post,
         }
@@ -849,6 +880,7 @@ impl LiveRequest {
                     }
                 }
             }
+            #[cfg(feature = "ops")]
             LiveRequest::CreateEventSub(r) => {
                 w.put("AppId", r.app_id.as_str());
                 w.put("CallbackUrl", r.callback_url.as_str());
@@ -858,13 +890,16 @@ impl LiveRequest {
                 w.flat_list("Events", r.events.iter().map(|e| e.as_str()));
                 w.flat_list("Users", r.users.iter().map(String::as_str));
             }
+            #[cfg(feature = "ops")]
             LiveRequest::DeleteEventSub(r) => {
                 w.put("AppId", r.app_id.as_str());
                 w.put("SubscribeId", r.subscribe_id.as_str());
             }
+            #[cfg(feature = "ops")]
             LiveRequest::ListEventSub(r) => {
                 w.put("AppId", r.app_id.as_str());
             }
+            #[cfg(feature = "ops")]
             LiveRequest::SetNotifyUrl(r) => {
                 w.put("DomainName", r.domain_name.as_str());
                 w.put("NotifyUrl", r.notify_url.as_str());
@@ -1178,6 +1213,7 @@ mod tests {
         assert_reproduces(req, "other_operations", "list_rtc_mputask_detail_by_taskid");
     }
 
+    #[cfg(feature = "ops")]
     #[test]
     fn create_event_sub_for_channel_users() {
         let req = CreateEventSub {
@@ -1190,6 +1226,7 @@ mod tests {
         assert_reproduces(req, "other_operations", "create_event_sub_channel_users");
     }
 
+    #[cfg(feature = "ops")]
     #[test]
     fn create_event_sub_for_all_channels() {
         let req = CreateEventSub {
@@ -1202,6 +1239,7 @@ mod tests {
         assert_reproduces(req, "other_operations", "create_event_sub_all_channels");
     }
 
+    #[cfg(feature = "ops")]
     #[test]
     fn delete_event_sub() {
         let req = DeleteEventSub {
@@ -1211,6 +1249,7 @@ mod tests {
         assert_reproduces(req, "other_operations", "delete_event_sub");
     }
 
+    #[cfg(feature = "ops")]
     #[test]
     fn list_event_sub_is_a_get() {
         let req = ListEventSub { app_id: APP.into() };
@@ -1240,6 +1279,7 @@ mod tests {
         assert!(!format!("{common:?}").contains("CAIS"));
     }
 
+    #[cfg(feature = "ops")]
     #[test]
     fn set_notify_url_with_a_key_sends_exactly_these_params() {
         let key = NotifyAuthKey::new(SecretString::from("NotifyKey0123456789")).expect("valid");
@@ -1267,6 +1307,7 @@ mod tests {
         assert!(shown.contains("[REDACTED]"), "{shown}");
     }
 
+    #[cfg(feature = "ops")]
     #[test]
     fn set_notify_url_without_a_key_says_no_explicitly() {
         let req: LiveRequest = SetLiveStreamsNotifyUrlConfig {
@@ -1283,6 +1324,7 @@ mod tests {
         assert_eq!(params["NotifyReqAuth"], "no");
     }
 
+    #[cfg(feature = "ops")]
     #[test]
     fn notify_auth_key_is_16_to_64_letters_and_digits() {
         let key = |s: &str| NotifyAuthKey::new(SecretString::from(s.to_owned()));
@@ -1304,6 +1346,7 @@ mod tests {
         assert_ne!(key(&"k".repeat(20)), key(&"j".repeat(20)));
     }
 
+    #[cfg(feature = "ops")]
     #[test]
     fn signed_request_debug_redacts_token_and_notify_key() {
         let req: LiveRequest = SetLiveStreamsNotifyUrlConfig {

@@ -374,8 +374,9 @@ pub fn idempotent_outcome(request: &LiveRequest, error: &MpuError) -> Option<Out
             code: code.clone(),
             message: message.clone(),
         }),
-        LiveRequest::ListTasks(_)
-        | LiveRequest::CreateEventSub(_)
+        LiveRequest::ListTasks(_) => None,
+        #[cfg(feature = "ops")]
+        LiveRequest::CreateEventSub(_)
         | LiveRequest::DeleteEventSub(_)
         | LiveRequest::ListEventSub(_)
         | LiveRequest::SetNotifyUrl(_) => None,

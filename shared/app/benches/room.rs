@@ -4,7 +4,7 @@
 //! record). Both run inside every Lambda invocation, so they should stay far below the
 //! DynamoDB and Live API round trips (milliseconds).
 //!
-//! `cargo bench -p shared --features testing --bench room -- --warm-up-time 1 --measurement-time 3`
+//! `cargo bench -p costream-app --features testing --bench room -- --warm-up-time 1 --measurement-time 3`
 
 use std::hint::black_box;
 

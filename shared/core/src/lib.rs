@@ -1,6 +1,23 @@
-//! The pure room core: ids, events, the room's facts, who is on stage, the layout and the
-//! decision. No async, no clock, no randomness, no AWS or HTTP types: everything time-like
-//! arrives as data, so every function here is deterministic and tested exhaustively.
+//! costream's pure room core: from what the callbacks said (the [`Facts`]) and what the shell
+//! has applied (the [`Record`]) to the one MPU command that moves the room's bypass task towards
+//! who is on stage now.
+//!
+//! # Layout
+//! - [`ids`], [`event`]: validated newtypes and the room events parsed from callbacks.
+//! - [`facts`]: **start here.** Per-user session summaries merged as semilattices, so any arrival
+//!   order with any duplicates gives the same facts.
+//! - [`stage`]: who hosts (an interval replay of publish starts) and who is on stage, derived.
+//! - [`layout`]: the layout engine (grid, split, pip; exact 1/10000 coordinates).
+//! - [`record`]: what the shell applied (running task, CDN heal) and [`apply`], the per-event step.
+//! - [`decide`]: the target and [`next_command`] (Start, Update, Stop or nothing).
+//!
+//! # Invariants
+//! - Pure: no async, clock, randomness, AWS or HTTP types — enforced by this crate's manifest
+//!   (serde and thiserror only). Time arrives as event data.
+//! - Facts are order-insensitive and idempotent (proptests `order_insensitive`,
+//!   `apply_is_idempotent`).
+//! - From any record the target is reached in at most two calls, and a running task of the live
+//!   broadcast is never stopped or renamed (proptests over arbitrary records).
 
 pub mod config;
 pub mod decide;
