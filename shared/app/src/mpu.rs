@@ -10,15 +10,16 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::ports::{Clock, MpuDone, MpuFailure, MpuFailureKind, MpuPort, RoomKey};
 use costream_alibaba::request::{
-    Background, EncodeParams, Fraction, Mix, MixLayout, MpuRegion, PaneUserInfo,
-    RenderMode as WireRenderMode, RequestError, SingleSubParams, StartLiveMpuTask, StopLiveMpuTask,
-    StreamOutput, TranscodeParams, UpdateLiveMpuTask, UserInfo, UserPane, VideoCodec as WireCodec,
+    Background, EncodeParams, Fraction, ListRtcMpuTaskDetail, Mix, MixLayout, MpuRegion,
+    PaneUserInfo, RenderMode as WireRenderMode, RequestError, SingleSubParams, StartLiveMpuTask,
+    StopLiveMpuTask, StreamOutput, TaskSelector, TranscodeParams, UpdateLiveMpuTask, UserInfo,
+    UserPane, VideoCodec as WireCodec,
 };
 use costream_alibaba::urls::StreamLocation;
 use costream_alibaba::{LiveApi, LiveRequest, MpuError, Outcome};
-use costream_core::Version;
 use costream_core::{
-    AppId, ChannelId, Command, DecisionConfig, Frac, Layout, RenderMode, Shape, VideoCodec,
+    AppId, ChannelId, Command, DecisionConfig, Frac, Layout, RenderMode, Shape, TaskId, Timestamp,
+    Version, VideoCodec,
 };
 
 /// The suffix that turns a channel id into its CDN stream name.
@@ -167,11 +168,22 @@ impl<L: LiveApi + Send + Sync, C: Clock> AlibabaMpu<L, C> {
         // (the function Timeouts and the lease are sized for that).
         let wait = self.settings.stream_url_wait;
         let first = tokio::time::Instant::now();
+        let mut looked_for_orphans = false;
         let reply = loop {
             let answer = self.api.call(&request).await;
             let elapsed = first.elapsed();
             match answer {
                 Err(e) if stream_url_busy(&e) && elapsed < wait => {
+                    if !looked_for_orphans {
+                        // The room's one stream URL may be held by a task of this room that was
+                        // never recorded (its Start landed, the record write did not: a crash or
+                        // a store timeout). The target is `task`, so any other task of this room
+                        // must go; its URL is then free after Alibaba's 10 s hold.
+                        looked_for_orphans = true;
+                        if let Err(e) = self.stop_other_tasks(room, task).await {
+                            tracing::warn!(error = %e, "could not look for unrecorded tasks");
+                        }
+                    }
                     tracing::warn!(
                         task_id = task,
                         waited_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
@@ -211,6 +223,49 @@ impl<L: LiveApi + Send + Sync, C: Clock> AlibabaMpu<L, C> {
         })
     }
 
+    /// Stops every task of `room` except `keep` that the Live API lists for the app: tasks of
+    /// this channel named the costream way (`<channel>_<secs>`, see `TaskId::for_broadcast`).
+    /// Tasks of other channels, or not named by costream, are never touched. Returns how many
+    /// were stopped.
+    async fn stop_other_tasks(&self, room: &RoomKey, keep: &str) -> Result<usize, MpuError> {
+        let mut stopped = 0;
+        for page_no in 1..=MAX_LIST_PAGES {
+            let list = LiveRequest::ListTasks(ListRtcMpuTaskDetail {
+                app_id: self.settings.app_id.to_string(),
+                selector: TaskSelector::Page {
+                    page_no,
+                    page_size: LIST_PAGE_SIZE,
+                },
+            });
+            let reply = self.api.call(&list).await?;
+            let tasks = reply.body["MPUTasks"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            for t in &tasks {
+                let (Some(channel), Some(task_id)) =
+                    (t["ChannelId"].as_str(), t["TaskId"].as_str())
+                else {
+                    continue;
+                };
+                if channel != room.channel.as_str() || task_id == keep || !is_ours(room, task_id) {
+                    continue;
+                }
+                tracing::warn!(
+                    task_id,
+                    kept = keep,
+                    "stopping a task of this room that was never recorded"
+                );
+                self.stop(task_id).await?;
+                stopped += 1;
+            }
+            if tasks.len() < LIST_PAGE_SIZE as usize {
+                break;
+            }
+        }
+        Ok(stopped)
+    }
+
     /// The Stop request.
     pub fn stop_request(&self, task: &str) -> LiveRequest {
         LiveRequest::Stop(StopLiveMpuTask {
@@ -225,6 +280,20 @@ impl<L: LiveApi + Send + Sync, C: Clock> AlibabaMpu<L, C> {
             request_id: reply.request_id,
         })
     }
+}
+
+/// `ListRtcMPUTaskDetail` page size (the API's maximum) and how many pages one search reads.
+const LIST_PAGE_SIZE: u32 = 100;
+const MAX_LIST_PAGES: u32 = 10;
+
+/// Whether `task_id` is a costream task of `room`: `<channel>_<secs>` for some second.
+fn is_ours(room: &RoomKey, task_id: &str) -> bool {
+    task_id
+        .rsplit_once('_')
+        .and_then(|(_, secs)| secs.parse::<u64>().ok())
+        .is_some_and(|secs| {
+            TaskId::for_broadcast(&room.channel, Timestamp::from_secs(secs)).as_str() == task_id
+        })
 }
 
 /// How often a Start whose StreamURL is still held is retried.

@@ -66,12 +66,12 @@ impl FakeFailure {
 /// through the production adapter.
 #[derive(Debug)]
 pub struct RecordingMpu {
-    adapter: AlibabaMpu<Arc<SimulatedLive>, Arc<ManualClock>>,
+    adapter: AlibabaMpu<Arc<SimulatedLive>, Arc<SimClock>>,
     sim: Arc<SimulatedLive>,
-    /// The simulator's clock. It moves on by [`CALL_SPACING_MS`] before every call, so the 10 s
-    /// StreamURL hold after a Stop never makes a shell test wait (the adapter's own tests cover
-    /// that rule on tokio's paused time).
-    sim_clock: Arc<ManualClock>,
+    /// The simulator's clock: tokio's time plus [`CALL_SPACING_MS`] per call, so the 10 s
+    /// StreamURL hold after a Stop never makes a shell test wait, while the adapter's own waits
+    /// (tokio sleeps) still move it.
+    sim_clock: Arc<SimClock>,
     inner: Mutex<Inner>,
     seq: AtomicU64,
     max_latency: Duration,
@@ -80,6 +80,21 @@ pub struct RecordingMpu {
     /// Calls still to fail before the seeded rate applies.
     fail_next: AtomicU32,
     attempts: AtomicU32,
+}
+
+/// The clock of a [`RecordingMpu`]'s simulator: tokio's time (paused or not) plus a hand-moved
+/// offset.
+#[derive(Debug)]
+pub struct SimClock {
+    origin: tokio::time::Instant,
+    spacing: ManualClock,
+}
+
+impl crate::ports::Clock for SimClock {
+    fn now_ms(&self) -> u64 {
+        use crate::ports::Clock as _;
+        self.spacing.now_ms() + u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(0)
+    }
 }
 
 /// How far the simulator's clock moves before each call of a [`RecordingMpu`].
@@ -105,7 +120,10 @@ impl RecordingMpu {
     /// `seed` drives latency (up to `max_latency`) and failures (probability `failure_rate`,
     /// reported as in doubt unless [`Self::with_failure`] says otherwise).
     pub fn new(seed: u64, max_latency: Duration, failure_rate: f64) -> Self {
-        let clock = Arc::new(ManualClock::at_ms(1_000_000));
+        let clock = Arc::new(SimClock {
+            origin: tokio::time::Instant::now(),
+            spacing: ManualClock::at_ms(1_000_000),
+        });
         let sim = Arc::new(SimulatedLive::new(clock.clone()));
         let app = AppId::parse("app").expect("app id");
         RecordingMpu {
@@ -248,7 +266,7 @@ impl MpuPort for RecordingMpu {
         let result = if fail || forced {
             Err(self.failure.error())
         } else {
-            self.sim_clock.advance_ms(CALL_SPACING_MS);
+            self.sim_clock.spacing.advance_ms(CALL_SPACING_MS);
             self.adapter.execute(room, command, version).await
         };
         let ended = self.seq.fetch_add(1, Ordering::SeqCst);
@@ -363,7 +381,7 @@ pub mod concurrency {
                     {
                         Ok(h) => return h,
                         Err(e) if e.is_retryable() => tokio::task::yield_now().await,
-                        Err(e) => panic!("seed {seed}: non-retryable {e}"),
+                        Err(e) => panic!("seed {seed}: non-retryable {e}: {e:?}"),
                     }
                 }
                 panic!("seed {seed}: delivery {i} kept failing")

@@ -222,8 +222,14 @@ async fn a_start_waits_for_a_held_stream_url_at_most_the_wait_plus_one_call() {
         err.is_definite() && err.reason.to_ascii_lowercase().contains("streamurl"),
         "{err}"
     );
-    // Calls at 0, 4 and 8 s (each answering 3 s later, then a 1 s pause), the last at 12 s.
-    assert_eq!(begun.elapsed(), Duration::from_secs(12) + latency);
+    // Start at 0 s (busy after 3 s), one search for unrecorded tasks of the room (3 s), then
+    // Starts at 7 and 11 s (each answering 3 s later, then a 1 s pause): the last answer comes
+    // within the wait plus one call.
+    assert!(
+        begun.elapsed() <= Duration::from_secs(12) + latency,
+        "{:?}",
+        begun.elapsed()
+    );
     assert_eq!(mpu.api().calls.load(std::sync::atomic::Ordering::SeqCst), 4);
 }
 

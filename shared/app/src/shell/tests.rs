@@ -286,6 +286,54 @@ async fn crash_between_call_and_record_is_repaired_by_the_next_delivery() {
     );
 }
 
+/// A Start that landed but was never recorded (its record write failed) must not block the
+/// next broadcast: once the target moves to another task, Alibaba refuses that Start while the
+/// unrecorded task holds the room's stream URL. The holder stops the unrecorded task of this room
+/// and starts the one the facts want; the room ends with exactly one, right task.
+#[tokio::test(start_paused = true)]
+async fn an_unrecorded_task_does_not_block_the_next_broadcast() {
+    let (s, inner) = faulty_shell(&[(2, Fault::Lost)]);
+    // The guest's Publish arrives first: a broadcast by the guest starts; its record is lost.
+    s.handle(
+        &key(),
+        Some("m1"),
+        &[ev("guest", 20, UserAction::Publish)],
+        "a",
+    )
+    .await
+    .expect_err("record failed");
+    assert_eq!(
+        s.mpu
+            .tasks(&key())
+            .keys()
+            .map(costream_core::TaskId::as_str)
+            .collect::<Vec<_>>(),
+        ["room-1_20"],
+        "the Start landed"
+    );
+    // The host's earlier Publish arrives late: the broadcast is the host's, task room-1_10.
+    let out = s
+        .handle(
+            &key(),
+            Some("m2"),
+            &[ev("host", 10, UserAction::Publish)],
+            "b",
+        )
+        .await
+        .expect("converged despite the unrecorded task");
+    assert!(matches!(out, Handled::Converged { .. }), "{out:?}");
+    let tasks = s.mpu.tasks(&key());
+    let room = inner.load(&key()).await.expect("load").expect("room");
+    let want = target(&room.facts, &room.record, &s.decision);
+    assert_eq!(room.record.running(), &want);
+    assert_eq!(tasks.len(), 1, "exactly one task: {tasks:?}");
+    let Target::On { task, shape } = &want else {
+        panic!("a broadcast is live")
+    };
+    assert_eq!(task.as_str(), "room-1_10");
+    assert_eq!(tasks.get(task), Some(&crate::testing::seen_as(shape)));
+}
+
 #[tokio::test]
 async fn a_failed_record_gives_the_lease_back() {
     // The Start is made, then its record write fails: nothing of ours is in flight any more.
