@@ -92,7 +92,6 @@ pub struct SimClock {
 
 impl crate::ports::Clock for SimClock {
     fn now_ms(&self) -> u64 {
-        use crate::ports::Clock as _;
         self.spacing.now_ms() + u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(0)
     }
 }
