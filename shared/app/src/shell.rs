@@ -148,7 +148,15 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
             let mut changed = false;
             if !duplicate {
                 for event in events {
-                    changed |= apply(&mut room.facts, &mut room.record, event) == Merge::Changed;
+                    match apply(&mut room.facts, &mut room.record, event) {
+                        Merge::Changed => changed = true,
+                        Merge::BeyondHorizon => tracing::warn!(
+                            counter = "events_beyond_horizon",
+                            at = event.at().secs(),
+                            "event of a forgotten user older than the room's horizon: ignored"
+                        ),
+                        Merge::Unchanged | Merge::IgnoredViewer => {}
+                    }
                 }
             }
             let decision = decide(&room.facts, &room.record, &self.decision);

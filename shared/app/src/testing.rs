@@ -395,13 +395,21 @@ pub mod concurrency {
         for (_, e) in &deliveries {
             model.apply(e);
         }
-        let want = target(&model, &Record::default(), &shell.decision);
         let room = shell.store.load(&key()).await.expect("load").expect("room");
+        assert_eq!(room.facts, model, "seed {seed}: stored facts differ from the model");
+        // The task's name depends on history (a running task of a live broadcast keeps its
+        // name), so the target is the model's facts under the shell's record; who is on stage
+        // and how does not depend on the record.
+        let want = target(&model, &room.record, &shell.decision);
+        let fresh = target(&model, &Record::default(), &shell.decision);
         assert_eq!(
-            target(&room.facts, &room.record, &shell.decision),
-            want,
-            "seed {seed}: stored facts differ from the model"
+            want.mix_mode(),
+            fresh.mix_mode(),
+            "seed {seed}: the record changed the stage"
         );
+        if let (Target::On { shape: a, .. }, Target::On { shape: b, .. }) = (&want, &fresh) {
+            assert_eq!(a, b, "seed {seed}: the record changed the layout");
+        }
         assert_eq!(
             room.record.running(),
             &want,

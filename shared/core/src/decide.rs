@@ -146,19 +146,23 @@ pub fn target(facts: &Facts, record: &Record, cfg: &DecisionConfig) -> Target {
     Target::On { task, shape }
 }
 
-/// The task that runs now, if it belongs to the live broadcast even though the facts no longer
-/// show its start: the room keeps a bounded history (a few sessions, a few events each), so after
-/// many reconnects or camera toggles the earliest publish of a long broadcast can drop out, and
-/// re-deriving the start would rename the task mid-broadcast (a Stop and a Start for nothing).
-/// It belongs if its start is earlier than the derived one and the host has been in the channel
-/// without a break since then.
+/// The task that runs now, if it belongs to the live broadcast: a running task of a live
+/// broadcast is never stopped or renamed because of a late event (a Stop and a Start is ≥ 10 s
+/// of black for every viewer). It belongs if it was started during the broadcast (a late event
+/// revealed an earlier start), or if it started earlier and the host has been in the channel
+/// without a break since then (the room keeps a bounded history, so after many reconnects or
+/// camera toggles the earliest publish of a long broadcast can drop out of the facts).
 fn running_task_of(facts: &Facts, record: &Record, broadcast: &Broadcast) -> Option<TaskId> {
     let task = record.running().task()?;
     let (_, secs) = task.as_str().rsplit_once('_')?;
     let since = Timestamp::from_secs(secs.parse().ok()?);
     let ours = TaskId::for_broadcast(facts.channel(), since) == *task;
-    (ours && since < broadcast.started && facts.host_continuously_since(&broadcast.host, since))
-        .then(|| task.clone())
+    // Started during this broadcast (the broadcast has been live without a break since it began,
+    // so a task named for any later second was started while it ran — e.g. before a late event
+    // revealed an earlier start); or started earlier and the host has been there ever since.
+    let during = since >= broadcast.started;
+    let before = since < broadcast.started && facts.host_continuously_since(&broadcast.host, since);
+    (ours && (during || before)).then(|| task.clone())
 }
 
 /// The next command that moves the running task towards `target`, or `None` when they are equal.

@@ -59,14 +59,19 @@ impl UserAction {
     }
 
     /// Order of actions that carry the same timestamp. Callbacks have one-second resolution, so
-    /// "join, publish, unpublish, leave" within one second are common; they are ranked in the only
-    /// order a client can perform them, which makes the outcome independent of arrival order.
+    /// "join, publish, unpublish, leave" within one second are common; they are ranked in a fixed
+    /// order, which makes the outcome independent of arrival order: joining first, leaving last,
+    /// and a Publish after an Unpublish (the same-second rule: a user still in the channel whose
+    /// events of that second include a Publish counts as publishing).
     pub(crate) fn rank(self) -> u8 {
         match self {
             UserAction::Join => 0,
             UserAction::RoleUpdate(Role::Interactive) => 1,
-            UserAction::Publish => 2,
-            UserAction::Unpublish => 3,
+            // Within one second a Publish wins over an Unpublish: a camera toggle keeps the
+            // pane (a placeholder is far less harmful than dropping a live co-streamer), and a
+            // real stop is followed by a later event anyway.
+            UserAction::Unpublish => 2,
+            UserAction::Publish => 3,
             UserAction::RoleUpdate(Role::Live) => 4,
             UserAction::Leave => 5,
         }

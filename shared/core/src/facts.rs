@@ -30,7 +30,13 @@ pub(crate) const MAX_REGISTRATIONS: usize = 4;
 /// Events kept per session: enough to rebuild its recent publish intervals (camera toggles).
 pub(crate) const MAX_MARKS: usize = 8;
 /// Users kept per room. Beyond this, users who have left are forgotten, oldest first.
-pub(crate) const MAX_MEMBERS: usize = 64;
+pub const MAX_MEMBERS: usize = 64;
+/// The hard bound of a room's facts as JSON, whatever the event stream: [`MAX_MEMBERS`] users,
+/// each with [`MAX_SESSIONS`] sessions of [`MAX_MARKS`] events and [`MAX_PRUNED`] dropped session
+/// ids, at the longest ids (user 64, session 128 characters), plus [`MAX_REGISTRATIONS`]
+/// registrations — about 3 KB per user. With the record (≤ 16 panes) and the dedupe keys the
+/// DynamoDB item stays below half of its 400 KB limit. Tested with 10,000 random users.
+pub const MAX_FACTS_JSON_BYTES: usize = 200 * 1024;
 
 /// The latest thing a session did, ordered by time and then by [`UserAction::rank`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,9 +143,10 @@ pub struct CdnStatus {
 
 impl CdnStatus {
     fn key(self) -> (Timestamp, u8) {
+        // Within one second the stream counts as live (a reconnect), like a camera toggle.
         let rank = match self.action {
-            CdnAction::Publish => 0,
-            CdnAction::PublishDone => 1,
+            CdnAction::PublishDone => 0,
+            CdnAction::Publish => 1,
         };
         (self.at, rank)
     }
@@ -152,8 +159,12 @@ pub enum Merge {
     Changed,
     /// Nothing new: an exact duplicate, or an event every fact already supersedes.
     Unchanged,
-    /// Join/Leave of a viewer: viewers never take the stage, so they are not tracked.
+    /// Join of a viewer: viewers never take the stage, so they are not tracked.
     IgnoredViewer,
+    /// An event of a user the room has forgotten, no newer than the newest event of anyone it
+    /// forgot: the room can no longer judge it (it could bring back someone long gone), so it
+    /// is ignored — and counted by the shell.
+    BeyondHorizon,
 }
 
 /// Everything the callbacks told costream about one ARTC channel: facts only, merged in any
@@ -169,6 +180,10 @@ pub struct Facts {
     /// Latest `ChannelEvent` close: every session that did nothing after it has ended.
     closed_at: Option<Timestamp>,
     cdn: Option<CdnStatus>,
+    /// The newest event time of any user forgotten by pruning: events of unknown users up to this
+    /// time are beyond what the room can judge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    horizon: Option<Timestamp>,
 }
 
 impl Facts {
@@ -180,6 +195,7 @@ impl Facts {
             members: BTreeMap::new(),
             closed_at: None,
             cdn: None,
+            horizon: None,
         }
     }
 
@@ -257,10 +273,13 @@ impl Facts {
     }
 
     fn apply_user(&mut self, ev: &UserEvent) -> Merge {
-        let viewer_presence = matches!(ev.action, UserAction::Join | UserAction::Leave)
-            && ev.role == Some(Role::Live);
-        if viewer_presence {
+        // A viewer joining is not tracked; a Leave always ends presence, whatever the role (a
+        // demoted co-streamer leaves with Role=2).
+        if ev.action == UserAction::Join && ev.role == Some(Role::Live) {
             return Merge::IgnoredViewer;
+        }
+        if !self.members.contains_key(&ev.user) && self.horizon.is_some_and(|h| ev.at <= h) {
+            return Merge::BeyondHorizon;
         }
         let mark = Mark {
             at: ev.at,
@@ -319,21 +338,41 @@ impl Facts {
         Merge::Changed
     }
 
-    /// Keeps the room bounded: beyond [`MAX_MEMBERS`], forget users who are gone, the ones whose
-    /// last event is oldest first. Users still present are never forgotten.
+    /// Keeps the room bounded at [`MAX_MEMBERS`] users, forgetting first users who are gone
+    /// (oldest last event first; the horizon moves up to what they last did), then present users
+    /// who do not publish (oldest first), then publishing co-streamers who started last (they are
+    /// waiting beyond the 16 panes anyway). The host is never forgotten.
     fn prune_members(&mut self) {
         if self.members.len() <= MAX_MEMBERS {
             return;
         }
-        let mut gone: Vec<(Mark, UserId)> = self
-            .members
-            .iter()
-            .filter(|(user, _)| !self.is_present(user))
-            .filter_map(|(user, m)| m.sessions.first().map(|s| (s.latest(), user.clone())))
-            .collect();
-        gone.sort_by(|a, b| (a.0.key(), &a.1).cmp(&(b.0.key(), &b.1)));
+        let host = self.broadcast().map(|b| b.host);
+        let mut candidates: Vec<((u8, Timestamp, u8), UserId)> = Vec::new();
+        for (user, m) in &self.members {
+            if Some(user) == host.as_ref() {
+                continue;
+            }
+            let Some(latest) = m.sessions.first().map(Session::latest) else {
+                candidates.push(((0, Timestamp::from_secs(0), 0), user.clone()));
+                continue;
+            };
+            let order = if !self.is_present(user) {
+                (0, latest.at, latest.action.rank())
+            } else if !self.is_publishing(user) {
+                (1, latest.at, latest.action.rank())
+            } else {
+                // Latest starter first: invert the time so it sorts first.
+                let since = self.publishing_since(user).unwrap_or(latest.at);
+                (2, Timestamp::from_secs(u64::MAX - since.secs()), 0)
+            };
+            candidates.push((order, user.clone()));
+        }
+        candidates.sort();
         let excess = self.members.len() - MAX_MEMBERS;
-        for (_, user) in gone.into_iter().take(excess) {
+        for ((class, at, _), user) in candidates.into_iter().take(excess) {
+            if class == 0 {
+                self.horizon = Some(self.horizon.map_or(at, |h| h.max(at)));
+            }
             self.members.remove(&user);
         }
     }

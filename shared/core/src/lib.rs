@@ -34,7 +34,7 @@ mod tests;
 pub use config::{DecisionConfig, EncodeSettings, VideoCodec};
 pub use decide::{decide, next_command, target, Command, Decision, MixMode, Shape, Target};
 pub use event::{CdnAction, EventError, Role, RoomEvent, UserAction, UserEvent};
-pub use facts::{CdnStatus, Facts, Merge};
+pub use facts::{CdnStatus, Facts, Merge, MAX_FACTS_JSON_BYTES, MAX_MEMBERS};
 pub use ids::{AppId, ChannelId, IdError, MsgId, SessionId, TaskId, Timestamp, UserId, Version};
 pub use layout::{
     layout, Canvas, Frac, ImageUrl, Layout, LayoutSpec, LayoutStyle, Pane, RenderMode, MAX_PANES,

@@ -45,15 +45,16 @@ impl Record {
     /// Notes what a newly merged event means for the running task: a CDN `publish_done` newer than
     /// anything known, while the running task is the one the broadcast wants, asks for a heal.
     /// Only for that task: a different (older) task still needs its Stop, not a restart.
+    /// A newer `publish` (the stream is back, e.g. a reconnect within the second) cancels it.
     pub fn observe(&mut self, facts: &Facts, event: &RoomEvent, merge: Merge) {
-        let lost = matches!(
-            event,
-            RoomEvent::Cdn {
-                action: CdnAction::PublishDone,
-                ..
-            }
-        );
-        if !lost || merge != Merge::Changed {
+        let RoomEvent::Cdn { action, .. } = event else {
+            return;
+        };
+        if merge != Merge::Changed {
+            return;
+        }
+        if *action == CdnAction::Publish {
+            self.heal = false;
             return;
         }
         let wanted = facts

@@ -204,7 +204,7 @@ impl Facts {
     }
 
     /// When the user's current publishing began, if they publish now.
-    fn publishing_since(&self, user: &UserId) -> Option<Timestamp> {
+    pub(crate) fn publishing_since(&self, user: &UserId) -> Option<Timestamp> {
         if !self.is_publishing(user) {
             return None;
         }

@@ -323,9 +323,11 @@ fn host_switching_to_viewer_and_back_needs_a_new_publish() {
 }
 
 #[test]
-fn late_host_publish_from_the_past_moves_to_the_earlier_broadcast_in_two_steps() {
+fn a_late_earlier_host_publish_keeps_the_running_task_and_updates_it() {
     // The guest's publish arrives first (so it looks like the guest hosts), then the host's
-    // earlier publish: the truth is a broadcast hosted by `host` since 10.
+    // earlier publish: the truth is a broadcast hosted by `host` since 10. The task already
+    // pushing the room's stream is kept (no Stop + Start, no black screen) and updated to the
+    // host's layout.
     let mut room = Room::new();
     assert_eq!(
         show(&room.step(ev("guest", "g1", 12, Publish))),
@@ -333,8 +335,190 @@ fn late_host_publish_from_the_past_moves_to_the_earlier_broadcast_in_two_steps()
     );
     assert_eq!(
         show(&room.step(ev("host", "h1", 10, Publish))),
-        ["stop room-1_12", "start room-1_10 mixed host,guest"]
+        ["update room-1_12 mixed host,guest"]
     );
+}
+
+/// Defect 4: Join@5, Publish@10 delivered late; Unpublish@20, Publish@30 start `room-1_30`; the
+/// retried Publish@10 must not stop and rename the running task.
+#[test]
+fn a_late_redelivered_publish_never_renames_the_running_task() {
+    let mut room = Room::new();
+    room.step(ev("host", "h1", 5, Join));
+    room.step(ev("host", "h1", 20, Unpublish));
+    assert_eq!(
+        show(&room.step(ev("host", "h1", 30, Publish))),
+        ["start room-1_30 single host"]
+    );
+    assert!(
+        room.step(ev("host", "h1", 10, Publish)).is_empty(),
+        "the running task stays"
+    );
+    assert_eq!(
+        room.record.running().task().map(TaskId::as_str),
+        Some("room-1_30")
+    );
+}
+
+/// Defect 1: a co-streamer's camera toggle within one second (Unpublish@t, Publish@t) keeps
+/// their pane, whatever order the two callbacks arrive in.
+#[test]
+fn a_same_second_camera_toggle_keeps_the_co_streamer() {
+    for order in [[Unpublish, Publish], [Publish, Unpublish]] {
+        let mut room = Room::new();
+        room.step(ev("host", "h", 1, Publish));
+        room.step(ev("guest", "g", 5, Publish));
+        assert_eq!(room.stage(), ["host", "guest"]);
+        room.step(ev("guest", "g", 9, order[0]));
+        room.step(ev("guest", "g", 9, order[1]));
+        assert_eq!(room.stage(), ["host", "guest"], "order {order:?}");
+    }
+}
+
+/// Defect 1, CDN side: `publish_done` then `publish` in one second leaves the stream live and
+/// asks for no restart.
+#[test]
+fn a_same_second_cdn_reconnect_is_live_and_needs_no_heal() {
+    for order in [
+        [CdnAction::PublishDone, CdnAction::Publish],
+        [CdnAction::Publish, CdnAction::PublishDone],
+    ] {
+        let mut room = Room::new();
+        room.step(ev("host", "h", 1, Publish));
+        for action in order {
+            room.apply(&RoomEvent::Cdn {
+                action,
+                at: Timestamp::from_secs(7),
+            });
+        }
+        assert_eq!(
+            room.facts.cdn().map(|c| c.action),
+            Some(CdnAction::Publish),
+            "{order:?}"
+        );
+        assert!(!room.record.needs_heal(), "{order:?}");
+        assert!(room.converge().is_empty());
+    }
+}
+
+/// Defect 2: the usual demotion (Roleupdate→1, Publish, Unpublish, Roleupdate→2, Leave with
+/// Role=2) ends the user's presence, so such users are pruned and the room stays bounded.
+#[test]
+fn a_demoted_co_streamer_leaves_and_is_forgotten() {
+    let mut room = Room::new();
+    room.step(ev("host", "h", 1, Publish));
+    for i in 0..200u64 {
+        let who = format!("fan{i:03}");
+        let t = 10 + i * 10;
+        room.apply(&ev(&who, "s", t, UserAction::RoleUpdate(Role::Interactive)));
+        room.apply(&ev(&who, "s", t + 1, Publish));
+        room.apply(&ev(&who, "s", t + 2, Unpublish));
+        room.apply(&ev(&who, "s", t + 3, UserAction::RoleUpdate(Role::Live)));
+        room.apply(&RoomEvent::User(UserEvent {
+            user: user(&who),
+            session: SessionId::parse("s").expect("session"),
+            at: Timestamp::from_secs(t + 4),
+            action: Leave,
+            role: Some(Role::Live),
+        }));
+        assert!(!room.facts.is_present(&user(&who)), "{who} left");
+    }
+    assert!(
+        room.facts.member_count() <= MAX_MEMBERS,
+        "{} members",
+        room.facts.member_count()
+    );
+    assert_eq!(room.stage(), ["host"]);
+}
+
+/// Defect 3: once a departed user is forgotten, a late redelivery of their old Publish is beyond
+/// the room's horizon: ignored, not a new pane (nor, in an empty room, a new host).
+#[test]
+fn a_forgotten_user_is_not_brought_back_by_a_late_redelivery() {
+    let mut room = Room::new();
+    room.step(ev("host", "h", 1, Publish));
+    room.step(ev("old", "o", 2, Publish));
+    room.step(ev("old", "o", 3, Leave));
+    for i in 0..(MAX_MEMBERS as u64 + 5) {
+        let who = format!("u{i:03}");
+        room.apply(&ev(&who, "s", 10 + i, Join));
+        room.apply(&ev(&who, "s", 11 + i, Leave));
+    }
+    assert!(room.converge().is_empty());
+    assert_eq!(
+        room.apply(&ev("old", "o", 2, Publish)),
+        Merge::BeyondHorizon,
+        "the old publish is older than what the room can judge"
+    );
+    assert_eq!(room.stage(), ["host"]);
+    // In an empty room it can't make the forgotten user host either.
+    room.step(ev("host", "h", 500, Leave));
+    assert_eq!(
+        room.apply(&ev("old", "o", 2, Publish)),
+        Merge::BeyondHorizon
+    );
+    assert!(room.converge().is_empty());
+    assert_eq!(room.record.running(), &Target::Off);
+}
+
+/// The item-size bound: whatever the event stream, the facts stay within
+/// `MAX_FACTS_JSON_BYTES` — here 10,000 random users (viewers, co-streamers who never leave,
+/// churn, reconnects) in one long room.
+#[test]
+fn the_facts_stay_within_their_size_bound_for_ten_thousand_users() {
+    let mut facts = Facts::new(ChannelId::parse("room-1").expect("channel"));
+    let mut record = Record::default();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = |n: u64| {
+        x = x
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (x >> 33) % n
+    };
+    let actions = [
+        Join,
+        Publish,
+        Unpublish,
+        Leave,
+        UserAction::RoleUpdate(Role::Interactive),
+        UserAction::RoleUpdate(Role::Live),
+    ];
+    let mut largest = 0;
+    for i in 0..10_000u64 {
+        // Long, valid ids: the bound must hold for the worst sizes, not the typical.
+        let who = format!("user-{i:05}-{}", "x".repeat(40));
+        for k in 0..=next(6) {
+            let session = format!("session-{}-{}", next(4), "s".repeat(40));
+            let role = match next(3) {
+                0 => Some(Role::Live),
+                1 => Some(Role::Interactive),
+                _ => None,
+            };
+            apply(
+                &mut facts,
+                &mut record,
+                &RoomEvent::User(UserEvent {
+                    user: user(&who),
+                    session: SessionId::parse(session).expect("session"),
+                    at: Timestamp::from_secs(1_700_000_000 + i * 3 + k),
+                    action: actions[usize::try_from(next(6)).expect("small")],
+                    role,
+                }),
+            );
+        }
+        if i % 500 == 0 {
+            let size = serde_json::to_string(&facts).expect("json").len();
+            largest = largest.max(size);
+        }
+    }
+    let size = serde_json::to_string(&facts).expect("json").len();
+    largest = largest.max(size);
+    assert!(facts.member_count() <= MAX_MEMBERS);
+    assert!(
+        largest <= MAX_FACTS_JSON_BYTES,
+        "facts reached {largest} bytes, bound {MAX_FACTS_JSON_BYTES}"
+    );
+    eprintln!("largest facts JSON: {largest} bytes (bound {MAX_FACTS_JSON_BYTES})");
 }
 
 #[test]
