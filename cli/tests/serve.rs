@@ -173,9 +173,20 @@ async fn seed_flow_over_http() {
             .send()
     };
     assert_eq!(put("sha256=00".into()).await.expect("put").status(), 403);
-    let signed = costream_app::handlers::Notifier::signature(
+    // Signed for another room: refused (the signature covers method and path).
+    let elsewhere = costream_app::handlers::Notifier::backend_signature(
         "local-only-backend-secret",
         ts,
+        "PUT",
+        "/rooms/room-2002/host",
+        body.as_bytes(),
+    );
+    assert_eq!(put(elsewhere).await.expect("put").status(), 403);
+    let signed = costream_app::handlers::Notifier::backend_signature(
+        "local-only-backend-secret",
+        ts,
+        "PUT",
+        "/rooms/room-1001/host",
         body.as_bytes(),
     );
     let ok = put(signed).await.expect("put");

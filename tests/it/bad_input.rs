@@ -63,7 +63,7 @@ async fn bad_artc_bodies_are_400_and_change_nothing() {
     }
     for (name, reason) in [
         ("wrong_app.json", "AppId otherapp"),
-        ("unknown_tag.json", "unknown EventTag"),
+        ("unknown_tag.json", "unknown: UserEvent/CameraOpen"),
     ] {
         let e = svc
             .artc_body(&fixture(&format!("artc/{name}")), Side::Both, "t")
@@ -86,6 +86,26 @@ async fn bad_eventbridge_details_are_non_retryable() {
                 .expect_err(name);
             assert_eq!(e.kind(), "BadInput");
             assert!(!e.is_retryable());
+        }
+    }
+    assert_untouched(&svc, &sim).await;
+}
+
+/// Defect 8: Lambda retries failed asynchronous invocations whatever `errorType` says, so the
+/// stream functions answer bad input as handled-and-rejected (logged, counted, in the archive),
+/// never as an error.
+#[tokio::test]
+async fn the_stream_functions_answer_bad_input_as_handled_and_rejected() {
+    let (svc, sim) = local();
+    for name in ["wrong_app.json", "unknown_tag.json"] {
+        let ev: EventBridgeEvent<Value> = fixture_json(&format!("eventbridge/{name}"));
+        for side in [Side::Published, Side::Unpublished] {
+            let event = lambda_runtime::LambdaEvent::new(ev.clone(), Default::default());
+            let out = costream_runtime::lambda::artc_event(&svc, event, side)
+                .await
+                .expect("bad input is not an invocation error");
+            assert_eq!(out.result, "rejected", "{name}");
+            assert!(out.reason.is_some(), "{name}");
         }
     }
     assert_untouched(&svc, &sim).await;

@@ -244,7 +244,13 @@ async fn host_registration_from_the_backend() {
 
     let now = SystemClock.now_ms() / 1000;
     let body = br#"{"user_id":"host_u1"}"#;
-    let sig = Notifier::signature("backend-hmac-key", now, body);
+    let sig = Notifier::backend_signature(
+        "backend-hmac-key",
+        now,
+        "PUT",
+        "/rooms/room-1001/host",
+        body,
+    );
     let ts = now.to_string();
     let bad = HostRequest {
         body,
@@ -257,7 +263,13 @@ async fn host_registration_from_the_backend() {
         .expect_err("unsigned");
     assert_eq!(e.status(), 403);
     let stale_ts = (now - 3600).to_string();
-    let stale_sig = Notifier::signature("backend-hmac-key", now - 3600, body);
+    let stale_sig = Notifier::backend_signature(
+        "backend-hmac-key",
+        now - 3600,
+        "PUT",
+        "/rooms/room-1001/host",
+        body,
+    );
     let stale = HostRequest {
         body,
         timestamp: Some(&stale_ts),
@@ -276,6 +288,19 @@ async fn host_registration_from_the_backend() {
         "rejected registrations changed nothing"
     );
 
+    // A captured, valid registration replayed against another room is refused.
+    let replayed = HostRequest {
+        body,
+        timestamp: Some(&ts),
+        signature: Some(&sig),
+    };
+    assert_eq!(
+        svc.register_host("room-2002", &replayed, "i3b")
+            .await
+            .expect_err("replayed to another room")
+            .status(),
+        403
+    );
     let ok = HostRequest {
         body,
         timestamp: Some(&ts),

@@ -64,6 +64,14 @@ impl HandlerError {
         serde_json::json!({ "error": self.kind(), "reason": self.to_string() })
     }
 
+    /// Bad input (malformed, unauthorized, unknown): no retry can mend it.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(
+            self,
+            HandlerError::BadInput(_) | HandlerError::Unauthorized(_) | HandlerError::NotFound(_)
+        )
+    }
+
     /// A stable name for logs and Lambda's `errorType`.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -83,6 +91,21 @@ pub struct ArtcOutcome {
     /// Events this side acted on.
     pub events: usize,
     pub result: &'static str,
+    /// Why the callback was rejected (`result` = `rejected`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl ArtcOutcome {
+    /// A callback handled by rejecting it (bad input): nothing written, nothing called.
+    pub fn rejected(e: &HandlerError) -> Self {
+        ArtcOutcome {
+            channel_id: String::new(),
+            events: 0,
+            result: "rejected",
+            reason: Some(e.to_string()),
+        }
+    }
 }
 
 /// What a CDN callback amounted to.
@@ -126,7 +149,8 @@ pub struct HostRequest<'a> {
     pub body: &'a [u8],
     /// `X-Costream-Timestamp`: unix seconds; also the registration's time.
     pub timestamp: Option<&'a str>,
-    /// `X-Costream-Signature: sha256=<hex hmac(secret, "<timestamp>.<body>")>`.
+    /// `X-Costream-Signature: sha256=<hex hmac(secret, "<timestamp>.PUT /rooms/<id>/host.<body>")>`
+    /// (see [`Notifier::backend_signature`]).
     pub signature: Option<&'a str>,
 }
 
@@ -167,6 +191,29 @@ impl Notifier {
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes())
             .expect("HMAC accepts keys of any length");
         mac.update(timestamp.to_string().as_bytes());
+        mac.update(b".");
+        mac.update(body);
+        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    }
+
+    /// The signature the app's backend puts on every request it sends costream:
+    /// `sha256=<hex hmac_sha256(secret, "<ts>.<METHOD> <PATH>.<body>")>`, METHOD upper-case and
+    /// PATH the request path without query (e.g. `PUT /rooms/c1/host`), so a captured request
+    /// cannot be replayed against another room or route.
+    pub fn backend_signature(
+        secret: &str,
+        timestamp: u64,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> String {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes())
+            .expect("HMAC accepts keys of any length");
+        mac.update(timestamp.to_string().as_bytes());
+        mac.update(b".");
+        mac.update(method.to_ascii_uppercase().as_bytes());
+        mac.update(b" ");
+        mac.update(path.as_bytes());
         mac.update(b".");
         mac.update(body);
         format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
@@ -250,11 +297,23 @@ impl<S: StateStore, M: MpuPort, C: Clock> Services<S, M, C> {
         invocation: &str,
     ) -> Result<ArtcOutcome, HandlerError> {
         let channel_id = cb.channel.to_string();
+        for name in &cb.skipped {
+            // Only one side counts them, so each unknown item is counted once per callback.
+            if side != Side::Unpublished {
+                tracing::warn!(
+                    counter = "callback_items_unknown",
+                    item = name.as_str(),
+                    channel_id = channel_id.as_str(),
+                    "skipped a callback item this version does not know"
+                );
+            }
+        }
         if cb.events.is_empty() {
             return Ok(ArtcOutcome {
                 channel_id,
                 events: 0,
                 result: "not_for_this_function",
+                reason: None,
             });
         }
         let key = self.key(cb.channel.clone());
@@ -267,6 +326,7 @@ impl<S: StateStore, M: MpuPort, C: Clock> Services<S, M, C> {
             channel_id,
             events: cb.events.len(),
             result: outcome_name(&handled),
+            reason: None,
         })
     }
 
@@ -342,7 +402,8 @@ impl<S: StateStore, M: MpuPort, C: Clock> Services<S, M, C> {
 
     /// `PUT /rooms/{channelId}/host` from the app's backend: `{"user_id": "<id>"}` registers the
     /// room's host, `{"user_id": null}` clears it. Signed like the notifications costream sends
-    /// (HMAC-SHA256 with `COSTREAM_NOTIFY_SECRET` over `"<timestamp>.<body>"`), at most 300 s old.
+    /// (HMAC-SHA256 with `COSTREAM_NOTIFY_SECRET` over `"<timestamp>.PUT /rooms/<id>/host.<body>"`),
+    /// at most 300 s old.
     pub async fn register_host(
         &self,
         channel: &str,
@@ -364,7 +425,10 @@ impl<S: StateStore, M: MpuPort, C: Clock> Services<S, M, C> {
                 "X-Costream-Timestamp {ts} is more than {HOST_SIGNATURE_WINDOW_SECS} s from now"
             )));
         }
-        let expected = Notifier::signature(secret.expose_secret(), ts, req.body);
+        // The route's canonical path (the same behind any API stage or local server).
+        let path = format!("/rooms/{channel}/host");
+        let expected =
+            Notifier::backend_signature(secret.expose_secret(), ts, "PUT", &path, req.body);
         let given = req.signature.unwrap_or_default().trim();
         if !bool::from(subtle::ConstantTimeEq::ct_eq(
             expected.as_bytes(),
@@ -536,6 +600,31 @@ mod tests {
         for shown in [err.to_string(), format!("{err:?}")] {
             assert!(!shown.contains("sekrit-token"), "{shown}");
         }
+    }
+
+    const BACKEND_VECTOR: &str =
+        "sha256=b37a21160efbb9c5f6003d1d9875c59c389821267b29d46e7ef53fb437a1f3c4";
+
+    #[test]
+    fn backend_signature_covers_method_and_path() {
+        // Independent vector: printf '%s' '1700000000.PUT /rooms/c1/host.{"user_id":"u1"}' |
+        //   openssl dgst -sha256 -hmac backend-hmac-key
+        let sig = Notifier::backend_signature(
+            "backend-hmac-key",
+            1_700_000_000,
+            "put",
+            "/rooms/c1/host",
+            br#"{"user_id":"u1"}"#,
+        );
+        assert_eq!(sig, BACKEND_VECTOR);
+        let other_room = Notifier::backend_signature(
+            "backend-hmac-key",
+            1_700_000_000,
+            "PUT",
+            "/rooms/c2/host",
+            br#"{"user_id":"u1"}"#,
+        );
+        assert_ne!(sig, other_room);
     }
 
     #[test]

@@ -19,6 +19,11 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// How far ahead of our clock an event may be stamped (clock skew between Alibaba and AWS).
 pub const MAX_SKEW_SECS: u64 = 600;
 
+/// The oldest event time accepted: 2020-01-01T00:00:00Z, before ARTC's callbacks existed. A
+/// timestamp of 0 (or any absurd past) is a sender bug, not history: rejected with a 400 that names
+/// the field, never merged.
+pub const MIN_EVENT_SECS: u64 = 1_577_836_800;
+
 /// Bad input: answered with a 4xx / NonRetryable, and nothing is written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InboundError {
@@ -48,6 +53,8 @@ pub enum InboundError {
     UnknownContent { index: usize, event: String },
     #[error("callback has no Contents")]
     NoContents,
+    #[error("no content of the callback could be read (unknown: {})", .0.join(", "))]
+    NothingKnown(Vec<String>),
     #[error("invalid query parameter {param}: {reason}")]
     BadQuery { param: &'static str, reason: String },
 }
@@ -99,6 +106,9 @@ pub struct ArtcCallback {
     pub events: Vec<RoomEvent>,
     /// Contents of the callback in total (for logs).
     pub contents: usize,
+    /// Contents skipped because they name something this version does not know (an `Event`,
+    /// `EventTag` or `Role` Alibaba added): `Event/EventTag` names, for the log and the counter.
+    pub skipped: Vec<String>,
 }
 
 impl ArtcCallback {
@@ -276,16 +286,27 @@ fn parse_artc_checked(
         return Err(InboundError::NoContents);
     }
     let mut events = Vec::new();
+    let mut skipped = Vec::new();
     for (index, content) in contents.iter().enumerate() {
-        let Some(event) = parse_content(index, content)? else {
-            continue;
+        let event = match parse_content(index, content) {
+            Ok(Some(event)) => event,
+            Ok(None) => continue,
+            // Alibaba adds tags over time: skip what this version does not know, keep the rest.
+            Err(Unknown(name)) => {
+                skipped.push(name);
+                continue;
+            }
+            Err(Malformed(e)) => return Err(e),
         };
         event
-            .check_time(now, MAX_SKEW_SECS)
+            .check_time(now, MAX_SKEW_SECS, Timestamp::from_secs(MIN_EVENT_SECS))
             .map_err(|source| InboundError::BadEvent { index, source })?;
         if side.takes(&event) {
             events.push(event);
         }
+    }
+    if skipped.len() == contents.len() {
+        return Err(InboundError::NothingKnown(skipped));
     }
     Ok(ArtcCallback {
         app,
@@ -293,11 +314,27 @@ fn parse_artc_checked(
         msg_id,
         events,
         contents: contents.len(),
+        skipped,
     })
 }
 
+/// Why one `Contents[]` item was not turned into an event.
+enum ContentError {
+    /// It names an `Event`, `EventTag` or `Role` this version does not know: skipped.
+    Unknown(String),
+    /// It is malformed: the whole callback is bad input.
+    Malformed(InboundError),
+}
+use ContentError::{Malformed, Unknown};
+
+impl From<InboundError> for ContentError {
+    fn from(e: InboundError) -> Self {
+        Malformed(e)
+    }
+}
+
 /// One `Contents[]` item. `Ok(None)` for known contents that change nothing (channel open).
-fn parse_content(index: usize, content: &Value) -> Result<Option<RoomEvent>, InboundError> {
+fn parse_content(index: usize, content: &Value) -> Result<Option<RoomEvent>, ContentError> {
     let obj = content
         .as_object()
         .ok_or(InboundError::NotObject("Contents[]"))?;
@@ -310,12 +347,22 @@ fn parse_content(index: usize, content: &Value) -> Result<Option<RoomEvent>, Inb
             .ok_or(InboundError::Missing("UserEvent"))?;
         let tag = string_field(ue, "EventTag")?.ok_or(InboundError::Missing("EventTag"))?;
         let role_code = integer(ue, "Role")?;
-        let action = UserAction::from_tag(&tag, role_code)
-            .map_err(|source| InboundError::BadEvent { index, source })?;
+        let action = match UserAction::from_tag(&tag, role_code) {
+            Ok(action) => action,
+            Err(EventError::UnknownTag(t)) => return Err(Unknown(format!("UserEvent/{t}"))),
+            Err(EventError::UnknownRole(r)) => {
+                return Err(Unknown(format!("UserEvent/{tag}/Role={r}")))
+            }
+            Err(source) => return Err(Malformed(InboundError::BadEvent { index, source })),
+        };
         let role = match role_code {
-            Some(code) => Some(
-                Role::from_code(code).map_err(|source| InboundError::BadEvent { index, source })?,
-            ),
+            Some(code) => match Role::from_code(code) {
+                Ok(role) => Some(role),
+                Err(EventError::UnknownRole(r)) => {
+                    return Err(Unknown(format!("UserEvent/{tag}/Role={r}")))
+                }
+                Err(source) => return Err(Malformed(InboundError::BadEvent { index, source })),
+            },
             None => None,
         };
         return Ok(Some(RoomEvent::User(UserEvent {
@@ -337,13 +384,16 @@ fn parse_content(index: usize, content: &Value) -> Result<Option<RoomEvent>, Inb
         return match tag.to_ascii_lowercase().as_str() {
             "close" => Ok(Some(RoomEvent::ChannelClosed { at })),
             "open" => Ok(None),
-            _ => Err(InboundError::BadEvent {
-                index,
-                source: EventError::UnknownTag(tag),
-            }),
+            _ => Err(Unknown(format!("ChannelEvent/{tag}"))),
         };
     }
-    Err(InboundError::UnknownContent { index, event: kind })
+    if kind.is_empty() {
+        return Err(Malformed(InboundError::UnknownContent {
+            index,
+            event: kind,
+        }));
+    }
+    Err(Unknown(kind))
 }
 
 /// A parsed CDN ingest callback.
@@ -425,6 +475,12 @@ pub fn parse_cdn<'a>(
                 reason: "not unix seconds".into(),
             })?;
     let at = Timestamp::from_secs(secs);
+    if secs < MIN_EVENT_SECS {
+        return Err(InboundError::BadQuery {
+            param: "time",
+            reason: format!("{secs} is before {MIN_EVENT_SECS} (2020-01-01)"),
+        });
+    }
     if at > now.saturating_add(MAX_SKEW_SECS) {
         return Err(InboundError::BadQuery {
             param: "time",

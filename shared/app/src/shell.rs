@@ -160,13 +160,10 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                 }
             }
             let decision = decide(&room.facts, &room.record, &self.decision);
-            // Our own lease is free to us: it is left behind only by this very invocation (a
-            // Lambda retry keeps the request id), e.g. after a commit that landed but reported a
-            // failure and whose release failed too. No call of ours is in flight then.
-            let lease_free = room
-                .lease
-                .as_ref()
-                .is_none_or(|l| l.until_ms <= now_ms || l.owner == owner);
+            // Free when absent or expired — never "ours, so free": two deliveries sharing a
+            // request id could otherwise overlap their calls, and the shortcut gained nothing
+            // (the lease, 45 s, expires before Lambda's first retry at 60 s).
+            let lease_free = room.lease.as_ref().is_none_or(|l| l.until_ms <= now_ms);
             // A command only matters to us if we can take the lease; otherwise its holder will
             // see our committed state and act on it.
             let will_call = decision.command.is_some() && lease_free;
@@ -356,9 +353,9 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
     }
 
     /// After a call with no definite answer: keep the lease until it expires, a full lease
-    /// period from now, so no call overlaps the one that may still land. It is handed to a name no
-    /// invocation has, so not even a retry of this invocation (which counts its own lease as
-    /// free) calls early. Best effort: if the write fails the lease stays ours as it was.
+    /// period from now, so no call overlaps the one that may still land. It is renamed
+    /// `<owner>/in-doubt` so logs and `GET /rooms` tell why the room waits. Best effort: if the
+    /// write fails the lease stays ours as it was (and expires the same).
     async fn keep_lease_in_doubt(&self, key: &RoomKey, room: StoredRoom, owner: &str) {
         tracing::warn!("mpu call outcome unknown; keeping the lease until it expires");
         let lease = Lease {

@@ -396,7 +396,10 @@ pub mod concurrency {
             model.apply(e);
         }
         let room = shell.store.load(&key()).await.expect("load").expect("room");
-        assert_eq!(room.facts, model, "seed {seed}: stored facts differ from the model");
+        assert_eq!(
+            room.facts, model,
+            "seed {seed}: stored facts differ from the model"
+        );
         // The task's name depends on history (a running task of a live broadcast keeps its
         // name), so the target is the model's facts under the shell's record; who is on stage
         // and how does not depend on the record.

@@ -134,8 +134,16 @@ impl RoomEvent {
     /// Rejects events from the far future. `now` comes from the caller (the core has no clock).
     /// A timestamp far ahead would otherwise win every "latest event" comparison forever and pin
     /// the room in that state.
-    pub fn check_time(&self, now: Timestamp, max_skew_secs: u64) -> Result<(), EventError> {
+    pub fn check_time(
+        &self,
+        now: Timestamp,
+        max_skew_secs: u64,
+        floor: Timestamp,
+    ) -> Result<(), EventError> {
         let at = self.at();
+        if at < floor {
+            return Err(EventError::TooOld { at, floor });
+        }
         if at > now.saturating_add(max_skew_secs) {
             return Err(EventError::FutureTimestamp {
                 at,
@@ -156,7 +164,9 @@ pub enum EventError {
     MissingRole,
     #[error("unknown Role {0}; expected 1 (interactive) or 2 (live viewer)")]
     UnknownRole(i64),
-    #[error("event time {at} is more than {max_skew_secs} s after now ({now})")]
+    #[error("Timestamp {at} is before {floor}: no ARTC event is that old")]
+    TooOld { at: Timestamp, floor: Timestamp },
+    #[error("Timestamp {at} is more than {max_skew_secs} s after now ({now})")]
     FutureTimestamp {
         at: Timestamp,
         now: Timestamp,
@@ -201,13 +211,32 @@ mod tests {
         let ev = RoomEvent::ChannelClosed {
             at: Timestamp::from_secs(1_000),
         };
-        assert!(ev.check_time(Timestamp::from_secs(900), 300).is_ok());
+        let floor = Timestamp::from_secs(0);
+        assert!(ev.check_time(Timestamp::from_secs(900), 300, floor).is_ok());
         let err = ev
-            .check_time(Timestamp::from_secs(600), 300)
+            .check_time(Timestamp::from_secs(600), 300, floor)
             .expect_err("too far ahead");
         assert_eq!(
             err.to_string(),
-            "event time 1000 is more than 300 s after now (600)"
+            "Timestamp 1000 is more than 300 s after now (600)"
+        );
+    }
+
+    #[test]
+    fn absurdly_old_is_rejected() {
+        let ev = RoomEvent::ChannelClosed {
+            at: Timestamp::from_secs(0),
+        };
+        let err = ev
+            .check_time(
+                Timestamp::from_secs(2_000),
+                300,
+                Timestamp::from_secs(1_000),
+            )
+            .expect_err("before the floor");
+        assert_eq!(
+            err.to_string(),
+            "Timestamp 0 is before 1000: no ARTC event is that old"
         );
     }
 }

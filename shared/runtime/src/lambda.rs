@@ -9,8 +9,9 @@ use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::Serialize;
 
 use crate::init::{lambda_services, InitError, LambdaServices};
-use costream_app::handlers::{ArtcOutcome, CdnRequest, HandlerError};
+use costream_app::handlers::{ArtcOutcome, CdnRequest, HandlerError, Services};
 use costream_app::inbound::Side;
+use costream_app::ports::{Clock, MpuPort, StateStore};
 
 /// Tracing (JSON when `AWS_LAMBDA_LOG_FORMAT=JSON`, as `template.yaml` sets) and the services.
 /// A configuration error ends the process at init with a message naming the variable.
@@ -21,9 +22,9 @@ pub async fn start() -> Result<LambdaServices, InitError> {
     })
 }
 
-/// The error of an EventBridge-triggered function: logged once here, reported as
-/// `Retryable` (the redelivery repairs the room) or `NonRetryable` (bad input: the event lands
-/// in the dead-letter queue for a human).
+/// The error of an EventBridge-triggered function that a retry can fix: logged once here and
+/// reported as `Retryable` (Lambda retries asynchronous invocations whatever `errorType` says,
+/// and the redelivery repairs the room).
 pub fn diagnostic(e: &HandlerError) -> Diagnostic {
     let error_type = if e.is_retryable() {
         "Retryable"
@@ -37,17 +38,45 @@ pub fn diagnostic(e: &HandlerError) -> Diagnostic {
     }
 }
 
+/// How much of a rejected callback is logged (the full event stays in the EventBridge archive,
+/// found by its id).
+const REJECTED_DETAIL_LOG_BYTES: usize = 2048;
+
 /// The handler of both stream functions: an ARTC callback that EventBridge delivered as an
 /// event's `detail`, acted on for `side`'s tags only.
-pub async fn artc_event(
-    services: &LambdaServices,
+///
+/// Bad input is *handled and rejected*, not an error: Lambda retries every failed asynchronous
+/// invocation twice whatever `errorType` says, and no retry can mend bad input. It is logged once
+/// (`counter=callbacks_rejected`, the EventBridge event id, the reason and the start of the
+/// detail) and the invocation succeeds. Errors are reserved for what a retry can fix.
+pub async fn artc_event<S: StateStore, M: MpuPort, C: Clock>(
+    services: &Services<S, M, C>,
     event: LambdaEvent<EventBridgeEvent<serde_json::Value>>,
     side: Side,
 ) -> Result<ArtcOutcome, Diagnostic> {
-    services
+    match services
         .artc_detail(&event.payload.detail, side, &event.context.request_id)
         .await
-        .map_err(|e| diagnostic(&e))
+    {
+        Ok(outcome) => Ok(outcome),
+        Err(e) if e.is_bad_input() => {
+            let detail = event.payload.detail.to_string();
+            let end = (0..=REJECTED_DETAIL_LOG_BYTES.min(detail.len()))
+                .rev()
+                .find(|i| detail.is_char_boundary(*i))
+                .unwrap_or(0);
+            tracing::warn!(
+                counter = "callbacks_rejected",
+                event_id = event.payload.id.as_deref().unwrap_or(""),
+                error_kind = e.kind(),
+                error = %e,
+                detail = &detail[..end],
+                "callback rejected: bad input, not retried"
+            );
+            Ok(ArtcOutcome::rejected(&e))
+        }
+        Err(e) => Err(diagnostic(&e)),
+    }
 }
 
 /// A JSON response.

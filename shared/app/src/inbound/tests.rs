@@ -112,7 +112,16 @@ fn bad_input_is_rejected_with_a_reason() {
         err(&fixture("wrong_app.json")),
         "callback is for AppId otherapp, this deployment serves 9qb1abcd"
     );
-    assert!(err(&fixture("unknown_tag.json")).contains("unknown EventTag \"CameraOpen\""));
+    assert_eq!(
+        err(&fixture("unknown_tag.json")),
+        "no content of the callback could be read (unknown: UserEvent/CameraOpen)"
+    );
+    // Timestamp 0 (or any absurd past) names the field.
+    let ancient = br#"{"AppId":"9qb1abcd","ChannelId":"r","Contents":[{"Event":"UserEvent","UserEvent":{"UserId":"u","SessionId":"s","EventTag":"Publish","Timestamp":0}}]}"#;
+    assert_eq!(
+        err(ancient),
+        "content 0: Timestamp 0 is before 1577836800: no ARTC event is that old"
+    );
     assert!(err(b"{not json").starts_with("body is not JSON"));
     assert_eq!(err(b"[1,2]"), "callback must be a JSON object");
     assert_eq!(
@@ -219,4 +228,58 @@ fn cdn_query_parses_and_validates() {
         ("time", "1804164690"),
     ];
     assert!(parse_cdn(future, NOW).is_err());
+}
+
+/// Defect 5: one unknown item (a tag Alibaba added later) no longer loses the callback's known
+/// events; the unknown ones are skipped and named.
+#[test]
+fn unknown_items_are_skipped_and_the_known_ones_kept() {
+    let body = br#"{"AppId":"9qb1abcd","ChannelId":"room-1001","MsgId":"m","Contents":[
+        {"Event":"UserEvent","UserEvent":{"UserId":"u1","SessionId":"s1","EventTag":"CameraOpen","Timestamp":1704164661,"Role":1}},
+        {"Event":"UserEvent","UserEvent":{"UserId":"u1","SessionId":"s1","EventTag":"Publish","Timestamp":1704164662,"Role":1}},
+        {"Event":"UserEvent","UserEvent":{"UserId":"u2","SessionId":"s2","EventTag":"Join","Timestamp":1704164663,"Role":7}},
+        {"Event":"ChannelEvent","ChannelEvent":{"EventTag":"Pause","Timestamp":1704164664}},
+        {"Event":"StreamEvent","StreamEvent":{"Foo":1}}
+    ]}"#;
+    let cb = parse_artc(body, &app(), Side::Both, NOW).expect("the known event is kept");
+    assert_eq!(tags(&cb), ["u1:Publish"]);
+    assert_eq!(
+        cb.skipped,
+        [
+            "UserEvent/CameraOpen",
+            "UserEvent/Join/Role=7",
+            "ChannelEvent/Pause",
+            "StreamEvent"
+        ]
+    );
+    // A malformed item is still bad input for the whole callback.
+    let malformed = br#"{"AppId":"9qb1abcd","ChannelId":"room-1001","Contents":[
+        {"Event":"UserEvent","UserEvent":{"UserId":"u1","SessionId":"s1","EventTag":"CameraOpen","Timestamp":1704164661}},
+        {"Event":"UserEvent","UserEvent":{"EventTag":"Publish"}}
+    ]}"#;
+    assert_eq!(
+        parse_artc(malformed, &app(), Side::Both, NOW)
+            .expect_err("malformed")
+            .to_string(),
+        "missing field UserId"
+    );
+}
+
+#[test]
+fn a_cdn_time_before_the_floor_names_the_parameter() {
+    let err = parse_cdn(
+        [
+            ("action", "publish"),
+            ("id", "room-1001_main"),
+            ("app", "push.example.com"),
+            ("appname", "live"),
+            ("time", "0"),
+        ],
+        NOW,
+    )
+    .expect_err("too old");
+    assert_eq!(
+        err.to_string(),
+        "invalid query parameter time: 0 is before 1577836800 (2020-01-01)"
+    );
 }

@@ -385,8 +385,10 @@ async fn a_commit_that_lands_but_reports_a_failure_gives_the_lease_back() {
     );
 }
 
+/// Defect 9: a lease is never "free because it is ours". Two deliveries sharing a request id must
+/// not overlap their calls; the lease (45 s) expires before Lambda's first retry (60 s) anyway.
 #[tokio::test]
-async fn a_retry_of_the_same_invocation_may_use_the_lease_it_left_behind() {
+async fn a_lease_left_by_the_same_request_id_is_respected_until_it_expires() {
     // What a commit that landed unacknowledged, and whose release failed too, leaves behind: the
     // event committed, its key seen, nothing applied, the lease held by invocation "a".
     let s = shell(Arc::new(RecordingMpu::instant()));
@@ -405,15 +407,18 @@ async fn a_retry_of_the_same_invocation_may_use_the_lease_it_left_behind() {
         .await
         .expect("save");
 
-    // Another invocation respects the lease ...
-    let out = s
-        .handle(&key(), Some("m1"), &publish, "b")
-        .await
-        .expect("handled");
-    assert_eq!(out, Handled::Duplicate);
+    // Neither another invocation nor one with the same request id calls while it is held ...
+    for owner in ["b", "a"] {
+        let out = s
+            .handle(&key(), Some("m1"), &publish, owner)
+            .await
+            .expect("handled");
+        assert_eq!(out, Handled::Duplicate, "{owner}");
+    }
     assert!(s.mpu.calls().is_empty());
 
-    // ... but Lambda's retry of "a" (same request id) knows no call of its own is in flight.
+    // ... and once it expired, the retry converges the room.
+    s.clock.advance_ms(s.config.lease_ms + 1);
     let out = s
         .handle(&key(), Some("m1"), &publish, "a")
         .await
