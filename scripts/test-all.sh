@@ -118,6 +118,12 @@ done
 log "cargo test --workspace"
 cargo test --workspace --locked
 
+# The deterministic simulation beyond the fast slice `cargo test` ran: COSTREAM_SIM_SEEDS seeds
+# (default 10,000) from a fresh, printed base seed; a failure prints its replay line.
+log "deterministic simulation: ${COSTREAM_SIM_SEEDS:=10000} seeds"
+# --workspace keeps the feature resolution of the run above, so nothing is rebuilt.
+COSTREAM_SIM_SEEDS=$COSTREAM_SIM_SEEDS cargo test --workspace --locked --test dst -- bulk --nocapture
+
 log "pytest tests/template"
 # Which EventBridge matcher the routing test runs (event-ruler, or only the Python fallback where
 # event-ruler has no wheel): said here and again in pytest's last lines.

@@ -182,6 +182,11 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                     self.config.dedupe_cap,
                 );
             }
+            if let (true, Some(cmd)) = (will_call, &decision.command) {
+                // Write-ahead: the call's intent goes with the lease, so a caller that dies
+                // mid-call leaves a record the next holder re-asserts from.
+                room.record.begin(cmd);
+            }
             if will_call {
                 room.lease = Some(Lease {
                     owner: owner.to_owned(),
@@ -318,6 +323,9 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                 owner: owner.to_owned(),
                 until_ms: now_ms + self.config.lease_ms,
             });
+            if let Some(next) = &decision.command {
+                room.record.begin(next);
+            }
             let expected = room.version;
             match self.store.save(key, &room, expected).await {
                 Ok(()) => {

@@ -44,13 +44,15 @@ pub enum FakeFailure {
     Ambiguous,
     /// The service refused the request (throttled): it never takes effect.
     Refused,
+    /// No definite answer, but the request *was* applied (a timeout after the service acted).
+    AppliedInDoubt,
 }
 
 impl FakeFailure {
     pub fn error(self) -> MpuFailure {
         MpuFailure {
             kind: match self {
-                FakeFailure::Ambiguous => MpuFailureKind::InDoubt,
+                FakeFailure::Ambiguous | FakeFailure::AppliedInDoubt => MpuFailureKind::InDoubt,
                 FakeFailure::Refused => MpuFailureKind::Refused { retryable: true },
             },
             action: "injected",
@@ -262,7 +264,11 @@ impl MpuPort for RecordingMpu {
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
         }
-        let result = if fail || forced {
+        let result = if (fail || forced) && self.failure == FakeFailure::AppliedInDoubt {
+            self.sim_clock.spacing.advance_ms(CALL_SPACING_MS);
+            let _ = self.adapter.execute(room, command, version).await;
+            Err(self.failure.error())
+        } else if fail || forced {
             Err(self.failure.error())
         } else {
             self.sim_clock.spacing.advance_ms(CALL_SPACING_MS);

@@ -203,10 +203,13 @@ pub fn decide(facts: &Facts, record: &Record, cfg: &DecisionConfig) -> Decision 
     let command = next_command(record.running(), &target).or_else(|| match &target {
         // The task looks right but the CDN lost its stream: Start it again (Start of an existing
         // task becomes an Update; of a vanished one, a new task).
-        Target::On { task, shape } if record.needs_heal() => Some(Command::Start {
-            task: task.clone(),
-            shape: shape.clone(),
-        }),
+        // Or the last call is unconfirmed: re-assert the target (idempotent upsert).
+        Target::On { task, shape } if record.needs_heal() || record.is_in_doubt() => {
+            Some(Command::Start {
+                task: task.clone(),
+                shape: shape.clone(),
+            })
+        }
         _ => None,
     });
     Decision { target, command }

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::decide::Target;
+use crate::decide::{Command, Target};
 use crate::event::{CdnAction, RoomEvent};
 use crate::facts::{Facts, Merge};
 use crate::ids::TaskId;
@@ -18,12 +18,49 @@ pub struct Record {
     /// (idempotent) Start once. Cleared when the next call is recorded.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     heal: bool,
+    /// A call was begun and not confirmed (its answer was lost, it timed out, or its caller
+    /// died): `running` is what it would have made the task, and the next decision re-asserts
+    /// the target with an idempotent call instead of trusting it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    doubt: bool,
 }
 
 impl Record {
     /// A record of `running`, with or without a pending heal (tests, migrations).
     pub fn new(running: Target, heal: bool) -> Self {
-        Record { running, heal }
+        Record {
+            running,
+            heal,
+            doubt: false,
+        }
+    }
+
+    /// A record whose last call is unconfirmed (tests).
+    pub fn in_doubt(running: Target) -> Self {
+        Record {
+            running,
+            heal: false,
+            doubt: true,
+        }
+    }
+
+    /// Whether the last call was begun and never confirmed.
+    pub fn is_in_doubt(&self) -> bool {
+        self.doubt
+    }
+
+    /// Written with the lease, *before* the call: until [`Record::confirm`], the task is taken to
+    /// be what `command` would make it (a Start or Update may have landed; a Stop may not have),
+    /// and in doubt. So a caller that dies mid-call, or a call whose answer is lost, leaves a
+    /// record from which the next decision re-asserts the target idempotently — never a task
+    /// nobody knows about.
+    pub fn begin(&mut self, command: &Command) {
+        match command {
+            Command::Start { .. } | Command::Update { .. } => self.running = command.result(),
+            // The task may still run: keep it, so the next decision stops it again if needed.
+            Command::Stop { .. } => {}
+        }
+        self.doubt = true;
     }
 
     /// The task as the Live API last confirmed it.
@@ -40,6 +77,7 @@ impl Record {
     pub fn confirm(&mut self, running: Target) {
         self.running = running;
         self.heal = false;
+        self.doubt = false;
     }
 
     /// Notes what a newly merged event means for the running task: a CDN `publish_done` newer than

@@ -953,7 +953,7 @@ fn arb_shape() -> impl Strategy<Value = Shape> {
 
 /// Any record the shell could hold: nothing, a task of this room named for any second (the one
 /// the facts want, an older or a newer one, one that vanished), a foreign task id, any shape,
-/// with or without a pending heal.
+/// with or without a pending heal, confirmed or in doubt.
 fn arb_record() -> impl Strategy<Value = Record> {
     let channel = ChannelId::parse("room").expect("channel");
     let task = prop_oneof![
@@ -964,7 +964,13 @@ fn arb_record() -> impl Strategy<Value = Record> {
         1 => Just(Target::Off),
         4 => (task, arb_shape()).prop_map(|(task, shape)| Target::On { task, shape }),
     ];
-    (running, any::<bool>()).prop_map(|(running, heal)| Record::new(running, heal))
+    (running, any::<bool>(), any::<bool>()).prop_map(|(running, heal, doubt)| {
+        if doubt {
+            Record::in_doubt(running)
+        } else {
+            Record::new(running, heal)
+        }
+    })
 }
 
 fn fold(events: &[RoomEvent]) -> Facts {
@@ -1060,8 +1066,10 @@ proptest! {
             record.confirm(cmd.result());
         }
         prop_assert_eq!(record.running(), &target(&facts, &record, &cfg));
-        // A heal is consumed by the Start it asks for; with nothing to run it has no meaning.
+        // A heal or a doubt is consumed by the call it asks for; with nothing to run it has no
+        // meaning.
         prop_assert!(!record.needs_heal() || record.running() == &Target::Off);
+        prop_assert!(!record.is_in_doubt() || record.running() == &Target::Off);
     }
 
     /// A running task whose broadcast is still live is never stopped (nor renamed, which is a

@@ -260,10 +260,9 @@ async fn crash_between_call_and_record_is_repaired_by_the_next_delivery() {
     assert!(err.is_retryable(), "reaches Lambda as retryable: {err}");
     assert_eq!(mpu.calls().len(), 1);
     let room = inner.load(&key()).await.expect("load").expect("room");
-    assert_eq!(
-        room.record.running(),
-        &Target::Off,
-        "the call was not recorded"
+    assert!(
+        room.record.is_in_doubt(),
+        "the call was not confirmed: its intent stays in doubt"
     );
 
     // Lambda redelivers the same callback once the lease has expired: not a duplicate while the
@@ -330,8 +329,69 @@ async fn an_unrecorded_task_does_not_block_the_next_broadcast() {
     let Target::On { task, shape } = &want else {
         panic!("a broadcast is live")
     };
-    assert_eq!(task.as_str(), "room-1_10");
+    // The write-ahead intent recorded room-1_20 (in doubt), started during the host's
+    // broadcast: it is kept and updated, no Stop + Start.
+    assert_eq!(task.as_str(), "room-1_20");
     assert_eq!(tasks.get(task), Some(&crate::testing::seen_as(shape)));
+    assert!(!room.record.is_in_doubt());
+}
+
+/// Found by the deterministic simulation (seed 48 before the fix): a Start whose answer was lost
+/// *had* landed; the record still said "nothing runs", so when the host then left, target and
+/// record agreed on "off" and the task leaked, billed and pushing a dead room. The intent is now
+/// written with the lease, before the call, and stays in doubt until confirmed: the next holder
+/// stops the task.
+#[tokio::test]
+async fn a_start_that_landed_in_doubt_is_stopped_when_the_room_ends() {
+    let s = shell(Arc::new(RecordingMpu::failing(
+        1,
+        FakeFailure::AppliedInDoubt,
+    )));
+    let err = s
+        .handle(
+            &key(),
+            Some("m1"),
+            &[ev("host", 10, UserAction::Publish)],
+            "a",
+        )
+        .await
+        .expect_err("in doubt");
+    assert!(err.is_retryable(), "{err}");
+    assert_eq!(
+        s.mpu.tasks(&key()).len(),
+        1,
+        "the Start landed all the same"
+    );
+    // The host leaves; their Leave is committed while the lease is kept in doubt.
+    let out = s
+        .handle(
+            &key(),
+            Some("m2"),
+            &[ev("host", 20, UserAction::Leave)],
+            "b",
+        )
+        .await
+        .expect("committed");
+    assert!(matches!(out, Handled::Committed { .. }), "{out:?}");
+    // Lambda redelivers the in-doubt invocation after the lease expired.
+    s.clock.advance_ms(s.config.lease_ms + 1);
+    let out = s
+        .handle(
+            &key(),
+            Some("m1"),
+            &[ev("host", 10, UserAction::Publish)],
+            "a",
+        )
+        .await
+        .expect("repaired");
+    assert!(
+        matches!(out, Handled::Converged { calls: 1, .. }),
+        "{out:?}"
+    );
+    assert!(s.mpu.tasks(&key()).is_empty(), "the task was stopped");
+    let room = stored(&s).await;
+    assert_eq!(room.record.running(), &Target::Off);
+    assert!(!room.record.is_in_doubt());
 }
 
 #[tokio::test]
@@ -372,7 +432,10 @@ async fn a_commit_that_lands_but_reports_a_failure_gives_the_lease_back() {
     assert!(err.is_retryable(), "{err}");
     assert!(s.mpu.calls().is_empty(), "no call after a failed commit");
     let room = inner.load(&key()).await.expect("load").expect("room");
-    assert_eq!(room.record.running(), &Target::Off);
+    assert!(
+        room.record.is_in_doubt(),
+        "the intent went with the lease: the next holder re-asserts it"
+    );
     assert_eq!(room.lease, None, "the landed lease was given back");
 
     let out = s
@@ -474,7 +537,10 @@ async fn a_refused_mpu_call_releases_the_lease_and_the_retry_converges() {
     );
     let room = stored(&s).await;
     assert_eq!(room.lease, None, "lease released for the retry");
-    assert_eq!(room.record.running(), &Target::Off);
+    assert!(
+        room.record.is_in_doubt(),
+        "the refused call stays unconfirmed"
+    );
 
     let healthy = Shell {
         mpu: Arc::new(RecordingMpu::instant()),

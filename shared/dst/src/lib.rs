@@ -1,0 +1,524 @@
+//! Deterministic simulation of costream: the **real** handlers, shell, core, MPU adapter and
+//! in-memory store (DynamoDB's conditional-write semantics) and the simulated Live API, under a
+//! seeded scheduler with simulated time and injected faults, checked against an independent
+//! reference model of who should be on stage.
+//!
+//! # Layout
+//! - [`model`]: the reference model (the spec, ~100 lines, imports nothing from costream).
+//! - [`workload`]: a truthful history per room and the ARTC/CDN callbacks that report it.
+//! - [`ports`]: the gated store and Live API (fates, latencies), the clock, the recorder.
+//! - [`run_seed`]: **start here** — one seed: workload → delivery plan → storm (faults on) →
+//!   heal (faults off, every retry delivered, leases expire) → checks.
+//!
+//! # How a run works
+//! One `current_thread` tokio runtime with paused time per seed: every sleep jumps, nothing real
+//! waits, and the run is a pure function of the seed. Each ARTC callback is delivered 1–3 times
+//! (duplicates), in any order, after 0 s to an hour, as two invocations (the `stream-published`
+//! and `stream-unpublished` functions EventBridge fans it out to); an invocation may be killed
+//! mid-call (its lease stays behind) or time out; a failed one is retried by its sender's policy
+//! (Lambda: twice, after 60 and 120 s). Store and Live API calls meet seeded fates.
+//!
+//! # Checks
+//! - Safety, all along: the Live API applies a room's requests in the order of the room versions
+//!   that decided them (no stale layout lands after a newer one); the facts stay within
+//!   `MAX_FACTS_JSON_BYTES`; at most one task per channel.
+//! - Liveness, after the storm and quiet time: each room's task equals the model (mode, users,
+//!   host first). A room that only the repair loop (a later issue) can fix — Alibaba stopped its
+//!   task by itself, a delivery exhausted its retries, or a synchronous CDN invocation failed with
+//!   nobody to redeliver it — is counted as `needs_repair`, never passed silently.
+//!
+//! A failing seed prints `COSTREAM_SIM_SEED=<n>` and replays exactly.
+
+pub mod model;
+pub mod ports;
+pub mod workload;
+
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use costream_app::config::Config;
+use costream_app::handlers::{CdnRequest, Services};
+use costream_app::inbound::Side;
+use costream_app::mpu::{AlibabaMpu, IngestSettings, MpuSettings};
+use costream_app::shell::{Shell, ShellConfig};
+use costream_app::store::memory::InMemoryStore;
+use costream_sim::SimulatedLive;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use model::Expect;
+use ports::{lock, Fired, GatedLive, GatedStore, Knobs, Recorder, SimClock, World, EPOCH_MS};
+
+type Svc = Services<GatedStore, Recorder<AlibabaMpu<GatedLive, SimClock>>, SimClock>;
+
+/// What one seed did.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    pub rooms: usize,
+    pub deliveries: u64,
+    /// Rooms left wrong that only the repair loop can fix (see the crate doc), by cause.
+    pub needs_repair: usize,
+    pub repair_causes: BTreeMap<&'static str, usize>,
+    pub fired: Fired,
+    /// A digest of the run's trace (determinism check).
+    pub digest: u64,
+}
+
+/// Lambda's function timeout for the simulated invocations.
+const FUNCTION_TIMEOUT: Duration = Duration::from_secs(30);
+/// When Lambda retries a failed asynchronous invocation, after the first attempt.
+const RETRY_AFTER: [u64; 2] = [60_000, 120_000];
+
+#[derive(Debug, Clone)]
+enum Payload {
+    Artc { body: Vec<u8>, side: Side },
+    Cdn { live: bool, secs: u64 },
+}
+
+#[derive(Debug, Clone)]
+struct Delivery {
+    room: usize,
+    payload: Payload,
+    attempt: u32,
+    id: u64,
+}
+
+/// The agenda: deliveries by due time, ties by insertion order.
+#[derive(Debug, Default)]
+struct Agenda {
+    heap: BinaryHeap<std::cmp::Reverse<(u64, u64)>>,
+    items: BTreeMap<u64, Delivery>,
+    seq: u64,
+}
+
+impl Agenda {
+    fn push(&mut self, due_ms: u64, mut d: Delivery) {
+        self.seq += 1;
+        d.id = self.seq;
+        self.heap.push(std::cmp::Reverse((due_ms, self.seq)));
+        self.items.insert(self.seq, d);
+    }
+    fn next_due(&self) -> Option<u64> {
+        self.heap.peek().map(|r| r.0 .0)
+    }
+    fn pop(&mut self) -> Option<(u64, Delivery)> {
+        let std::cmp::Reverse((due, seq)) = self.heap.pop()?;
+        self.items.remove(&seq).map(|d| (due, d))
+    }
+    fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+}
+
+#[derive(Debug)]
+enum Done {
+    Ok,
+    /// Failed or killed: the sender retries.
+    Retry(Delivery),
+}
+
+fn config() -> Config {
+    Config::from_lookup(|k| {
+        match k {
+            "COSTREAM_APP_ID" => Some(workload::APP),
+            "COSTREAM_PUSH_DOMAIN" => Some("push.example.com"),
+            "COSTREAM_PLAY_DOMAIN" => Some("play.example.com"),
+            _ => None,
+        }
+        .map(str::to_owned)
+    })
+    .expect("simulation config")
+}
+
+/// Runs one seed; `Err` says what broke and how to replay it.
+pub fn run_seed(seed: u64) -> Result<Stats, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(run(seed))
+        .map_err(|why| format!("COSTREAM_SIM_SEED={seed} cargo test -p costream-dst --test dst replay -- --nocapture\n{why}"))
+}
+
+async fn run(seed: u64) -> Result<Stats, String> {
+    let origin = tokio::time::Instant::now();
+    let clock = SimClock { origin };
+    // Separate streams, so a new knob does not reshuffle every workload.
+    let mut workload_rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut plan_rng = ChaCha8Rng::seed_from_u64(seed ^ 0x005e_ed0f_de11_7e21);
+    let mut knob_rng = ChaCha8Rng::seed_from_u64(seed ^ 0x0bad_c0ff_eeee);
+    let knobs = Knobs::swarm(&mut knob_rng);
+    let world = Arc::new(Mutex::new(World {
+        rng: ChaCha8Rng::seed_from_u64(seed ^ 0x000f_a7e5),
+        knobs: knobs.clone(),
+        faults: true,
+        fired: Fired::default(),
+        applied: Vec::new(),
+        trace: Vec::new(),
+        violations: Vec::new(),
+    }));
+
+    // What really happens.
+    let room_count = workload_rng.random_range(1..=3);
+    let rooms: Vec<workload::Room> = (0..room_count)
+        .map(|i| {
+            let t0 = EPOCH_MS / 1000 + workload_rng.random_range(0..60);
+            let events = workload_rng.random_range(4..=14);
+            workload::room(&mut workload_rng, i, t0, events)
+        })
+        .collect();
+
+    // The delivery plan.
+    let mut agenda = Agenda::default();
+    let mut deliveries = 0;
+    for (r, room) in rooms.iter().enumerate() {
+        for (at_ms, body) in &room.callbacks {
+            let copies = 1
+                + usize::from(plan_rng.random_bool(knobs.duplicates))
+                + usize::from(plan_rng.random_bool(knobs.duplicates / 2.0));
+            for _ in 0..copies {
+                let delay = if plan_rng.random_bool(knobs.long_delays) {
+                    plan_rng.random_range(60_000..3_600_000)
+                } else {
+                    plan_rng.random_range(0..3_000)
+                };
+                let body = serde_json::to_vec(body).map_err(|e| e.to_string())?;
+                for side in [Side::Published, Side::Unpublished] {
+                    deliveries += 1;
+                    agenda.push(
+                        at_ms - EPOCH_MS + delay,
+                        Delivery {
+                            room: r,
+                            payload: Payload::Artc {
+                                body: body.clone(),
+                                side,
+                            },
+                            attempt: 0,
+                            id: 0,
+                        },
+                    );
+                }
+            }
+        }
+        for (at_ms, live, secs) in &room.cdn {
+            deliveries += 1;
+            let delay = plan_rng.random_range(0..2_000);
+            agenda.push(
+                at_ms - EPOCH_MS + delay,
+                Delivery {
+                    room: r,
+                    payload: Payload::Cdn {
+                        live: *live,
+                        secs: *secs,
+                    },
+                    attempt: 0,
+                    id: 0,
+                },
+            );
+        }
+    }
+    let storm_end = agenda.heap.iter().map(|r| r.0 .0).max().unwrap_or(0);
+    // Alibaba stops a task by itself now and then (idle timeout while the camera is off).
+    let idle_stops: Vec<u64> = (0..knobs.idle_stops)
+        .map(|_| plan_rng.random_range(0..=storm_end.max(1)))
+        .collect();
+
+    // The system under test: one shared store and Live API, as deployed.
+    let sim = Arc::new(SimulatedLive::new(clock.clone()));
+    let store = GatedStore {
+        inner: Arc::new(InMemoryStore::new()),
+        world: world.clone(),
+    };
+    let config = config();
+    let mpu = AlibabaMpu::new(
+        GatedLive {
+            sim: sim.clone(),
+            world: world.clone(),
+        },
+        clock.clone(),
+        MpuSettings {
+            app_id: config.app_id.clone(),
+            ingest: IngestSettings {
+                push_domain: "push.example.com".into(),
+                app_name: "live".into(),
+                push_auth_key: None,
+                url_validity: Duration::from_secs(86_400),
+            },
+            decision: config.decision.clone(),
+            region: None,
+            stream_url_wait: Duration::from_secs(12),
+        },
+    );
+    let services: Arc<Svc> = Arc::new(Services {
+        shell: Shell {
+            store,
+            mpu: Recorder { inner: mpu },
+            clock: clock.clone(),
+            decision: config.decision.clone(),
+            config: ShellConfig::default(),
+        },
+        config: Arc::new(config),
+        notifier: None,
+    });
+
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Done>();
+    let mut running = 0usize;
+    let mut needs_repair: BTreeMap<usize, &'static str> = BTreeMap::new();
+    let mut idle = idle_stops.into_iter().collect::<BTreeSet<u64>>();
+    let mut faults_off = false;
+    loop {
+        let now = u64::try_from(origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        if !faults_off && now > storm_end {
+            faults_off = true;
+            lock(&world).faults = false;
+        }
+        // Idle stops due now: Alibaba ends a running task of some room.
+        while let Some(&at) = idle.first().filter(|at| **at <= now) {
+            idle.remove(&at);
+            let tasks = sim.tasks();
+            if !tasks.is_empty() {
+                let t = &tasks[lock(&world).rng.random_range(0..tasks.len())];
+                if let Some(r) = rooms.iter().position(|room| room.channel == t.channel_id) {
+                    needs_repair.insert(r, "task stopped by Alibaba (idle)");
+                }
+                sim.end_task(&t.app_id, &t.task_id);
+                lock(&world).fired.idle_stops += 1;
+            }
+        }
+        let next = agenda.next_due();
+        let wake = match (next, idle.first()) {
+            (Some(a), Some(b)) => Some(a.min(*b)),
+            (a, b) => a.or(b.copied()),
+        };
+        if std::env::var_os("COSTREAM_SIM_TRACE").is_some() {
+            eprintln!("t={now} running={running} next={next:?} wake={wake:?} idle={idle:?}");
+        }
+        tokio::select! {
+            biased;
+            Some(done) = rx.recv() => {
+                running -= 1;
+                if let Done::Retry(mut d) = done {
+                    let now = u64::try_from(origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+                    match (&d.payload, RETRY_AFTER.get(usize::try_from(d.attempt).unwrap_or(9))) {
+                        // Lambda retries an asynchronous invocation twice.
+                        (Payload::Artc { .. }, Some(after)) => {
+                            d.attempt += 1;
+                            lock(&world).fired.redeliveries += 1;
+                            agenda.push(now + after, d);
+                        }
+                        // Out of retries (dead-letter queue), or a synchronous CDN request
+                        // nobody redelivers: only the repair loop can help this room.
+                        (Payload::Artc { .. }, None) => {
+                            needs_repair.entry(d.room).or_insert("retries exhausted");
+                        }
+                        (Payload::Cdn { .. }, _) => {
+                            needs_repair.entry(d.room).or_insert("CDN request failed, no redelivery");
+                        }
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(origin + Duration::from_millis(wake.unwrap_or(0))), if wake.is_some() => {
+                let now = u64::try_from(origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+                if agenda.next_due().is_some_and(|due| due <= now) {
+                    let Some((_, d)) = agenda.pop() else { continue };
+                    running += 1;
+                    spawn_invocation(&services, &world, &tx, d, &rooms);
+                }
+            }
+            else => {
+                if running == 0 {
+                    break;
+                }
+            }
+        }
+        if agenda.is_empty() && idle.is_empty() && running == 0 {
+            break;
+        }
+    }
+    // Quiet time: leases expire, answers applied later land, the StreamURL hold passes.
+    tokio::time::sleep(Duration::from_secs(120)).await;
+
+    check(
+        seed,
+        &rooms,
+        &sim,
+        &world,
+        &services,
+        deliveries,
+        needs_repair,
+    )
+    .await
+}
+
+fn spawn_invocation(
+    services: &Arc<Svc>,
+    world: &ports::Shared,
+    tx: &tokio::sync::mpsc::UnboundedSender<Done>,
+    d: Delivery,
+    rooms: &[workload::Room],
+) {
+    let (kill, kill_after) = {
+        let mut w = lock(world);
+        let p = w.knobs.kill;
+        let kill = w.faults && p > 0.0 && w.rng.random_bool(p);
+        let after = Duration::from_millis(w.rng.random_range(0..3_000));
+        (kill, after)
+    };
+    let svc = services.clone();
+    let tx2 = tx.clone();
+    let invocation = format!("inv-{}-{}", d.id, d.attempt);
+    let channel = rooms[d.room].channel.clone();
+    let retry = d.clone();
+    let handle = tokio::spawn(async move {
+        let work = async {
+            match &d.payload {
+                Payload::Artc { body, side } => {
+                    svc.artc_body(body, *side, &invocation).await.map(|_| ())
+                }
+                Payload::Cdn { live, secs } => {
+                    let stream = format!("{channel}_main");
+                    let time = secs.to_string();
+                    let action = if *live { "publish" } else { "publish_done" };
+                    let query = vec![
+                        ("action", action),
+                        ("id", stream.as_str()),
+                        ("app", "push.example.com"),
+                        ("appname", "live"),
+                        ("time", time.as_str()),
+                    ];
+                    let req = CdnRequest {
+                        query,
+                        host: None,
+                        ali_timestamp: None,
+                        ali_signature: None,
+                    };
+                    svc.cdn_ingest(&req, &invocation).await.map(|_| ())
+                }
+            }
+        };
+        let done = match tokio::time::timeout(FUNCTION_TIMEOUT, work).await {
+            Ok(Ok(())) => Done::Ok,
+            Ok(Err(e)) if !e.is_retryable() => panic!("non-retryable error {e}: {e:?}"),
+            Ok(Err(_)) | Err(_) => Done::Retry(d),
+        };
+        let _ = tx2.send(done);
+    });
+    if kill {
+        let tx3 = tx.clone();
+        let world = world.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(kill_after).await;
+            if !handle.is_finished() {
+                handle.abort();
+                lock(&world).fired.kills += 1;
+                let _ = tx3.send(Done::Retry(retry));
+            }
+        });
+    }
+}
+
+/// What the Live API runs for `channel`, as the model states it.
+fn seen(sim: &SimulatedLive, channel: &str) -> Vec<Expect> {
+    sim.tasks()
+        .into_iter()
+        .filter(|t| t.channel_id == channel)
+        .map(|t| {
+            if t.mix_mode == 0 {
+                Expect::Single(t.users.first().cloned().unwrap_or_default())
+            } else {
+                Expect::Mixed(t.users.clone())
+            }
+        })
+        .collect()
+}
+
+async fn check(
+    seed: u64,
+    rooms: &[workload::Room],
+    sim: &SimulatedLive,
+    world: &ports::Shared,
+    services: &Svc,
+    deliveries: u64,
+    needs_repair: BTreeMap<usize, &'static str>,
+) -> Result<Stats, String> {
+    let mut problems = Vec::new();
+    let w = lock(world);
+    problems.extend(w.violations.iter().cloned());
+    // No stale layout applied after a newer one.
+    for room in rooms {
+        let mut last: Option<(costream_core::Version, &'static str)> = None;
+        for a in w.applied.iter().filter(|a| a.channel == room.channel) {
+            if let Some((v, action)) = last {
+                if a.version < v {
+                    problems.push(format!(
+                        "{}: {} from version {} applied at {} ms after {action} from version {v}",
+                        room.channel, a.action, a.version, a.at_ms
+                    ));
+                }
+            }
+            last = Some((a.version, a.action));
+        }
+    }
+    let fired = w.fired.clone();
+    drop(w);
+    let max_panes = services.config.decision.max_panes;
+    let mut repair = 0;
+    let mut repair_causes = BTreeMap::new();
+    for (r, room) in rooms.iter().enumerate() {
+        let want = model::expected(&room.history, max_panes);
+        let have = seen(sim, &room.channel);
+        if have.len() > 1 {
+            problems.push(format!("{}: {} tasks", room.channel, have.len()));
+        }
+        let right = match &want {
+            Expect::Off => have.is_empty(),
+            w => have.len() == 1 && &have[0] == w,
+        };
+        if !right {
+            if let Some(cause) = needs_repair.get(&r) {
+                repair += 1;
+                *repair_causes.entry(*cause).or_insert(0) += 1;
+            } else {
+                let key = costream_app::ports::RoomKey {
+                    app: services.config.app_id.clone(),
+                    channel: costream_core::ChannelId::parse(room.channel.as_str())
+                        .map_err(|e| e.to_string())?,
+                };
+                let stored = services.shell.store.inner.rooms();
+                let stored = stored.iter().find(|(k, _)| *k == key).map(|(_, r)| r);
+                problems.push(format!(
+                    "{}: model says {want:?}, the Live API runs {have:?}\n  history: {:?}\n  record: {:?}\n  lease: {:?}",
+                    room.channel,
+                    room.history,
+                    stored.map(|s| &s.record),
+                    stored.map(|s| &s.lease),
+                ));
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(format!("{}\n{:?}", problems.join("\n"), lock(world).knobs));
+    }
+    let digest = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for a in &lock(world).applied {
+            (&a.channel, a.version.get(), a.action, a.at_ms).hash(&mut h);
+        }
+        for t in sim.tasks() {
+            (t.task_id, t.users, t.mix_mode).hash(&mut h);
+        }
+        seed.hash(&mut h);
+        h.finish()
+    };
+    Ok(Stats {
+        rooms: rooms.len(),
+        deliveries,
+        needs_repair: repair,
+        repair_causes,
+        fired,
+        digest,
+    })
+}
