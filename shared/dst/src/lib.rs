@@ -82,6 +82,9 @@ struct Delivery {
     payload: Payload,
     attempt: u32,
     id: u64,
+    /// The request id of the invocation: Lambda keeps it across the retries of one event, so two
+    /// deliveries can share it (a retry racing a straggler of the first attempt).
+    request: u64,
 }
 
 /// The agenda: deliveries by due time, ties by insertion order.
@@ -96,6 +99,9 @@ impl Agenda {
     fn push(&mut self, due_ms: u64, mut d: Delivery) {
         self.seq += 1;
         d.id = self.seq;
+        if d.request == 0 {
+            d.request = self.seq;
+        }
         self.heap.push(std::cmp::Reverse((due_ms, self.seq)));
         self.items.insert(self.seq, d);
     }
@@ -197,6 +203,7 @@ async fn run(seed: u64) -> Result<Stats, String> {
                             },
                             attempt: 0,
                             id: 0,
+                            request: 0,
                         },
                     );
                 }
@@ -215,6 +222,7 @@ async fn run(seed: u64) -> Result<Stats, String> {
                     },
                     attempt: 0,
                     id: 0,
+                    request: 0,
                 },
             );
         }
@@ -368,7 +376,7 @@ fn spawn_invocation(
     };
     let svc = services.clone();
     let tx2 = tx.clone();
-    let invocation = format!("inv-{}-{}", d.id, d.attempt);
+    let invocation = format!("inv-{}", d.request);
     let channel = rooms[d.room].channel.clone();
     let retry = d.clone();
     let handle = tokio::spawn(async move {
