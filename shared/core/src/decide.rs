@@ -124,10 +124,7 @@ pub fn target(facts: &Facts, record: &Record, cfg: &DecisionConfig) -> Target {
     let Some(stage) = facts.stage(cfg.max_panes) else {
         return Target::Off;
     };
-    let task = match running_task_of(facts, record, &stage.broadcast) {
-        Some(task) => task,
-        None => TaskId::for_broadcast(facts.channel(), stage.broadcast.started),
-    };
+    let task = task_of(facts, record, &stage.broadcast);
     let shape = if stage.on_stage.len() == 1 {
         Shape::Single {
             user: stage.broadcast.host,
@@ -144,6 +141,13 @@ pub fn target(facts: &Facts, record: &Record, cfg: &DecisionConfig) -> Target {
         }
     };
     Target::On { task, shape }
+}
+
+/// The task of the live broadcast: the running one if it belongs to it, else the one named for
+/// the broadcast's start. The one rule for the task's name (the target and the CDN heal use it).
+pub(crate) fn task_of(facts: &Facts, record: &Record, broadcast: &Broadcast) -> TaskId {
+    running_task_of(facts, record, broadcast)
+        .unwrap_or_else(|| TaskId::for_broadcast(facts.channel(), broadcast.started))
 }
 
 /// The task that runs now, if it belongs to the live broadcast: a running task of a live

@@ -347,15 +347,24 @@ impl Facts {
             return;
         }
         let host = self.broadcast().map(|b| b.host);
-        let mut candidates: Vec<((u8, Timestamp, u8), UserId)> = Vec::new();
+        // (order, whether forgetting the user moves the horizon, user)
+        let mut candidates: Vec<((u8, Timestamp, u8), bool, UserId)> = Vec::new();
         for (user, m) in &self.members {
             if Some(user) == host.as_ref() {
                 continue;
             }
             let Some(latest) = m.sessions.first().map(Session::latest) else {
-                candidates.push(((0, Timestamp::from_secs(0), 0), user.clone()));
+                candidates.push(((0, Timestamp::from_secs(0), 0), false, user.clone()));
                 continue;
             };
+            // A member known only by Leaves (a viewer leaving, Role=2): its late events cannot
+            // make anyone host or take a pane, so forgetting it must not move the horizon —
+            // viewer churn would otherwise push it up to the present and drop the delayed
+            // events of real newcomers.
+            let leaves_only = m
+                .sessions
+                .iter()
+                .all(|s| s.marks.iter().all(|mark| mark.action == UserAction::Leave));
             let order = if !self.is_present(user) {
                 (0, latest.at, latest.action.rank())
             } else if !self.is_publishing(user) {
@@ -365,12 +374,12 @@ impl Facts {
                 let since = self.publishing_since(user).unwrap_or(latest.at);
                 (2, Timestamp::from_secs(u64::MAX - since.secs()), 0)
             };
-            candidates.push((order, user.clone()));
+            candidates.push((order, !leaves_only, user.clone()));
         }
         candidates.sort();
         let excess = self.members.len() - MAX_MEMBERS;
-        for ((class, at, _), user) in candidates.into_iter().take(excess) {
-            if class == 0 {
+        for ((class, at, _), moves_horizon, user) in candidates.into_iter().take(excess) {
+            if class == 0 && moves_horizon {
                 self.horizon = Some(self.horizon.map_or(at, |h| h.max(at)));
             }
             self.members.remove(&user);

@@ -7,7 +7,6 @@ use serde::{Deserialize, Serialize};
 use crate::decide::{Command, Target};
 use crate::event::{CdnAction, RoomEvent};
 use crate::facts::{Facts, Merge};
-use crate::ids::TaskId;
 
 /// What the shell has applied to the Live API for one room.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
@@ -95,9 +94,11 @@ impl Record {
             self.heal = false;
             return;
         }
+        // The task the broadcast wants, by the same naming rule as the target (a running task
+        // of the broadcast keeps its name even when its start is no longer the broadcast's).
         let wanted = facts
             .broadcast()
-            .map(|b| TaskId::for_broadcast(facts.channel(), b.started));
+            .map(|b| crate::decide::task_of(facts, self, &b));
         if wanted.is_some() && wanted.as_ref() == self.running.task() {
             self.heal = true;
         }

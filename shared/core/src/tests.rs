@@ -360,6 +360,27 @@ fn a_late_redelivered_publish_never_renames_the_running_task() {
     );
 }
 
+/// Found in review: the CDN heal named the wanted task by the broadcast's start, while a running
+/// task of the broadcast keeps its own name — so after a late, earlier Publish a `publish_done`
+/// of the running stream never asked for the restart and the CDN stayed dead.
+#[test]
+fn a_kept_task_is_healed_when_the_cdn_loses_its_stream() {
+    let mut room = Room::new();
+    room.step(ev("host", "h1", 5, Join));
+    room.step(ev("host", "h1", 20, Unpublish));
+    assert_eq!(
+        show(&room.step(ev("host", "h1", 30, Publish))),
+        ["start room-1_30 single host"]
+    );
+    assert!(room.step(ev("host", "h1", 10, Publish)).is_empty());
+    room.apply(&RoomEvent::Cdn {
+        action: CdnAction::PublishDone,
+        at: Timestamp::from_secs(40),
+    });
+    assert!(room.record.needs_heal());
+    assert_eq!(show(&room.converge()), ["start room-1_30 single host"]);
+}
+
 /// Defect 1: a co-streamer's camera toggle within one second (Unpublish@t, Publish@t) keeps
 /// their pane, whatever order the two callbacks arrive in.
 #[test]
@@ -459,6 +480,28 @@ fn a_forgotten_user_is_not_brought_back_by_a_late_redelivery() {
     );
     assert!(room.converge().is_empty());
     assert_eq!(room.record.running(), &Target::Off);
+}
+
+/// Found in review: viewers leaving (Role=2) become members known only by their Leave; when many
+/// of them are forgotten they must not move the horizon up to the present, or a real newcomer's
+/// slightly delayed Publish would be dropped.
+#[test]
+fn viewer_churn_does_not_move_the_horizon() {
+    let mut room = Room::new();
+    room.step(ev("host", "h", 1, Publish));
+    for i in 0..(MAX_MEMBERS as u64 + 50) {
+        room.apply(&RoomEvent::User(UserEvent {
+            user: user(&format!("viewer{i:03}")),
+            session: SessionId::parse("v").expect("session"),
+            at: Timestamp::from_secs(100 + i),
+            action: Leave,
+            role: Some(Role::Live),
+        }));
+    }
+    assert!(room.facts.member_count() <= MAX_MEMBERS);
+    // A co-streamer's Publish stamped before the latest viewer leaves arrives now.
+    assert_eq!(room.apply(&ev("guest", "g", 120, Publish)), Merge::Changed);
+    assert_eq!(room.stage(), ["host", "guest"]);
 }
 
 /// The item-size bound: whatever the event stream, the facts stay within
