@@ -30,11 +30,3 @@ pub mod shell;
 pub mod store;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
-
-/// Path of a committed test vector (`<repo>/testdata/vectors/<name>`, see its README).
-#[cfg(test)]
-pub(crate) fn testdata(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../testdata/vectors")
-        .join(name)
-}

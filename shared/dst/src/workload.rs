@@ -53,31 +53,19 @@ pub fn room(rng: &mut ChaCha8Rng, index: usize, t0: u64, events: usize) -> Room 
     let channel = format!("room-{index}");
     let guests = rng.random_range(0..=4);
     let viewers = rng.random_range(0..=2);
-    let mut people = vec![Person {
-        name: format!("host{index}"),
-        host: true,
-        state: State::Absent,
-        session: 0,
-        events_in_session: 0,
-    }];
-    for g in 0..guests {
-        people.push(Person {
-            name: format!("guest{index}-{g}"),
-            host: false,
+    let names = std::iter::once(format!("host{index}"))
+        .chain((0..guests).map(|g| format!("guest{index}-{g}")))
+        .chain((0..viewers).map(|v| format!("fan{index}-{v}")));
+    let mut people: Vec<Person> = names
+        .enumerate()
+        .map(|(i, name)| Person {
+            name,
+            host: i == 0,
             state: State::Absent,
             session: 0,
             events_in_session: 0,
-        });
-    }
-    for v in 0..viewers {
-        people.push(Person {
-            name: format!("fan{index}-{v}"),
-            host: false,
-            state: State::Absent,
-            session: 0,
-            events_in_session: 0,
-        });
-    }
+        })
+        .collect();
     let mut t = t0;
     let mut history = Vec::new();
     let mut cdn = Vec::new();

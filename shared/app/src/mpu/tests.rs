@@ -20,7 +20,7 @@ impl LiveApi for NoApi {
 }
 
 fn vectors() -> serde_json::Value {
-    let text = std::fs::read_to_string(crate::testdata("mpu_requests.json"))
+    let text = std::fs::read_to_string(costream_alibaba::vector_path("mpu_requests.json"))
         .expect("read testdata/vectors/mpu_requests.json");
     serde_json::from_str(&text).expect("vector json")
 }
