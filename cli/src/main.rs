@@ -13,7 +13,8 @@ use clap::{Parser, Subcommand};
 ///
 /// Run it: `serve` (the deployed routes on one local port), `demo` (the co-streaming flow, step by
 /// step). Set up and operate a deployment: `subscribe` (ARTC room callbacks), `cdn-notify` (CDN
-/// ingest callbacks), `tasks` and `stop` (bypass tasks). Debug Alibaba calls: `sign`, `url`,
+/// ingest callbacks), `tasks` and `stop` (bypass tasks), `repair` (the repair loop, `--once`
+/// for one pass) and `history` (a room's decisions). Debug Alibaba calls: `sign`, `url`,
 /// `token`.
 #[derive(Debug, Parser)]
 #[command(name = "costream", version, propagate_version = true)]
@@ -33,6 +34,8 @@ enum Command {
     CdnNotify(commands::cdn_notify::CdnNotifyArgs),
     Tasks(commands::tasks::TasksArgs),
     Stop(commands::tasks::StopArgs),
+    Repair(commands::repair::RepairArgs),
+    History(commands::repair::HistoryArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -46,5 +49,7 @@ fn main() -> anyhow::Result<()> {
         Command::CdnNotify(args) => commands::cdn_notify::run(&args),
         Command::Tasks(args) => commands::tasks::run_tasks(&args),
         Command::Stop(args) => commands::tasks::run_stop(&args),
+        Command::Repair(args) => commands::repair::run_repair(&args),
+        Command::History(args) => commands::repair::run_history(&args),
     }
 }

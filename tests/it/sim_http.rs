@@ -155,7 +155,8 @@ async fn start_update_stop_through_the_adapter_land_in_the_simulator() {
     assert_eq!(
         done,
         MpuDone::Done {
-            request_id: Some("SIM-1".into())
+            request_id: Some("SIM-1".into()),
+            fresh_url: true,
         }
     );
     let running = sim.task(APP, TASK).expect("task started");

@@ -2,8 +2,9 @@
 
 cfn-lint and `sam validate --lint` run in scripts/test-all.sh; they don't catch a bad Runtime, a
 Ref to a missing resource inside an AWS::Serverless::Function, a policy on `*`, a secret in an
-environment variable or a timeout that outlives the MPU lease. These tests do, on the template as
-written and on the SAM transform's output (the CloudFormation that is really deployed).
+environment variable, a timeout that outlives the MPU lease or a misspelt metric name in an alarm or
+the dashboard. These tests do, on the template as written and on the SAM transform's output (the
+CloudFormation that is really deployed).
 """
 
 from __future__ import annotations
@@ -33,17 +34,68 @@ from cfn_model import (
     walk,
 )
 
-BINARIES = {"stream-published", "stream-unpublished", "cdn-ingest", "room-status", "room-host"}
+BINARIES = {"stream-published", "stream-unpublished", "cdn-ingest", "room-status", "room-host", "repair"}
 STREAM = {"stream-published", "stream-unpublished"}
+# The functions that run the room shell: they may Start a task (so their Timeout must cover waiting
+# out a held StreamURL) and write the room's record and its decision history.
+SHELL = STREAM | {"cdn-ingest", "room-host", "repair"}
 
 # What each function may do, exactly (SAM adds sqs:SendMessage on the failure queue by itself).
+_SHELL_ACTIONS = {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "secretsmanager:GetSecretValue"}
 ALLOWED_ACTIONS = {
-    "stream-published": {"dynamodb:GetItem", "dynamodb:PutItem", "secretsmanager:GetSecretValue"},
-    "stream-unpublished": {"dynamodb:GetItem", "dynamodb:PutItem", "secretsmanager:GetSecretValue"},
-    "cdn-ingest": {"dynamodb:GetItem", "dynamodb:PutItem", "secretsmanager:GetSecretValue"},
+    "stream-published": _SHELL_ACTIONS,
+    "stream-unpublished": _SHELL_ACTIONS,
+    "cdn-ingest": _SHELL_ACTIONS,
     "room-status": {"dynamodb:GetItem", "secretsmanager:GetSecretValue"},
-    "room-host": {"dynamodb:GetItem", "dynamodb:PutItem", "secretsmanager:GetSecretValue"},
+    "room-host": _SHELL_ACTIONS,
+    # ...and Query, on the table's indexes only (test_function_policies_are_least_privilege).
+    "repair": _SHELL_ACTIONS | {"dynamodb:Query"},
 }
+
+# The table's global secondary indexes: name -> (partition key, sort key), with their types.
+INDEXES = {"due": ("shard", "due_at"), "tasks": ("shard", "task")}
+ATTRIBUTE_TYPES = {"pk": "S", "shard": "S", "due_at": "N", "task": "S"}
+
+# Every metric the functions publish (embedded metric format, no dimensions, in the namespace
+# COSTREAM_METRICS_NAMESPACE). The alarms and the dashboard may name only these, and the dashboard
+# shows all of them: a misspelt name in template.yaml would be an alarm or a graph that never has
+# data, silently. The same list as `NAMES` in shared/app/src/metrics.rs (test_metrics_are_the_codes).
+METRICS = [
+    # callbacks by outcome
+    "callbacks_applied",
+    "callbacks_duplicate",
+    "callbacks_rejected",
+    "callbacks_failed",
+    # MPU calls by action and outcome
+    "mpu_start_ok",
+    "mpu_start_refused",
+    "mpu_start_in_doubt",
+    "mpu_update_ok",
+    "mpu_update_refused",
+    "mpu_update_in_doubt",
+    "mpu_update_task_missing",
+    "mpu_stop_ok",
+    "mpu_stop_refused",
+    "mpu_stop_in_doubt",
+    # room records
+    "version_conflicts",
+    # the repair loop
+    "rooms_marked",
+    "rooms_due",
+    "rooms_repaired",
+    "repair_failures",
+    # the leak sweep
+    "leaks_stopped",
+    "tasks_restarted",
+    "tasks_updated",
+    "list_items_skipped",
+    # a gauge (seconds): the age of the oldest due room
+    "oldest_due_age_secs",
+]
+# Read as a maximum per minute; every other metric is a count, read as a sum per minute. (The code
+# publishes `*_secs` in Seconds, everything else as a Count.)
+GAUGES = {"oldest_due_age_secs"}
+METRICS_NAMESPACE = {"Fn::Sub": "costream/${AWS::StackName}"}
 
 SECRET_KEYS = {
     "ALIBABA_CLOUD_ACCESS_KEY_ID",
@@ -72,6 +124,7 @@ REQUIRED_ENV = {
     "COSTREAM_VIDEO_BITRATE_KBPS",
     "COSTREAM_BACKGROUND_IMAGE_URL",
     "COSTREAM_PANE_PLACEHOLDER_URL",
+    "COSTREAM_METRICS_NAMESPACE",
 }
 
 
@@ -190,7 +243,7 @@ def test_timeout_is_inside_the_lease_and_outside_the_calls(template, functions, 
     # A holder killed by its timeout must not still be calling when its lease expires.
     assert timeout < LEASE
     assert timeout > DYNAMODB_TIMEOUT
-    if binary in STREAM or binary in {"cdn-ingest", "room-host"}:
+    if binary in SHELL:
         # Any of these may Start a task, which may wait out a held StreamURL and then call once.
         assert STREAM_URL_WAIT + MPU_DEADLINE < timeout <= 30
 
@@ -202,6 +255,15 @@ def test_environment(template, functions):
     assert getatt_target(glob["COSTREAM_SECRET_ARN"]) == "CostreamSecret"
     assert template["Resources"]["CostreamSecret"]["Type"] == "AWS::SecretsManager::Secret"
     assert template["Parameters"]["LiveAppName"]["Default"] == "live"
+
+
+def test_every_deployed_function_has_the_metrics_namespace(deployed, functions):
+    """As deployed (Globals merged), so a function's own Environment can't lose it."""
+    deployed_functions = resources_of_type(deployed, "AWS::Lambda::Function")
+    assert set(deployed_functions) == {logical for logical, _ in functions.values()}
+    for logical, fn in deployed_functions.items():
+        variables = fn["Properties"]["Environment"]["Variables"]
+        assert variables.get("COSTREAM_METRICS_NAMESPACE") == METRICS_NAMESPACE, logical
 
 
 def test_no_secret_in_any_environment(template, functions):
@@ -292,7 +354,15 @@ def _as_list(x) -> list:
 def _assert_named_resources(statements: list[dict], where: str):
     for st in statements:
         for r in _as_list(st.get("Resource", [])):
-            assert not (isinstance(r, str) and "*" in r), f"{where}: wildcard resource {r!r}"
+            text = r.get("Fn::Sub") if isinstance(r, dict) else r
+            assert not (isinstance(text, str) and "*" in text), f"{where}: wildcard resource {r!r}"
+
+
+def _index_name(resource) -> str | None:
+    """`idx` for `{"Fn::Sub": "${RoomsTable.Arn}/index/idx"}`, else None."""
+    text = resource.get("Fn::Sub") if isinstance(resource, dict) else None
+    m = re.fullmatch(r"\$\{RoomsTable\.Arn\}/index/([A-Za-z0-9_.-]+)", text) if isinstance(text, str) else None
+    return m.group(1) if m else None
 
 
 @pytest.mark.parametrize("binary", sorted(BINARIES))
@@ -305,6 +375,11 @@ def test_function_policies_are_least_privilege(template, functions, binary):
     _assert_named_resources(statements, binary)
     for st in statements:
         for action in _as_list(st["Action"]):
+            if action == "dynamodb:Query":
+                # The table's indexes, each by name; never the table itself.
+                indexes = [_index_name(r) for r in _as_list(st["Resource"])]
+                assert sorted(indexes) == sorted(INDEXES), (binary, action, st["Resource"])
+                continue
             target = {"dynamodb": "RoomsTable", "secretsmanager": "CostreamSecret"}[action.split(":")[0]]
             assert [getatt_target(r) for r in _as_list(st["Resource"])] == [target], (binary, action)
 
@@ -346,6 +421,7 @@ def test_routes(template):
         "GET /cdn/ingest",
         "GET /rooms/{channelId}",
         "PUT /rooms/{channelId}/host",
+        "GET /rooms/{channelId}/history",
     }
     assert template["Parameters"]["ArtcCallbackSecret"]["NoEcho"] is True
     for r in routes.values():
@@ -377,6 +453,8 @@ def test_artc_route_puts_the_body_on_the_bus(template):
         ("CdnIngestRoute", "cdn-ingest", "/*/GET/cdn/ingest"),
         ("RoomStatusRoute", "room-status", "/*/GET/rooms/*"),
         ("RoomHostRoute", "room-host", "/*/PUT/rooms/*/host"),
+        # The backend-signed function serves the room's history too.
+        ("RoomHistoryRoute", "room-host", "/*/GET/rooms/*/history"),
     ],
 )
 def test_function_routes(template, functions, route, binary, source_arn_suffix):
@@ -390,8 +468,27 @@ def test_function_routes(template, functions, route, binary, source_arn_suffix):
         for p in resources_of_type(template, "AWS::Lambda::Permission").values()
         if getatt_target(p["Properties"]["FunctionName"]) == logical
     ]
-    assert len(perms) == 1 and perms[0]["Principal"] == "apigateway.amazonaws.com"
-    assert perms[0]["SourceArn"]["Fn::Sub"].endswith("${HttpApi}" + source_arn_suffix)
+    assert perms and all(p["Principal"] == "apigateway.amazonaws.com" for p in perms)
+    # Exactly one permission lets API Gateway invoke the function for this route.
+    matching = [p for p in perms if p["SourceArn"]["Fn::Sub"].endswith("${HttpApi}" + source_arn_suffix)]
+    assert len(matching) == 1, [p["SourceArn"] for p in perms]
+
+
+def test_every_api_permission_belongs_to_a_route(template):
+    """No permission lets API Gateway invoke a function on a method and path no route has."""
+    routes = {
+        r["Properties"]["RouteKey"]
+        for r in resources_of_type(template, "AWS::ApiGatewayV2::Route").values()
+        if isinstance(r["Properties"]["RouteKey"], str)
+    }
+    patterns = {re.sub(r"\{[^}]+\}", "*", key.replace(" ", "")) for key in routes}
+    for name, p in resources_of_type(template, "AWS::Lambda::Permission").items():
+        if p["Properties"]["Principal"] != "apigateway.amazonaws.com":
+            continue
+        source = p["Properties"]["SourceArn"]["Fn::Sub"]
+        prefix = "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:${HttpApi}/*/"
+        assert source.startswith(prefix), name
+        assert source[len(prefix) :] in patterns, (name, source)
 
 
 def test_throttling(template):
@@ -454,12 +551,32 @@ def test_table(template):
     (table,) = resources_of_type(template, "AWS::DynamoDB::Table").values()
     p = table["Properties"]
     assert p["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"}]
-    assert p["AttributeDefinitions"] == [{"AttributeName": "pk", "AttributeType": "S"}]
+    # DynamoDB refuses an attribute definition that no key uses, so these are exactly the keys.
+    assert {a["AttributeName"]: a["AttributeType"] for a in p["AttributeDefinitions"]} == ATTRIBUTE_TYPES
+    assert len(p["AttributeDefinitions"]) == len(ATTRIBUTE_TYPES)
     assert p["BillingMode"] == "PAY_PER_REQUEST"
     assert p["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
     assert p["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
     assert p["DeletionProtectionEnabled"] == {"Ref": "DeletionProtection"}
     assert template["Parameters"]["DeletionProtection"]["AllowedValues"] == ["true", "false"]
+
+
+def test_table_indexes_are_the_repair_work_lists(template):
+    (table,) = resources_of_type(template, "AWS::DynamoDB::Table").values()
+    p = table["Properties"]
+    indexes = {i["IndexName"]: i for i in p["GlobalSecondaryIndexes"]}
+    assert len(indexes) == len(p["GlobalSecondaryIndexes"]), "two indexes with one name"
+    assert {
+        name: tuple(k["AttributeName"] for k in i["KeySchema"]) for name, i in indexes.items()
+    } == INDEXES
+    for name, i in indexes.items():
+        assert [k["KeyType"] for k in i["KeySchema"]] == ["HASH", "RANGE"], name
+        # Keys only: the function reads the record itself; a projection would double every write.
+        assert i["Projection"] == {"ProjectionType": "KEYS_ONLY"}, name
+        # On-demand like the table: provisioned throughput on an index would be refused.
+        assert "ProvisionedThroughput" not in i, name
+    # Sparse: every room has a shard, but only a room with something due / a task has the sort key.
+    assert not {sort for _, sort in INDEXES.values()} & {"pk", "shard", "expires_at"}
 
 
 def _alarms(template):
@@ -503,6 +620,202 @@ def test_outputs(template):
     assert getatt_target(out["TableName"]["Value"]) == "RoomsTable"
     queue_outputs = {getatt_target(o["Value"]) for o in out.values()}
     assert set(resources_of_type(template, "AWS::SQS::Queue")) <= queue_outputs
+    assert out["RoomHostUrl"]["Value"]["Fn::Sub"] == host + "rooms/{channelId}/host"
+    assert out["RoomHistoryUrl"]["Value"]["Fn::Sub"] == host + "rooms/{channelId}/history"
+    assert names_referenced(out["DashboardUrl"]["Value"]) == {"AWS::Region", "Dashboard"}
+
+
+# --- repair ----------------------------------------------------------------------------------------
+
+
+def test_repair_runs_every_minute_and_is_not_retried(template, deployed, functions):
+    logical, fn = functions["repair"]
+    (event,) = fn["Properties"]["Events"].values()
+    assert event["Type"] == "Schedule"
+    props = event["Properties"]
+    assert props["Schedule"] == "rate(1 minute)"
+    assert props.get("Enabled", True) is True and props.get("State", "ENABLED") == "ENABLED"
+    # The next tick is the retry: neither EventBridge nor Lambda retries a tick.
+    assert props["RetryPolicy"] == {"MaximumRetryAttempts": 0, "MaximumEventAgeInSeconds": 60}
+    assert fn["Properties"]["EventInvokeConfig"] == {"MaximumRetryAttempts": 0, "MaximumEventAgeInSeconds": 60}
+    # A pass ends before the next tick starts one.
+    assert fn_prop(template, fn, "Timeout") < 60
+    # As deployed: one schedule rule, targeting this function, which only that rule may invoke.
+    schedules = {
+        name: r["Properties"]
+        for name, r in resources_of_type(deployed, "AWS::Events::Rule").items()
+        if "ScheduleExpression" in r["Properties"]
+    }
+    (rule, schedule), = schedules.items()
+    assert schedule["ScheduleExpression"] == "rate(1 minute)"
+    assert [getatt_target(t["Arn"]) for t in schedule["Targets"]] == [logical]
+    perms = [
+        p["Properties"]
+        for p in resources_of_type(deployed, "AWS::Lambda::Permission").values()
+        if getatt_target(p["Properties"]["FunctionName"]) == logical
+    ]
+    assert [(p["Principal"], getatt_target(p["SourceArn"])) for p in perms] == [("events.amazonaws.com", rule)]
+
+
+def test_only_repair_has_events(functions):
+    """The other functions are invoked by the explicit rules and routes, nothing SAM adds."""
+    with_events = {b for b, (_, fn) in functions.items() if fn["Properties"].get("Events")}
+    assert with_events == {"repair"}
+
+
+def test_repair_alarms_watch_the_loop_itself(template, functions):
+    logical, _ = functions["repair"]
+    alarms = [
+        a
+        for a in _alarms(template)
+        if a["Namespace"] == "AWS/Lambda" and [getatt_target(d["Value"]) for d in a.get("Dimensions", [])] == [logical]
+    ]
+    by_metric = {a["MetricName"]: a for a in alarms}
+    assert len(by_metric) == len(alarms) == 2
+    not_running = by_metric["Invocations"]
+    assert (
+        not_running["Statistic"],
+        not_running["Period"],
+        not_running["EvaluationPeriods"],
+        not_running["Threshold"],
+        not_running["ComparisonOperator"],
+        # No invocation means no datapoint at all: that is the case to catch.
+        not_running["TreatMissingData"],
+    ) == ("Sum", 300, 1, 1, "LessThanThreshold", "breaching")
+    assert by_metric["Errors"]["ComparisonOperator"] == "GreaterThanThreshold"
+
+
+# --- metrics: alarms and dashboard -----------------------------------------------------------------
+
+
+def test_metric_list_is_well_formed():
+    assert len(METRICS) == len(set(METRICS)) == 24
+    assert GAUGES == {m for m in METRICS if m.endswith("_secs")}
+    assert all(re.fullmatch(r"[a-z][a-z0-9_]*", m) for m in METRICS)
+
+
+def _rust_source(path: str) -> str:
+    try:
+        return (REPO / path).read_text()
+    except OSError:
+        pytest.fail(f"{path} is gone: point this test at where the code keeps it now")
+
+
+def test_metrics_are_the_codes():
+    """METRICS is `metrics::NAMES`, in the same order, so the template follows the code."""
+    source = _rust_source("shared/app/src/metrics.rs")
+    m = re.search(r"pub const NAMES: &\[&str\] = &\[(.*?)\];", source, re.S)
+    assert m, "no `pub const NAMES: &[&str] = &[...]` in shared/app/src/metrics.rs"
+    assert re.findall(r'"([^"]*)"', m.group(1)) == METRICS
+
+
+def test_indexes_are_the_stores():
+    """The index names, their keys and the shard count the DynamoDB store uses."""
+    source = _rust_source("shared/dynamo/src/lib.rs")
+    consts = dict(re.findall(r'pub const (\w+_INDEX): &str = "([^"]+)";', source))
+    assert {consts.get("DUE_INDEX"), consts.get("TASKS_INDEX")} == set(INDEXES), consts
+    assert re.search(r"pub const SHARDS: u64 = 8;", source), "the shard count changed: revisit template.yaml's comment"
+    for attribute in ATTRIBUTE_TYPES:
+        assert f'"{attribute}"' in source, f"the store never names the attribute {attribute!r}"
+
+
+def _own_metric_alarms(template) -> dict[str, dict]:
+    return {
+        name: a["Properties"]
+        for name, a in resources_of_type(template, "AWS::CloudWatch::Alarm").items()
+        if not (isinstance(a["Properties"]["Namespace"], str) and a["Properties"]["Namespace"].startswith("AWS/"))
+    }
+
+
+def test_alarms_on_the_functions_metrics(template):
+    alarms = _own_metric_alarms(template)
+    for name, a in alarms.items():
+        assert a["Namespace"] == METRICS_NAMESPACE, name
+        assert a["MetricName"] in METRICS, f"{name}: {a['MetricName']!r} is not a metric the functions publish"
+        # The metrics are published without dimensions; an alarm with any would see no data.
+        assert not a.get("Dimensions"), name
+        assert a["Statistic"] == ("Maximum" if a["MetricName"] in GAUGES else "Sum"), name
+        assert a["TreatMissingData"] == "notBreaching", name
+        assert a["AlarmActions"] == a["OKActions"] == [{"Ref": "AlarmTopic"}], name
+    shape = {
+        name: (
+            a["MetricName"],
+            a["Statistic"],
+            a["Period"],
+            a["EvaluationPeriods"],
+            a.get("DatapointsToAlarm", a["EvaluationPeriods"]),
+            a["Threshold"],
+            a["ComparisonOperator"],
+        )
+        for name, a in alarms.items()
+    }
+    assert shape == {
+        "RepairFailuresAlarm": ("repair_failures", "Sum", 60, 5, 2, 1, "GreaterThanOrEqualToThreshold"),
+        # A room due for more than 5 minutes.
+        "OldestDueRoomAlarm": ("oldest_due_age_secs", "Maximum", 60, 2, 2, 300, "GreaterThanThreshold"),
+    }
+
+
+def test_every_alarm_notifies_the_topic(template):
+    for name, a in resources_of_type(template, "AWS::CloudWatch::Alarm").items():
+        p = a["Properties"]
+        assert p["AlarmActions"] == p["OKActions"] == [{"Ref": "AlarmTopic"}], name
+
+
+STACK = "teststack"
+REGION = "eu-west-1"
+REPAIR_ALARMS = {"RepairFailuresAlarm", "OldestDueRoomAlarm", "RepairNotRunningAlarm", "RepairErrorsAlarm"}
+
+
+def _dashboard(template) -> tuple[dict, dict]:
+    (dashboard,) = resources_of_type(template, "AWS::CloudWatch::Dashboard").values()
+    props = dashboard["Properties"]
+    values = {"AWS::StackName": STACK, "AWS::Region": REGION}
+    values |= {f"{name}.Arn": f"arn:{name}" for name in resources_of_type(template, "AWS::CloudWatch::Alarm")}
+    return props, json.loads(resolve_sub(props["DashboardBody"]["Fn::Sub"], values))
+
+
+def test_dashboard_shows_every_metric_once(template):
+    props, body = _dashboard(template)
+    assert props["DashboardName"] == {"Fn::Sub": "${AWS::StackName}-costream"}
+    namespace = resolve_sub(METRICS_NAMESPACE["Fn::Sub"], {"AWS::StackName": STACK})
+    shown = []
+    for widget in body["widgets"]:
+        if widget["type"] != "metric":
+            continue
+        w = widget["properties"]
+        assert w["region"] == REGION and w["period"] == 60, w["title"]
+        for row in w["metrics"]:
+            assert row[0] == namespace, (w["title"], row)
+            metric, options = row[1], (row[2] if len(row) > 2 else {})
+            stat = options.get("stat", w.get("stat"))
+            assert stat == ("Maximum" if metric in GAUGES else "Sum"), (w["title"], metric, stat)
+            assert "dimensions" not in options and len(row) <= 3, (w["title"], row)
+            shown.append(metric)
+    # The threshold line drawn on the gauge is the alarm's.
+    (gauge,) = [w["properties"] for w in body["widgets"] if "annotations" in w.get("properties", {})]
+    threshold = template["Resources"]["OldestDueRoomAlarm"]["Properties"]["Threshold"]
+    assert [a["value"] for a in gauge["annotations"]["horizontal"]] == [threshold]
+    assert sorted(shown) == sorted(METRICS), (
+        f"not shown: {sorted(set(METRICS) - set(shown))}, unknown: {sorted(set(shown) - set(METRICS))}, "
+        f"shown twice: {sorted({m for m in shown if shown.count(m) > 1})}"
+    )
+
+
+def test_dashboard_shows_the_repair_alarms(template):
+    _, body = _dashboard(template)
+    shown = [a for w in body["widgets"] if w["type"] == "alarm" for a in w["properties"]["alarms"]]
+    assert sorted(shown) == sorted(f"arn:{name}" for name in REPAIR_ALARMS)
+
+
+def test_dashboard_widgets_fit_the_grid(template):
+    _, body = _dashboard(template)
+    cells = set()
+    for w in body["widgets"]:
+        assert 0 <= w["x"] and w["x"] + w["width"] <= 24, w
+        mine = {(x, y) for x in range(w["x"], w["x"] + w["width"]) for y in range(w["y"], w["y"] + w["height"])}
+        assert not cells & mine, f"overlapping widget {w['properties'].get('title')}"
+        cells |= mine
 
 
 # --- samconfig.toml --------------------------------------------------------------------------------

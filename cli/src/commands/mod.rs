@@ -4,6 +4,7 @@
 pub mod cdn_notify;
 pub mod demo;
 pub mod live;
+pub mod repair;
 pub mod serve;
 pub mod sign;
 pub mod subscribe;

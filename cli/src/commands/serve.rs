@@ -14,14 +14,19 @@ use costream_dynamo::DynamoStore;
 use costream_runtime::init::{live_client, mpu_settings, services};
 use costream_sim::SimulatedLive;
 
-use crate::local::{router, serve, Local};
+use crate::local::{repair_loop, router, serve_with, Local};
 
 /// Run the costream server locally: the routes of the deployed HTTP API on one port.
 ///
 /// Routes: POST /artc/{secret} (ARTC room callbacks, both functions' tags), GET /cdn/ingest (CDN
 /// ingest callbacks), GET /rooms/{channelId} (room status with signed playback URLs), PUT
 /// /rooms/{channelId}/host (host registration by the app's backend, signed with
-/// COSTREAM_NOTIFY_SECRET) and, with the simulator, GET /_sim/tasks (the simulated MPU tasks).
+/// COSTREAM_NOTIFY_SECRET), GET /rooms/{channelId}/history (signed the same way) and, with the
+/// simulator, GET /_sim/tasks (the simulated MPU tasks).
+///
+/// The repair loop runs in-process every COSTREAM_REPAIR_INTERVAL_SECS (default 15): rooms whose
+/// MPU call was refused or unanswered converge with no new callback, and the leak sweep stops
+/// tasks no room wants.
 ///
 /// With no environment at all it runs on local-only defaults (app id `local-app`, callback path
 /// secret `local-secret`, fake domains and keys) and says which ones it used. Configure it with
@@ -92,6 +97,23 @@ pub fn local_config() -> anyhow::Result<Config> {
     Ok(Config::from_lookup(with_local_defaults(env))?)
 }
 
+/// `COSTREAM_REPAIR_INTERVAL_SECS`: how often `serve` runs the repair loop (default 15 s, 1–3600).
+pub fn repair_interval(
+    env: &impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<std::time::Duration> {
+    const VAR: &str = "COSTREAM_REPAIR_INTERVAL_SECS";
+    match env(VAR).filter(|v| !v.trim().is_empty()) {
+        None => Ok(std::time::Duration::from_secs(DEFAULT_REPAIR_INTERVAL_SECS)),
+        Some(v) => match v.trim().parse::<u64>() {
+            Ok(n @ 1..=3600) => Ok(std::time::Duration::from_secs(n)),
+            _ => anyhow::bail!("{VAR} must be a whole number of seconds from 1 to 3600, got {v:?}"),
+        },
+    }
+}
+
+/// The repair loop's period under `serve` when `COSTREAM_REPAIR_INTERVAL_SECS` is unset.
+pub const DEFAULT_REPAIR_INTERVAL_SECS: u64 = 15;
+
 pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     init_tracing(args.log_json);
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
@@ -104,13 +126,15 @@ async fn run_async(args: &ServeArgs) -> anyhow::Result<()> {
     let settings = mpu_settings(&config);
     let store_kind = args.store;
     // Four combinations, one generic router: monomorphised per store and MPU.
+    let interval = repair_interval(&env_lookup())?;
     macro_rules! start {
         ($store:expr, $mpu:expr, $sim:expr) => {{
-            let local = Local {
+            let local = Arc::new(Local {
                 services: services(config, $store, $mpu, SystemClock)?,
                 sim: $sim,
-            };
-            serve(args.listen, router(Arc::new(local))).await
+            });
+            let repair = repair_loop(local.clone(), interval);
+            serve_with(args.listen, router(local), repair).await
         }};
     }
     let table = config.table.clone();

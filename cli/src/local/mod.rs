@@ -49,6 +49,7 @@ where
         .route("/cdn/ingest", get(cdn::<S, M, C>))
         .route("/rooms/{channel_id}", get(room::<S, M, C>))
         .route("/rooms/{channel_id}/host", put(host::<S, M, C>))
+        .route("/rooms/{channel_id}/history", get(history::<S, M, C>))
         .route("/_sim/tasks", get(sim_tasks::<S, M, C>))
         // One byte over the limit so the handler, not the framework, words the rejection.
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES + 1))
@@ -140,6 +141,56 @@ async fn host<S: StateStore, M: MpuPort, C: Clock>(
     }
 }
 
+async fn history<S: StateStore, M: MpuPort, C: Clock>(
+    State(local): State<Shared<S, M, C>>,
+    Path(channel_id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let request = HostRequest {
+        body: b"",
+        timestamp: header("x-costream-timestamp"),
+        signature: header("x-costream-signature"),
+    };
+    match local.services.room_history(&channel_id, &request).await {
+        Ok(history) => Json(history).into_response(),
+        Err(e) => error(&e),
+    }
+}
+
+/// The repair loop in-process: a pass every `interval` (the first one after one interval),
+/// the leak sweep included, until the server stops.
+pub async fn repair_loop<S, M, C>(local: Shared<S, M, C>, interval: std::time::Duration)
+where
+    S: StateStore + 'static,
+    M: MpuPort + 'static,
+    C: Clock + 'static,
+{
+    let config = costream_app::repair::RepairConfig {
+        // A pass must not outlast its period by much; what is left waits for the next.
+        deadline: interval.max(std::time::Duration::from_secs(1)),
+        ..costream_app::repair::RepairConfig::default()
+    };
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let owner = format!("repair/{}", next_invocation());
+        let app = local.services.config.app_id.clone();
+        let report = local
+            .services
+            .shell
+            .repair_pass(&app, &owner, &config)
+            .await;
+        // Nobody scrapes EMF locally: the counters are reported in the pass's log line.
+        costream_app::metrics::take();
+        if report.due > 0 || report.sweep.as_ref().is_some_and(|s| s.leaks_stopped + s.restarted + s.updated > 0) {
+            tracing::info!(report = %serde_json::to_string(&report).unwrap_or_default(), "repair pass");
+        }
+    }
+}
+
 async fn sim_tasks<S: StateStore, M: MpuPort, C: Clock>(
     State(local): State<Shared<S, M, C>>,
     Query(_): Query<Vec<(String, String)>>,
@@ -154,8 +205,19 @@ async fn sim_tasks<S: StateStore, M: MpuPort, C: Clock>(
     }
 }
 
-/// Binds and serves until Ctrl-C.
-pub async fn serve(listen: SocketAddr, router: Router) -> anyhow::Result<()> {
+/// Binds and serves until Ctrl-C, running `background` (the repair loop) alongside.
+pub async fn serve_with(
+    listen: SocketAddr,
+    router: Router,
+    background: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let background = tokio::spawn(background);
+    let served = serve_only(listen, router).await;
+    background.abort();
+    served
+}
+
+async fn serve_only(listen: SocketAddr, router: Router) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     tracing::info!(listen = %listener.local_addr()?, "costream serve listening");
     axum::serve(listener, router)

@@ -5,7 +5,7 @@
 
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use costream_runtime::init::LambdaServices;
-use costream_runtime::lambda::{cdn_request, error_response, json_response};
+use costream_runtime::lambda::{cdn_request, emit_metrics, error_response, json_response};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 
 async fn handler(
@@ -14,10 +14,12 @@ async fn handler(
 ) -> Result<ApiGatewayV2httpResponse, Error> {
     let invocation = event.context.request_id.clone();
     let request = cdn_request(&event.payload);
-    Ok(match services.cdn_ingest(&request, &invocation).await {
+    let response = match services.cdn_ingest(&request, &invocation).await {
         Ok(outcome) => json_response(200, &outcome),
         Err(e) => error_response(&e),
-    })
+    };
+    emit_metrics("cdn-ingest");
+    Ok(response)
 }
 
 #[tokio::main]

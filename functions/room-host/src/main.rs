@@ -1,12 +1,17 @@
-//! `room-host`: `PUT /rooms/{channelId}/host` from the app's backend registers (or clears) a room's
-//! host: `{"user_id": "<id>"}` or `{"user_id": null}`, signed with the secret shared with the
-//! backend (`X-Costream-Timestamp`, `X-Costream-Signature`). May change who hosts, so it can make
-//! the room's MPU call like the stream functions.
+//! `room-host`: the routes of the app's backend, signed with the secret shared with it
+//! (`X-Costream-Timestamp`, `X-Costream-Signature`):
+//! - `PUT /rooms/{channelId}/host` registers (or clears) a room's host: `{"user_id": "<id>"}` or
+//!   `{"user_id": null}`. May change who hosts, so it can make the room's MPU call like the
+//!   stream functions.
+//! - `GET /rooms/{channelId}/history`: the room's last decisions (what was called, why, how it
+//!   ended).
 
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use costream_app::handlers::HostRequest;
 use costream_runtime::init::LambdaServices;
-use costream_runtime::lambda::{backend_headers, body_bytes, error_response, json_response};
+use costream_runtime::lambda::{
+    backend_headers, body_bytes, emit_metrics, error_response, json_response,
+};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 
 async fn handler(
@@ -19,23 +24,33 @@ async fn handler(
         .get("channelId")
         .map_or("", String::as_str);
     let (timestamp, signature) = backend_headers(ev);
-    let result = match body_bytes(ev) {
+    let history = ev.request_context.http.method == aws_lambda_events::http::Method::GET;
+    let response = match body_bytes(ev) {
         Ok(body) => {
             let request = HostRequest {
                 body: &body,
                 timestamp,
                 signature,
             };
-            services
-                .register_host(channel, &request, &event.context.request_id)
-                .await
+            if history {
+                match services.room_history(channel, &request).await {
+                    Ok(h) => json_response(200, &h),
+                    Err(e) => error_response(&e),
+                }
+            } else {
+                match services
+                    .register_host(channel, &request, &event.context.request_id)
+                    .await
+                {
+                    Ok(outcome) => json_response(200, &outcome),
+                    Err(e) => error_response(&e),
+                }
+            }
         }
-        Err(e) => Err(e.into()),
+        Err(e) => error_response(&e.into()),
     };
-    Ok(match result {
-        Ok(outcome) => json_response(200, &outcome),
-        Err(e) => error_response(&e),
-    })
+    emit_metrics("room-host");
+    Ok(response)
 }
 
 #[tokio::main]

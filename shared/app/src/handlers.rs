@@ -17,7 +17,9 @@ use crate::config::{Config, NotifySettings};
 use crate::inbound::{parse_artc, parse_artc_value, parse_cdn, InboundError, Side};
 use crate::mpu::{channel_of_stream, stream_name};
 use crate::ports::{Clock, MpuPort, RoomKey, StateStore};
+use crate::metrics;
 use crate::shell::{AppError, Handled, Shell};
+use crate::store::{HistoryEntry, LastFailure};
 use costream_alibaba::callback_auth::{callback_host, CallbackAuthError, CallbackVerifier};
 use costream_alibaba::urls::{PlaybackUrls, StreamLocation};
 use costream_core::{CdnAction, ChannelId, Facts, MixMode, RoomEvent, Timestamp, UserId};
@@ -132,6 +134,32 @@ pub struct RoomStatus {
     pub playback: Option<PlaybackUrls>,
     /// Unix time the playback URLs stop being accepted.
     pub expires_at: Option<u64>,
+    /// Present when the room's MPU calls have failed (refusals, quota, no answer) or it waits
+    /// for the repair loop.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repair: Option<RepairStatus>,
+}
+
+/// The repair state of a room, as `GET /rooms/{channelId}` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RepairStatus {
+    /// When the repair loop looks at the room next (epoch ms), if something is pending.
+    pub due_at_ms: Option<u64>,
+    /// Failed attempts in a row (0 once the room converged again).
+    pub attempts: u32,
+    /// Failed MPU calls since the room was created.
+    pub failures: u64,
+    /// Since when the room has been failing (epoch ms), while it is.
+    pub failing_since_ms: Option<u64>,
+    pub last_failure: Option<LastFailure>,
+}
+
+/// A room's decision history (`GET /rooms/{channelId}/history`, `costream history`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RoomHistory {
+    pub channel_id: String,
+    /// Oldest first.
+    pub entries: Vec<HistoryEntry>,
 }
 
 /// What a host registration did.
@@ -246,6 +274,20 @@ pub struct Services<S, M, C> {
     pub notifier: Option<Notifier>,
 }
 
+/// Counts a callback's outcome (`callbacks_applied`, `_duplicate`, `_rejected`, `_failed`).
+fn tally<T>(
+    result: Result<T, HandlerError>,
+    duplicate: impl Fn(&T) -> bool,
+) -> Result<T, HandlerError> {
+    metrics::count(match &result {
+        Ok(t) if duplicate(t) => "callbacks_duplicate",
+        Ok(_) => "callbacks_applied",
+        Err(e) if e.is_bad_input() => "callbacks_rejected",
+        Err(_) => "callbacks_failed",
+    });
+    result
+}
+
 fn outcome_name(h: &Handled) -> &'static str {
     match h {
         Handled::Duplicate => "duplicate",
@@ -275,8 +317,11 @@ impl<S: StateStore, M: MpuPort, C: Clock> Services<S, M, C> {
         side: Side,
         invocation: &str,
     ) -> Result<ArtcOutcome, HandlerError> {
-        let cb = parse_artc(body, &self.config.app_id, side, self.now())?;
-        self.artc(cb, side, invocation).await
+        let result = match parse_artc(body, &self.config.app_id, side, self.now()) {
+            Ok(cb) => self.artc(cb, side, invocation).await,
+            Err(e) => Err(e.into()),
+        };
+        tally(result, |o| o.result == "duplicate")
     }
 
     /// An ARTC callback that arrived as an EventBridge event's `detail`.
@@ -286,8 +331,11 @@ impl<S: StateStore, M: MpuPort, C: Clock> Services<S, M, C> {
         side: Side,
         invocation: &str,
     ) -> Result<ArtcOutcome, HandlerError> {
-        let cb = parse_artc_value(detail, &self.config.app_id, side, self.now())?;
-        self.artc(cb, side, invocation).await
+        let result = match parse_artc_value(detail, &self.config.app_id, side, self.now()) {
+            Ok(cb) => self.artc(cb, side, invocation).await,
+            Err(e) => Err(e.into()),
+        };
+        tally(result, |o| o.result == "duplicate")
     }
 
     async fn artc(
@@ -332,6 +380,16 @@ impl<S: StateStore, M: MpuPort, C: Clock> Services<S, M, C> {
 
     /// A CDN ingest callback (`GET /cdn/ingest?action=...`).
     pub async fn cdn_ingest(
+        &self,
+        req: &CdnRequest<'_>,
+        invocation: &str,
+    ) -> Result<CdnOutcome, HandlerError> {
+        tally(self.cdn_ingest_inner(req, invocation).await, |o| {
+            o.result == "duplicate"
+        })
+    }
+
+    async fn cdn_ingest_inner(
         &self,
         req: &CdnRequest<'_>,
         invocation: &str,
@@ -410,34 +468,7 @@ impl<S: StateStore, M: MpuPort, C: Clock> Services<S, M, C> {
         req: &HostRequest<'_>,
         invocation: &str,
     ) -> Result<HostOutcome, HandlerError> {
-        let secret = self.config.backend_secret.as_ref().ok_or_else(|| {
-            HandlerError::Unauthorized("host registration needs COSTREAM_NOTIFY_SECRET".into())
-        })?;
-        let now = self.now().secs();
-        let ts: u64 = req
-            .timestamp
-            .and_then(|t| t.trim().parse().ok())
-            .ok_or_else(|| {
-                HandlerError::Unauthorized("missing or bad X-Costream-Timestamp".into())
-            })?;
-        if now.abs_diff(ts) > HOST_SIGNATURE_WINDOW_SECS {
-            return Err(HandlerError::Unauthorized(format!(
-                "X-Costream-Timestamp {ts} is more than {HOST_SIGNATURE_WINDOW_SECS} s from now"
-            )));
-        }
-        // The route's canonical path (the same behind any API stage or local server).
-        let path = format!("/rooms/{channel}/host");
-        let expected =
-            Notifier::backend_signature(secret.expose_secret(), ts, "PUT", &path, req.body);
-        let given = req.signature.unwrap_or_default().trim();
-        if !bool::from(subtle::ConstantTimeEq::ct_eq(
-            expected.as_bytes(),
-            given.as_bytes(),
-        )) {
-            return Err(HandlerError::Unauthorized(
-                "X-Costream-Signature does not match".into(),
-            ));
-        }
+        let ts = self.verify_backend("PUT", &format!("/rooms/{channel}/host"), req)?;
         if req.body.len() > MAX_HOST_BODY {
             return Err(InboundError::TooLarge(req.body.len()).into());
         }
@@ -488,6 +519,71 @@ impl<S: StateStore, M: MpuPort, C: Clock> Services<S, M, C> {
         })
     }
 
+    /// Checks a request from the app's backend: `X-Costream-Timestamp` within 300 s of now and
+    /// `X-Costream-Signature` = HMAC-SHA256 with `COSTREAM_NOTIFY_SECRET` over
+    /// `"<timestamp>.<METHOD> <path>.<body>"`, `path` the route's canonical path (the same
+    /// behind any API stage or local server). Returns the timestamp.
+    fn verify_backend(
+        &self,
+        method: &str,
+        path: &str,
+        req: &HostRequest<'_>,
+    ) -> Result<u64, HandlerError> {
+        let secret = self.config.backend_secret.as_ref().ok_or_else(|| {
+            HandlerError::Unauthorized(format!("{method} {path} needs COSTREAM_NOTIFY_SECRET"))
+        })?;
+        let now = self.now().secs();
+        let ts: u64 = req
+            .timestamp
+            .and_then(|t| t.trim().parse().ok())
+            .ok_or_else(|| {
+                HandlerError::Unauthorized("missing or bad X-Costream-Timestamp".into())
+            })?;
+        if now.abs_diff(ts) > HOST_SIGNATURE_WINDOW_SECS {
+            return Err(HandlerError::Unauthorized(format!(
+                "X-Costream-Timestamp {ts} is more than {HOST_SIGNATURE_WINDOW_SECS} s from now"
+            )));
+        }
+        let expected =
+            Notifier::backend_signature(secret.expose_secret(), ts, method, path, req.body);
+        let given = req.signature.unwrap_or_default().trim();
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(
+            expected.as_bytes(),
+            given.as_bytes(),
+        )) {
+            return Err(HandlerError::Unauthorized(
+                "X-Costream-Signature does not match".into(),
+            ));
+        }
+        Ok(ts)
+    }
+
+    /// `GET /rooms/{channelId}/history` from the app's backend (signed like a host
+    /// registration, over `"<timestamp>.GET /rooms/<id>/history."`, empty body): the room's
+    /// last decisions, oldest first — what was called, why, and how it ended.
+    pub async fn room_history(
+        &self,
+        channel: &str,
+        req: &HostRequest<'_>,
+    ) -> Result<RoomHistory, HandlerError> {
+        self.verify_backend("GET", &format!("/rooms/{channel}/history"), req)?;
+        let channel = ChannelId::parse(channel).map_err(|source| {
+            HandlerError::BadInput(InboundError::BadId {
+                field: "channelId",
+                source,
+            })
+        })?;
+        let entries = self
+            .shell
+            .history(&self.key(channel.clone()))
+            .await
+            .map_err(HandlerError::App)?;
+        Ok(RoomHistory {
+            channel_id: channel.to_string(),
+            entries,
+        })
+    }
+
     /// `GET /rooms/{channelId}`.
     pub async fn room_status(&self, channel: &str) -> Result<RoomStatus, HandlerError> {
         let channel = ChannelId::parse(channel).map_err(|source| {
@@ -504,7 +600,18 @@ impl<S: StateStore, M: MpuPort, C: Clock> Services<S, M, C> {
             .await
             .map_err(|e| HandlerError::App(e.into()))?
             .ok_or_else(|| HandlerError::NotFound(format!("room {channel} has never been seen")))?;
-        Ok(self.status_of(&room.facts))
+        let mut status = self.status_of(&room.facts);
+        let u = &room.upkeep;
+        if u.failures > 0 || room.due_ms.is_some_and(|d| d <= self.shell.clock.now_ms()) {
+            status.repair = Some(RepairStatus {
+                due_at_ms: room.due_ms,
+                attempts: u.attempts,
+                failures: u.failures,
+                failing_since_ms: u.failing_since_ms,
+                last_failure: u.last_failure.clone(),
+            });
+        }
+        Ok(status)
     }
 
     fn status_of(&self, state: &Facts) -> RoomStatus {
@@ -542,6 +649,7 @@ impl<S: StateStore, M: MpuPort, C: Clock> Services<S, M, C> {
                 .unwrap_or_default(),
             playback,
             expires_at,
+            repair: None,
         }
     }
 
@@ -591,6 +699,7 @@ mod tests {
             waiting: vec![],
             playback: None,
             expires_at: None,
+            repair: None,
         };
         let err = notifier
             .notify(&status, 1_700_000_000)

@@ -7,6 +7,9 @@
 //!   store with DynamoDB's conditional-write semantics (`costream serve`, tests, the simulation).
 //! - [`shell`]: **start here.** The protocol: commit (load → apply → decide → conditional write,
 //!   taking the per-room lease) → converge (one MPU call at a time, record, re-decide).
+//! - [`repair`]: the repair loop's pass — rooms marked due, and the leak sweep against
+//!   `ListRtcMPUTaskDetail` — through the same shell.
+//! - [`metrics`]: counters written out as CloudWatch embedded metric format.
 //! - [`mpu`]: the one [`ports::MpuPort`] adapter: the core's commands as Live API requests with
 //!   Alibaba's idempotency rules, over any [`costream_alibaba::LiveApi`] transport.
 //! - [`inbound`]: callback payloads → core events (pure parsing; bad input never reaches the shell).
@@ -24,8 +27,10 @@
 pub mod config;
 pub mod handlers;
 pub mod inbound;
+pub mod metrics;
 pub mod mpu;
 pub mod ports;
+pub mod repair;
 pub mod shell;
 pub mod store;
 #[cfg(any(test, feature = "testing"))]

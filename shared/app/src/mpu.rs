@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::ports::{Clock, MpuDone, MpuFailure, MpuFailureKind, MpuPort, RoomKey};
+use crate::ports::{
+    Clock, ListedTask, Listing, MpuDone, MpuFailure, MpuFailureKind, MpuPort, RoomKey,
+};
 use costream_alibaba::request::{
     Background, EncodeParams, Fraction, ListRtcMpuTaskDetail, Mix, MixLayout, MpuRegion,
     PaneUserInfo, RenderMode as WireRenderMode, RequestError, SingleSubParams, StartLiveMpuTask,
@@ -18,8 +20,8 @@ use costream_alibaba::request::{
 use costream_alibaba::urls::StreamLocation;
 use costream_alibaba::{LiveApi, LiveRequest, MpuError, Outcome};
 use costream_core::{
-    AppId, ChannelId, Command, DecisionConfig, Frac, Layout, RenderMode, Shape, TaskId, Timestamp,
-    Version, VideoCodec,
+    AppId, ChannelId, Command, DecisionConfig, Frac, Layout, MixMode, RenderMode, Shape, TaskId,
+    Timestamp, Version, VideoCodec,
 };
 
 /// The suffix that turns a channel id into its CDN stream name.
@@ -161,8 +163,37 @@ impl<L: LiveApi + Send + Sync, C: Clock> AlibabaMpu<L, C> {
         }))
     }
 
-    async fn start(&self, room: &RoomKey, task: &str, shape: &Shape) -> Result<MpuDone, MpuError> {
-        let request = self.start_request(room, task, shape)?;
+    /// The re-signing Update: the complete parameters of `shape` and a freshly signed
+    /// `StreamURL` (Update accepts `StreamURL`, spec §9.1; the mode is always sent with it so
+    /// the Update can't be read as a switch to mixing).
+    pub fn refresh_request(
+        &self,
+        room: &RoomKey,
+        task: &str,
+        shape: &Shape,
+    ) -> Result<LiveRequest, MpuError> {
+        let now = self.clock.now_ms() / 1000;
+        Ok(LiveRequest::Update(UpdateLiveMpuTask {
+            app_id: self.settings.app_id.to_string(),
+            channel_id: room.channel.to_string(),
+            task_id: task.to_owned(),
+            mix: mix(shape, &self.settings.decision),
+            output: Some(StreamOutput::Url(
+                self.settings.ingest.stream_url(&room.channel, now)?,
+            )),
+            sei: None,
+        }))
+    }
+
+    async fn start(
+        &self,
+        room: &RoomKey,
+        task: &str,
+        shape: &Shape,
+    ) -> Result<MpuDone, MpuFailure> {
+        let request = self
+            .start_request(room, task, shape)
+            .map_err(|e| failure("start", &e))?;
         // Bounded by wall time, not by the sleeps: each busy answer can itself take up to the
         // client's deadline, and the whole Start must stay within `stream_url_wait` plus one call
         // (the function Timeouts and the lease are sized for that).
@@ -191,7 +222,7 @@ impl<L: LiveApi + Send + Sync, C: Clock> AlibabaMpu<L, C> {
                     );
                     tokio::time::sleep(STREAM_URL_RETRY.min(wait - elapsed)).await;
                 }
-                other => break other?,
+                other => break other.map_err(|e| failure("start", &e))?,
             }
         };
         match reply.outcome {
@@ -201,26 +232,120 @@ impl<L: LiveApi + Send + Sync, C: Clock> AlibabaMpu<L, C> {
                     task_id = task,
                     "task already exists; updating it to the target"
                 );
-                self.update(room, task, shape).await
+                self.update(room, task, shape, false).await
             }
-            Outcome::Applied | Outcome::AlreadyStopped => Ok(MpuDone::Done {
+            Outcome::Applied => Ok(MpuDone::Done {
                 request_id: reply.request_id,
+                fresh_url: true,
+            }),
+            Outcome::AlreadyStopped => Ok(MpuDone::Done {
+                request_id: reply.request_id,
+                fresh_url: false,
             }),
             Outcome::TaskNotFound { .. } => Ok(MpuDone::TaskMissing),
         }
     }
 
-    async fn update(&self, room: &RoomKey, task: &str, shape: &Shape) -> Result<MpuDone, MpuError> {
+    /// An Update (with a freshly signed StreamURL when `resign`). "Task not found" is confirmed by
+    /// asking for the task by its TaskId before it is reported as missing: an answer that does
+    /// not confirm it is a (retryable) refusal, so the room is marked for repair instead of
+    /// recorded as having no task.
+    async fn update(
+        &self,
+        room: &RoomKey,
+        task: &str,
+        shape: &Shape,
+        resign: bool,
+    ) -> Result<MpuDone, MpuFailure> {
+        let request = if resign {
+            self.refresh_request(room, task, shape)
+        } else {
+            self.update_request(room, task, shape)
+        }
+        .map_err(|e| failure("update", &e))?;
         let reply = self
             .api
-            .call(&self.update_request(room, task, shape)?)
-            .await?;
-        Ok(match reply.outcome {
-            Outcome::TaskNotFound { .. } => MpuDone::TaskMissing,
-            Outcome::Applied | Outcome::AlreadyExists | Outcome::AlreadyStopped => MpuDone::Done {
-                request_id: reply.request_id,
-            },
-        })
+            .call(&request)
+            .await
+            .map_err(|e| failure("update", &e))?;
+        match reply.outcome {
+            Outcome::TaskNotFound { .. } => self.confirm_missing(task).await,
+            Outcome::Applied | Outcome::AlreadyExists | Outcome::AlreadyStopped => {
+                Ok(MpuDone::Done {
+                    request_id: reply.request_id,
+                    fresh_url: resign,
+                })
+            }
+        }
+    }
+
+    /// After an Update answered "task not found": [`MpuDone::TaskMissing`] only if
+    /// `ListRtcMPUTaskDetail(TaskId)` agrees.
+    async fn confirm_missing(&self, task: &str) -> Result<MpuDone, MpuFailure> {
+        let unclear = |reason: String| MpuFailure {
+            // The Update itself certainly did nothing (it found no task); only whether the task
+            // exists is unclear, and the repair loop asks again.
+            kind: MpuFailureKind::Refused { retryable: true },
+            action: "update",
+            reason,
+        };
+        match self.find(task).await {
+            Ok(None) => Ok(MpuDone::TaskMissing),
+            Ok(Some(_)) => Err(unclear(format!(
+                "Update answered that task {task} does not exist, but ListRtcMPUTaskDetail lists it"
+            ))),
+            Err(e) => Err(unclear(format!(
+                "Update answered that task {task} does not exist; the confirmation failed: {e}"
+            ))),
+        }
+    }
+
+    /// The task `task` as `ListRtcMPUTaskDetail(TaskId)` shows it, if it exists.
+    async fn find(&self, task: &str) -> Result<Option<serde_json::Value>, MpuError> {
+        let list = LiveRequest::ListTasks(ListRtcMpuTaskDetail {
+            app_id: self.settings.app_id.to_string(),
+            selector: TaskSelector::Task(task.to_owned()),
+        });
+        let reply = self.api.call(&list).await?;
+        Ok(reply.body["MPUTasks"].as_array().and_then(|tasks| {
+            tasks
+                .iter()
+                .find(|t| t["TaskId"].as_str() == Some(task))
+                .cloned()
+        }))
+    }
+
+    /// Every task of the app, page by page (newest update first), classified.
+    async fn list_all(&self) -> Result<Listing, MpuError> {
+        let mut listing = Listing::default();
+        let mut seen = std::collections::HashSet::new();
+        for page_no in 1..=MAX_LIST_PAGES {
+            let list = LiveRequest::ListTasks(ListRtcMpuTaskDetail {
+                app_id: self.settings.app_id.to_string(),
+                selector: TaskSelector::Page {
+                    page_no,
+                    page_size: LIST_PAGE_SIZE,
+                },
+            });
+            let reply = self.api.call(&list).await?;
+            let tasks = reply.body["MPUTasks"].as_array().cloned().unwrap_or_default();
+            for t in &tasks {
+                match listed_task(t) {
+                    // A task updated while we page moves to page 1 and may show up twice.
+                    Listed::Ours(task) if seen.insert(task.task.clone()) => {
+                        listing.tasks.push(task);
+                    }
+                    Listed::Ours(_) => {}
+                    Listed::Foreign => listing.foreign += 1,
+                    Listed::Malformed => listing.malformed += 1,
+                }
+            }
+            if tasks.len() < LIST_PAGE_SIZE as usize {
+                listing.complete = true;
+                break;
+            }
+        }
+        Ok(listing)
     }
 
     /// Stops every task of `room` except `keep` that the Live API lists for the app: tasks of
@@ -278,6 +403,7 @@ impl<L: LiveApi + Send + Sync, C: Clock> AlibabaMpu<L, C> {
         let reply = self.api.call(&self.stop_request(task)).await?;
         Ok(MpuDone::Done {
             request_id: reply.request_id,
+            fresh_url: false,
         })
     }
 }
@@ -288,12 +414,64 @@ const MAX_LIST_PAGES: u32 = 10;
 
 /// Whether `task_id` is a costream task of `room`: `<channel>_<secs>` for some second.
 fn is_ours(room: &RoomKey, task_id: &str) -> bool {
+    is_task_of(&room.channel, task_id)
+}
+
+/// Whether `task_id` is the costream name of a task of `channel` (`<channel>_<secs>`).
+fn is_task_of(channel: &ChannelId, task_id: &str) -> bool {
     task_id
         .rsplit_once('_')
         .and_then(|(_, secs)| secs.parse::<u64>().ok())
         .is_some_and(|secs| {
-            TaskId::for_broadcast(&room.channel, Timestamp::from_secs(secs)).as_str() == task_id
+            TaskId::for_broadcast(channel, Timestamp::from_secs(secs)).as_str() == task_id
         })
+}
+
+enum Listed {
+    Ours(ListedTask),
+    Foreign,
+    Malformed,
+}
+
+/// One entry of a `ListRtcMPUTaskDetail` answer: costream's (its `TaskId` is the costream name
+/// for its `ChannelId`), someone else's, or unusable (no ids, ids that are not valid).
+fn listed_task(t: &serde_json::Value) -> Listed {
+    let (Some(channel), Some(task_id)) = (t["ChannelId"].as_str(), t["TaskId"].as_str()) else {
+        return Listed::Malformed;
+    };
+    let (Ok(channel), Ok(task)) = (ChannelId::parse(channel), TaskId::parse(task_id)) else {
+        return Listed::Malformed;
+    };
+    if !is_task_of(&channel, task_id) {
+        return Listed::Foreign;
+    }
+    let mix_mode = match t["MixMode"].as_str() {
+        Some("0") => Some(MixMode::Single),
+        Some("1") => Some(MixMode::Mixed),
+        _ => None,
+    };
+    let users = match mix_mode {
+        Some(MixMode::Single) => t["SingleSubParams"]["UserId"]
+            .as_str()
+            .map(str::to_owned)
+            .into_iter()
+            .collect(),
+        _ => t["TranscodeParams"]["UserInfos"]
+            .as_array()
+            .map(|infos| {
+                infos
+                    .iter()
+                    .filter_map(|u| u["UserId"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
+    Listed::Ours(ListedTask {
+        channel,
+        task,
+        mix_mode,
+        users,
+    })
 }
 
 /// How often a Start whose StreamURL is still held is retried.
@@ -322,12 +500,36 @@ impl<L: LiveApi + Send + Sync, C: Clock> MpuPort for AlibabaMpu<L, C> {
         command: &Command,
         _version: Version,
     ) -> Result<MpuDone, MpuFailure> {
-        let done = match command {
+        match command {
             Command::Start { task, shape } => self.start(room, task.as_str(), shape).await,
-            Command::Update { task, shape } => self.update(room, task.as_str(), shape).await,
-            Command::Stop { task } => self.stop(task.as_str()).await,
-        };
-        done.map_err(|e| failure(command.name(), &e))
+            Command::Update { task, shape } => {
+                self.update(room, task.as_str(), shape, false).await
+            }
+            Command::Stop { task } => self
+                .stop(task.as_str())
+                .await
+                .map_err(|e| failure("stop", &e)),
+        }
+    }
+
+    async fn list_tasks(&self) -> Result<Listing, MpuFailure> {
+        self.list_all().await.map_err(|e| failure("list", &e))
+    }
+
+    async fn task_exists(&self, task: &TaskId) -> Result<bool, MpuFailure> {
+        self.find(task.as_str())
+            .await
+            .map(|t| t.is_some())
+            .map_err(|e| failure("list", &e))
+    }
+
+    async fn refresh_output(
+        &self,
+        room: &RoomKey,
+        task: &TaskId,
+        shape: &Shape,
+    ) -> Result<MpuDone, MpuFailure> {
+        self.update(room, task.as_str(), shape, true).await
     }
 }
 

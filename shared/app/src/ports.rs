@@ -10,9 +10,9 @@
 
 use std::future::Future;
 
-use costream_core::{AppId, ChannelId, Command, Version};
+use costream_core::{AppId, ChannelId, Command, MixMode, Shape, TaskId, Version};
 
-use crate::store::StoredRoom;
+use crate::store::{HistoryEntry, StoredRoom};
 
 pub use costream_alibaba::clock::{Clock, ManualClock, SystemClock};
 
@@ -46,6 +46,76 @@ pub trait StateStore: Send + Sync {
         room: &StoredRoom,
         expected: Version,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Rooms of `app` whose `due_ms` is at or before `now_ms`, most overdue first, at most
+    /// `limit`, with their due time. Read from an index (eventually consistent): the caller
+    /// re-reads each room before acting.
+    fn due_rooms(
+        &self,
+        app: &AppId,
+        now_ms: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<(RoomKey, u64)>, StoreError>> + Send;
+
+    /// Rooms of `app` whose record names a task (running, or begun and unconfirmed), with it.
+    /// From an index too: the caller re-reads each room before acting.
+    fn rooms_with_tasks(
+        &self,
+        app: &AppId,
+    ) -> impl Future<Output = Result<Vec<(RoomKey, TaskId)>, StoreError>> + Send;
+
+    /// Adds a decision to the room's bounded history (the newest [`crate::store::HISTORY_LEN`]
+    /// are kept). Writing the same entry twice, or an entry older than the one in its slot,
+    /// changes nothing.
+    fn append_history(
+        &self,
+        key: &RoomKey,
+        entry: &HistoryEntry,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The room's kept decisions, oldest first.
+    fn history(
+        &self,
+        key: &RoomKey,
+    ) -> impl Future<Output = Result<Vec<HistoryEntry>, StoreError>> + Send;
+}
+
+/// A task as `ListRtcMPUTaskDetail` shows it, named the costream way (`<channel>_<secs>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedTask {
+    pub channel: ChannelId,
+    pub task: TaskId,
+    /// `None` if the answer's `MixMode` was missing or unknown.
+    pub mix_mode: Option<MixMode>,
+    /// The users shown (MixMode 0: the relayed user; 1: the panes' users).
+    pub users: Vec<String>,
+}
+
+impl ListedTask {
+    /// Whether the task does what `shape` says: the same mode and the same users.
+    pub fn matches(&self, shape: &Shape) -> bool {
+        let mut want: Vec<&str> = match shape {
+            Shape::Single { user } => vec![user.as_str()],
+            Shape::Mixed { layout } => layout.panes.iter().map(|p| p.user.as_str()).collect(),
+        };
+        let mut have: Vec<&str> = self.users.iter().map(String::as_str).collect();
+        want.sort_unstable();
+        have.sort_unstable();
+        self.mix_mode == Some(shape.mix_mode()) && want == have
+    }
+}
+
+/// Every task of the app the Live API listed, with what was skipped.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Listing {
+    /// Tasks named by costream.
+    pub tasks: Vec<ListedTask>,
+    /// Well-formed tasks not named by costream: never touched.
+    pub foreign: u32,
+    /// Entries without a usable `ChannelId` / `TaskId`: skipped, never touched.
+    pub malformed: u32,
+    /// False when the listing stopped at the page limit: absence from it proves nothing.
+    pub complete: bool,
 }
 
 /// What an MPU command amounted to.
@@ -53,7 +123,12 @@ pub trait StateStore: Send + Sync {
 pub enum MpuDone {
     /// The task now is what the command asked for (including the idempotent cases: Start of an
     /// existing task made to match, Stop of a task already gone).
-    Done { request_id: Option<String> },
+    Done {
+        request_id: Option<String>,
+        /// The call pushed a freshly signed StreamURL (a Start that created the task, or a
+        /// re-signing Update).
+        fresh_url: bool,
+    },
     /// Update found no task (Alibaba stopped it): nothing runs now.
     TaskMissing,
 }
@@ -151,6 +226,22 @@ pub trait MpuPort: Send + Sync {
         command: &Command,
         version: Version,
     ) -> impl Future<Output = Result<MpuDone, MpuFailure>> + Send;
+
+    /// Every task of the app (`ListRtcMPUTaskDetail`, paged).
+    fn list_tasks(&self) -> impl Future<Output = Result<Listing, MpuFailure>> + Send;
+
+    /// Whether `task` exists, asked by its TaskId (`ListRtcMPUTaskDetail(TaskId)`): the
+    /// confirmation before a task is recorded as gone.
+    fn task_exists(&self, task: &TaskId) -> impl Future<Output = Result<bool, MpuFailure>> + Send;
+
+    /// Re-signs the running task's StreamURL: an Update carrying the task's complete parameters
+    /// (`shape`) and a freshly signed URL.
+    fn refresh_output(
+        &self,
+        room: &RoomKey,
+        task: &TaskId,
+        shape: &Shape,
+    ) -> impl Future<Output = Result<MpuDone, MpuFailure>> + Send;
 }
 
 impl<T: MpuPort> MpuPort for std::sync::Arc<T> {
@@ -161,6 +252,23 @@ impl<T: MpuPort> MpuPort for std::sync::Arc<T> {
         version: Version,
     ) -> impl Future<Output = Result<MpuDone, MpuFailure>> + Send {
         (**self).execute(room, command, version)
+    }
+
+    fn list_tasks(&self) -> impl Future<Output = Result<Listing, MpuFailure>> + Send {
+        (**self).list_tasks()
+    }
+
+    fn task_exists(&self, task: &TaskId) -> impl Future<Output = Result<bool, MpuFailure>> + Send {
+        (**self).task_exists(task)
+    }
+
+    fn refresh_output(
+        &self,
+        room: &RoomKey,
+        task: &TaskId,
+        shape: &Shape,
+    ) -> impl Future<Output = Result<MpuDone, MpuFailure>> + Send {
+        (**self).refresh_output(room, task, shape)
     }
 }
 
@@ -179,5 +287,36 @@ impl<T: StateStore> StateStore for std::sync::Arc<T> {
         expected: Version,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
         (**self).save(key, room, expected)
+    }
+
+    fn due_rooms(
+        &self,
+        app: &AppId,
+        now_ms: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<(RoomKey, u64)>, StoreError>> + Send {
+        (**self).due_rooms(app, now_ms, limit)
+    }
+
+    fn rooms_with_tasks(
+        &self,
+        app: &AppId,
+    ) -> impl Future<Output = Result<Vec<(RoomKey, TaskId)>, StoreError>> + Send {
+        (**self).rooms_with_tasks(app)
+    }
+
+    fn append_history(
+        &self,
+        key: &RoomKey,
+        entry: &HistoryEntry,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).append_history(key, entry)
+    }
+
+    fn history(
+        &self,
+        key: &RoomKey,
+    ) -> impl Future<Output = Result<Vec<HistoryEntry>, StoreError>> + Send {
+        (**self).history(key)
     }
 }

@@ -17,10 +17,14 @@
 //! Requests on the common path: 1 read + 1 write + 1 MPU call + 1 write. A duplicate callback:
 //! 1 read, no write, no call.
 
+use crate::metrics;
 use crate::ports::{Clock, MpuDone, MpuPort, RoomKey, StateStore};
 use crate::ports::{MpuFailure, StoreError};
-use crate::store::{Lease, StoredRoom};
-use costream_core::{apply, decide, Command, DecisionConfig, Merge, RoomEvent, Target, Version};
+use crate::store::{backoff_ms, HistoryEntry, LastFailure, Lease, StoredRoom};
+use costream_core::{
+    apply, decide, CdnAction, Command, DecisionConfig, Merge, Record, Role, RoomEvent, Shape,
+    Target, TaskId, UserAction, Version,
+};
 
 /// Tunables of the shell.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +41,9 @@ pub struct ShellConfig {
     pub max_conflicts: u32,
     /// MPU calls one holder makes before giving up (a target that keeps moving).
     pub max_calls: u32,
+    /// Re-sign the running task's StreamURL this long after it was signed (half the URL's
+    /// validity); `None` when the ingest domain does not sign URLs.
+    pub resign_after_ms: Option<u64>,
 }
 
 impl Default for ShellConfig {
@@ -47,6 +54,7 @@ impl Default for ShellConfig {
             dedupe_cap: 128,
             max_conflicts: 16,
             max_calls: 8,
+            resign_after_ms: None,
         }
     }
 }
@@ -122,20 +130,136 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
         events: &[RoomEvent],
         owner: &str,
     ) -> Result<Handled, AppError> {
-        let (room, command) = match self.commit(key, dedupe_key, events, owner).await? {
-            Commit::Done(handled) => return Ok(handled),
-            Commit::Holding(room, command) => (*room, command),
-        };
-        self.converge(key, room, command, owner).await
+        let input = Input::Events { dedupe_key, events };
+        self.run(key, &input, &describe(events), owner).await
     }
 
-    async fn commit(
+    /// Converges a room the repair loop found due, with no new event: decides again from what
+    /// is stored and, when a call is needed and the lease is free (or expired), makes it through
+    /// the same lease and conditional writes as a callback. A room that needs nothing has its
+    /// mark cleared; a converged room whose StreamURL is due for re-signing gets it re-signed.
+    #[tracing::instrument(skip_all, fields(channel_id = %key.channel, app_id = %key.app, repair = true))]
+    pub async fn repair(&self, key: &RoomKey, owner: &str) -> Result<Handled, AppError> {
+        let handled = self.run(key, &Input::Repair, "repair", owner).await?;
+        if matches!(handled, Handled::NoChange | Handled::Converged { .. }) {
+            if let Some(refreshed) = self.refresh_if_due(key, owner).await? {
+                return Ok(refreshed);
+            }
+        }
+        Ok(handled)
+    }
+
+    /// Acts on what the leak sweep found about the room's recorded task, then converges.
+    /// Only while the lease is free and the record still names that task: a holder's call in
+    /// flight is never second-guessed.
+    #[tracing::instrument(skip_all, fields(channel_id = %key.channel, app_id = %key.app, finding = %finding))]
+    pub async fn reconcile(
         &self,
         key: &RoomKey,
-        dedupe_key: Option<&str>,
-        events: &[RoomEvent],
+        finding: &Finding,
         owner: &str,
-    ) -> Result<Commit, AppError> {
+    ) -> Result<Handled, AppError> {
+        self.run(key, &Input::Finding(finding), &finding.to_string(), owner)
+            .await
+    }
+
+    /// Stops `task`, a costream-named task of this room that the Live API lists, if the room
+    /// neither records nor wants it — under the room's lease, so no call of a handler overlaps.
+    /// A room the table does not hold (expired, deleted) wants nothing.
+    #[tracing::instrument(skip_all, fields(channel_id = %key.channel, app_id = %key.app, task_id = %task))]
+    pub async fn stop_stray(
+        &self,
+        key: &RoomKey,
+        task: &TaskId,
+        owner: &str,
+    ) -> Result<Stray, AppError> {
+        let stop = Command::Stop { task: task.clone() };
+        for _ in 0..self.config.max_conflicts {
+            let Some(mut room) = self.store.load(key).await? else {
+                // No room, so no handler can be starting this task (a handler writes the room,
+                // with its intent, before any Start).
+                return self.stop_unleased(key, &stop).await;
+            };
+            let now_ms = self.clock.now_ms();
+            if room.lease.as_ref().is_some_and(|l| l.until_ms > now_ms) {
+                return Ok(Stray::Busy);
+            }
+            let decision = decide(&room.facts, &room.record, &self.decision);
+            if room.record.running().task() == Some(task) || decision.target.task() == Some(task)
+            {
+                return Ok(Stray::Wanted);
+            }
+            let lease = Lease {
+                owner: owner.to_owned(),
+                until_ms: now_ms + self.config.lease_ms,
+            };
+            room.due_ms = Some(lease.until_ms + DUE_MARGIN_MS);
+            room.lease = Some(lease);
+            let expected = room.version;
+            match self.store.save(key, &room, expected).await {
+                Ok(()) => room.version = expected.next(),
+                Err(StoreError::VersionConflict { .. }) => {
+                    metrics::count("version_conflicts");
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            }
+            let done = self.mpu.execute(key, &stop, room.version).await;
+            self.note(key, room.version.get(), "sweep: stray task", &stop, &done)
+                .await;
+            return match done {
+                Ok(_) => {
+                    self.settle(key, Some(room), owner).await;
+                    Ok(Stray::Stopped)
+                }
+                Err(source) => {
+                    self.fail(key, room, None, &source, owner).await;
+                    Err(AppError::Mpu {
+                        room: key.to_string(),
+                        source,
+                    })
+                }
+            };
+        }
+        Err(AppError::Contention {
+            room: key.to_string(),
+            conflicts: self.config.max_conflicts,
+        })
+    }
+
+    /// The room's kept decisions, oldest first.
+    pub async fn history(&self, key: &RoomKey) -> Result<Vec<HistoryEntry>, AppError> {
+        Ok(self.store.history(key).await?)
+    }
+
+    async fn stop_unleased(&self, key: &RoomKey, stop: &Command) -> Result<Stray, AppError> {
+        let done = self.mpu.execute(key, stop, Version::NONE).await;
+        self.note(key, 0, "sweep: task of no room", stop, &done)
+            .await;
+        match done {
+            Ok(_) => Ok(Stray::Stopped),
+            Err(source) => Err(AppError::Mpu {
+                room: key.to_string(),
+                source,
+            }),
+        }
+    }
+
+    async fn run(
+        &self,
+        key: &RoomKey,
+        input: &Input<'_>,
+        trigger: &str,
+        owner: &str,
+    ) -> Result<Handled, AppError> {
+        let (room, step, prior) = match self.commit(key, input, owner).await? {
+            Commit::Done(handled) => return Ok(handled),
+            Commit::Holding(room, command, prior) => (*room, Step::Command(command), prior),
+        };
+        self.converge(key, room, step, prior, trigger, owner).await
+    }
+
+    async fn commit(&self, key: &RoomKey, input: &Input<'_>, owner: &str) -> Result<Commit, AppError> {
         for _ in 0..self.config.max_conflicts {
             let mut room = self
                 .store
@@ -144,44 +268,40 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                 .unwrap_or_else(|| StoredRoom::new(key.channel.clone()));
             let now_ms = self.clock.now_ms();
             let now_secs = now_ms / 1000;
-            let duplicate = dedupe_key.is_some_and(|k| room.seen.contains(k, now_secs));
-            let mut changed = false;
-            if !duplicate {
-                for event in events {
-                    match apply(&mut room.facts, &mut room.record, event) {
-                        Merge::Changed => changed = true,
-                        Merge::BeyondHorizon => tracing::warn!(
-                            counter = "events_beyond_horizon",
-                            at = event.at().secs(),
-                            "event of a forgotten user older than the room's horizon: ignored"
-                        ),
-                        Merge::Unchanged | Merge::IgnoredViewer => {}
-                    }
-                }
-            }
-            let decision = decide(&room.facts, &room.record, &self.decision);
             // Free when absent or expired — never "ours, so free": two deliveries sharing a
             // request id could otherwise overlap their calls, and the shortcut gained nothing
             // (the lease, 45 s, expires before Lambda's first retry at 60 s).
             let lease_free = room.lease.as_ref().is_none_or(|l| l.until_ms <= now_ms);
+            let (mut duplicate, mut changed) = (false, false);
+            match input {
+                Input::Events { dedupe_key, events } => {
+                    duplicate = dedupe_key.is_some_and(|k| room.seen.contains(k, now_secs));
+                    if !duplicate {
+                        for event in *events {
+                            match apply(&mut room.facts, &mut room.record, event) {
+                                Merge::Changed => changed = true,
+                                Merge::BeyondHorizon => tracing::warn!(
+                                    counter = "events_beyond_horizon",
+                                    at = event.at().secs(),
+                                    "event of a forgotten user older than the room's horizon: ignored"
+                                ),
+                                Merge::Unchanged | Merge::IgnoredViewer => {}
+                            }
+                        }
+                    }
+                }
+                Input::Repair => {}
+                Input::Finding(finding) => {
+                    if lease_free {
+                        changed = finding.apply(&mut room.record);
+                    }
+                }
+            }
+            let decision = decide(&room.facts, &room.record, &self.decision);
             // A command only matters to us if we can take the lease; otherwise its holder will
             // see our committed state and act on it.
             let will_call = decision.command.is_some() && lease_free;
-            if duplicate && !will_call {
-                return Ok(Commit::Done(Handled::Duplicate));
-            }
-            if !changed && !will_call && !duplicate {
-                tracing::debug!(version = %room.version, "no change");
-                return Ok(Commit::Done(Handled::NoChange));
-            }
-            if let (Some(k), false) = (dedupe_key, duplicate) {
-                room.seen.insert(
-                    k.to_owned(),
-                    now_secs,
-                    now_secs + self.config.dedupe_secs,
-                    self.config.dedupe_cap,
-                );
-            }
+            let prior = room.record.clone();
             if let (true, Some(cmd)) = (will_call, &decision.command) {
                 // Write-ahead: the call's intent goes with the lease, so a caller that dies
                 // mid-call leaves a record the next holder re-asserts from.
@@ -193,6 +313,30 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                     until_ms: now_ms + self.config.lease_ms,
                 });
             }
+            let marked = (room.due_ms, room.upkeep.clone());
+            self.mark_due(&mut room, decision.command.is_some(), now_ms);
+            let remarked = marked != (room.due_ms, room.upkeep.clone());
+            if duplicate && !will_call && !remarked {
+                return Ok(Commit::Done(Handled::Duplicate));
+            }
+            if !changed && !will_call && !duplicate && !remarked {
+                tracing::debug!(version = %room.version, "no change");
+                return Ok(Commit::Done(Handled::NoChange));
+            }
+            if let Input::Events {
+                dedupe_key: Some(k),
+                ..
+            } = input
+            {
+                if !duplicate {
+                    room.seen.insert(
+                        (*k).to_owned(),
+                        now_secs,
+                        now_secs + self.config.dedupe_secs,
+                        self.config.dedupe_cap,
+                    );
+                }
+            }
             let expected = room.version;
             match self.store.save(key, &room, expected).await {
                 Ok(()) => {
@@ -202,21 +346,28 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                         command = decision.command.as_ref().map_or("none", Command::name),
                         mix_mode = ?decision.target.mix_mode(),
                         lease = will_call,
+                        due_ms = room.due_ms,
                         "event committed"
                     );
                     return Ok(match decision.command {
-                        Some(cmd) if will_call => Commit::Holding(Box::new(room), cmd),
+                        Some(cmd) if will_call => Commit::Holding(Box::new(room), cmd, prior),
+                        // Only the repair mark was rewritten.
+                        _ if duplicate => Commit::Done(Handled::Duplicate),
+                        _ if !changed => Commit::Done(Handled::NoChange),
                         _ => Commit::Done(Handled::Committed {
                             version: room.version,
                         }),
                     });
                 }
-                Err(StoreError::VersionConflict { .. }) => continue,
+                Err(StoreError::VersionConflict { .. }) => {
+                    metrics::count("version_conflicts");
+                    continue;
+                }
                 Err(e) => {
                     if will_call {
                         // The write may have landed (DynamoDB applied it, the answer was lost):
                         // then we hold a lease nobody will use. Give it back.
-                        self.release(key, None, owner).await;
+                        self.settle(key, None, owner).await;
                     }
                     return Err(e.into());
                 }
@@ -228,26 +379,70 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
         })
     }
 
+    /// Sets when the repair loop should next look at `room`, from the state about to be
+    /// written: while a command is pending, when the lease (its holder's, or the one just
+    /// taken) runs out; otherwise only the StreamURL's re-signing, if the task runs.
+    fn mark_due(&self, room: &mut StoredRoom, pending: bool, now_ms: u64) {
+        if pending {
+            room.due_ms = Some(match room.lease.as_ref().filter(|l| l.until_ms > now_ms) {
+                Some(lease) => lease.until_ms + DUE_MARGIN_MS,
+                None => now_ms + backoff_ms(room.upkeep.attempts),
+            });
+            return;
+        }
+        room.upkeep.attempts = 0;
+        room.upkeep.failing_since_ms = None;
+        room.due_ms = match (room.record.running(), self.config.resign_after_ms) {
+            (Target::On { .. }, Some(after)) => {
+                Some(*room.upkeep.signed_ms.get_or_insert(now_ms) + after)
+            }
+            (Target::On { .. }, None) => None,
+            (Target::Off, _) => {
+                room.upkeep.signed_ms = None;
+                None
+            }
+        };
+    }
+
     async fn converge(
         &self,
         key: &RoomKey,
         mut room: StoredRoom,
-        mut command: Command,
+        mut step: Step,
+        mut prior: Record,
+        trigger: &str,
         owner: &str,
     ) -> Result<Handled, AppError> {
         let mut calls = 0;
         loop {
             if calls == self.config.max_calls {
-                self.release(key, Some(room), owner).await;
+                self.settle(key, Some(room), owner).await;
                 return Err(AppError::NotConverged {
                     room: key.to_string(),
                     calls,
                 });
             }
             calls += 1;
-            let done = self.mpu.execute(key, &command, room.version).await;
-            let now_running = match done {
-                Ok(MpuDone::Done { request_id }) => {
+            let (command, done) = match &step {
+                Step::Command(command) => (
+                    command.clone(),
+                    self.mpu.execute(key, command, room.version).await,
+                ),
+                Step::Refresh { task, shape } => (
+                    Command::Update {
+                        task: task.clone(),
+                        shape: shape.clone(),
+                    },
+                    self.mpu.refresh_output(key, task, shape).await,
+                ),
+            };
+            self.note(key, room.version.get(), trigger, &command, &done)
+                .await;
+            let (now_running, fresh_url) = match done {
+                Ok(MpuDone::Done {
+                    request_id,
+                    fresh_url,
+                }) => {
                     tracing::info!(
                         version = %room.version,
                         command = command.name(),
@@ -255,53 +450,45 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                         mpu_request_id = request_id.as_deref().unwrap_or(""),
                         "mpu call applied"
                     );
-                    command.result()
+                    (command.result(), fresh_url || matches!(step, Step::Refresh { .. }))
                 }
                 Ok(MpuDone::TaskMissing) => {
-                    tracing::warn!(task_id = %command.task(), "task gone; starting it again");
-                    Target::Off
+                    tracing::warn!(task_id = %command.task(), "task gone (confirmed by TaskId); starting it again");
+                    (Target::Off, false)
                 }
                 Err(source) => {
-                    // Leave the record as it was: the next event, or the redelivery of
-                    // this one, re-decides and re-issues the idempotent call.
-                    if source.is_definite() {
-                        // Refused or never sent: nothing can land later, the lease can go.
-                        self.release(key, Some(room), owner).await;
-                    } else {
-                        // Timed out or unreadable: Alibaba may still apply the request. Whoever
-                        // calls next must not overlap it, or an older layout could land last.
-                        self.keep_lease_in_doubt(key, room, owner).await;
-                    }
+                    self.fail(key, room, Some(prior), &source, owner).await;
                     return Err(AppError::Mpu {
                         room: key.to_string(),
                         source,
                     });
                 }
             };
-            let recorded = match self.record(key, room, &now_running, owner).await {
+            let recorded = match self.record(key, room, &now_running, fresh_url, owner).await {
                 Ok(recorded) => recorded,
                 Err(e) => {
                     // The call is done (we have its answer) but the record failed, or landed
                     // without our knowing: no call of ours is in flight, so the lease goes back
-                    // and the redelivery (or the next event) re-issues the idempotent call now
-                    // rather than after the lease expired.
-                    self.release(key, None, owner).await;
+                    // and the redelivery, the next event or the repair loop re-issues the
+                    // idempotent call now rather than after the lease expired.
+                    self.settle(key, None, owner).await;
                     return Err(e);
                 }
             };
             match recorded {
-                Record::Converged(room) => {
+                Recorded::Converged(room) => {
                     return Ok(Handled::Converged {
                         version: room.version,
                         calls,
                         target: room.record.running().clone(),
                     })
                 }
-                Record::Next(r, next) => {
+                Recorded::Next(r, next, before) => {
                     room = *r;
-                    command = next;
+                    step = Step::Command(next);
+                    prior = before;
                 }
-                Record::LeaseLost => return Ok(Handled::LeaseLost { calls }),
+                Recorded::LeaseLost => return Ok(Handled::LeaseLost { calls }),
             }
         }
     }
@@ -313,35 +500,44 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
         key: &RoomKey,
         mut room: StoredRoom,
         running: &Target,
+        fresh_url: bool,
         owner: &str,
-    ) -> Result<Record, AppError> {
+    ) -> Result<Recorded, AppError> {
         for _ in 0..self.config.max_conflicts {
             room.record.confirm(running.clone());
-            let decision = decide(&room.facts, &room.record, &self.decision);
             let now_ms = self.clock.now_ms();
+            if fresh_url {
+                room.upkeep.signed_ms = Some(now_ms);
+            }
+            let decision = decide(&room.facts, &room.record, &self.decision);
             room.lease = decision.command.as_ref().map(|_| Lease {
                 owner: owner.to_owned(),
                 until_ms: now_ms + self.config.lease_ms,
             });
+            let prior = room.record.clone();
             if let Some(next) = &decision.command {
                 room.record.begin(next);
             }
+            self.mark_due(&mut room, decision.command.is_some(), now_ms);
             let expected = room.version;
             match self.store.save(key, &room, expected).await {
                 Ok(()) => {
                     room.version = expected.next();
                     return Ok(match decision.command {
-                        None => Record::Converged(Box::new(room)),
-                        Some(next) => Record::Next(Box::new(room), next),
+                        None => Recorded::Converged(Box::new(room)),
+                        Some(next) => Recorded::Next(Box::new(room), next, prior),
                     });
                 }
-                Err(StoreError::VersionConflict { .. }) => match self.store.load(key).await? {
-                    // Someone committed an event meanwhile: record on top of it and decide
-                    // again from the newest state.
-                    Some(r) if r.lease.as_ref().is_some_and(|l| l.owner == owner) => room = r,
-                    // Our lease expired and was taken over: the new holder owns convergence.
-                    _ => return Ok(Record::LeaseLost),
-                },
+                Err(StoreError::VersionConflict { .. }) => {
+                    metrics::count("version_conflicts");
+                    match self.store.load(key).await? {
+                        // Someone committed an event meanwhile: record on top of it and decide
+                        // again from the newest state.
+                        Some(r) if r.lease.as_ref().is_some_and(|l| l.owner == owner) => room = r,
+                        // Our lease expired and was taken over: the new holder owns convergence.
+                        _ => return Ok(Recorded::LeaseLost),
+                    }
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -351,36 +547,141 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
         })
     }
 
-    /// Gives the lease back after a failure, so the next event can act without waiting for it to
-    /// expire. Starts from `known` (the room as this handler last wrote it) or else a fresh read,
-    /// and writes only while the lease is still ours. Best effort: it gives up after a few
-    /// conflicts or failures (the lease then simply expires) and never fails itself, so the
-    /// caller's own error is what gets reported.
-    async fn release(&self, key: &RoomKey, known: Option<StoredRoom>, owner: &str) {
-        self.replace_own_lease(key, known, owner, None).await;
-    }
-
-    /// After a call with no definite answer: keep the lease until it expires, a full lease
-    /// period from now, so no call overlaps the one that may still land. It is renamed
-    /// `<owner>/in-doubt` so logs and `GET /rooms` tell why the room waits. Best effort: if the
-    /// write fails the lease stays ours as it was (and expires the same).
-    async fn keep_lease_in_doubt(&self, key: &RoomKey, room: StoredRoom, owner: &str) {
-        tracing::warn!("mpu call outcome unknown; keeping the lease until it expires");
-        let lease = Lease {
-            owner: format!("{owner}{IN_DOUBT}"),
-            until_ms: self.clock.now_ms() + self.config.lease_ms,
+    /// Re-signs the StreamURL of a converged room whose signature is past its half-life: takes
+    /// the lease, sends an Update with the complete parameters and a fresh URL, records it.
+    async fn refresh_if_due(&self, key: &RoomKey, owner: &str) -> Result<Option<Handled>, AppError> {
+        let Some(after) = self.config.resign_after_ms else {
+            return Ok(None);
         };
-        self.replace_own_lease(key, Some(room), owner, Some(lease))
-            .await;
+        for _ in 0..self.config.max_conflicts {
+            let Some(mut room) = self.store.load(key).await? else {
+                return Ok(None);
+            };
+            let now_ms = self.clock.now_ms();
+            if room.lease.as_ref().is_some_and(|l| l.until_ms > now_ms) {
+                return Ok(None);
+            }
+            if decide(&room.facts, &room.record, &self.decision).command.is_some() {
+                return Ok(None);
+            }
+            let Target::On { task, shape } = room.record.running().clone() else {
+                return Ok(None);
+            };
+            if room.upkeep.signed_ms.is_some_and(|s| s + after > now_ms) {
+                return Ok(None);
+            }
+            let prior = room.record.clone();
+            let update = Command::Update {
+                task: task.clone(),
+                shape: shape.clone(),
+            };
+            room.record.begin(&update);
+            let lease = Lease {
+                owner: owner.to_owned(),
+                until_ms: now_ms + self.config.lease_ms,
+            };
+            room.due_ms = Some(lease.until_ms + DUE_MARGIN_MS);
+            room.lease = Some(lease);
+            let expected = room.version;
+            match self.store.save(key, &room, expected).await {
+                Ok(()) => {
+                    room.version = expected.next();
+                    tracing::info!(task_id = %task, "re-signing the task's StreamURL");
+                    let step = Step::Refresh { task, shape };
+                    return self
+                        .converge(key, room, step, prior, "repair: StreamURL re-signing", owner)
+                        .await
+                        .map(Some);
+                }
+                Err(StoreError::VersionConflict { .. }) => {
+                    metrics::count("version_conflicts");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(None)
     }
 
-    /// Sets the lease to `lease` if `owner` still holds it; best effort (see [`Self::release`]).
-    async fn replace_own_lease(
+    /// After a failed call: counts the failure, and marks the room for the repair loop. A
+    /// refused call certainly did nothing, so the record goes back to what it was before the
+    /// call's intent (the task still runs as last confirmed: the viewers keep their stream),
+    /// the lease is released and the room is due after a backoff (5 s doubling to 2 minutes).
+    /// A call with no definite answer may still land: the lease is kept (renamed
+    /// `<owner>/in-doubt`) for a full period, and the room is due when it runs out.
+    async fn fail(
+        &self,
+        key: &RoomKey,
+        room: StoredRoom,
+        prior: Option<Record>,
+        failure: &MpuFailure,
+        owner: &str,
+    ) {
+        metrics::count("rooms_marked");
+        let begun = room.record.clone();
+        let definite = failure.is_definite();
+        if definite {
+            tracing::warn!(error = %failure, "mpu call refused; room marked for repair");
+        } else {
+            tracing::warn!(error = %failure, "mpu call outcome unknown; keeping the lease until it expires");
+        }
+        let lease_ms = self.config.lease_ms;
+        self.amend_own(key, Some(room), owner, |r, now_ms| {
+            r.upkeep.attempts = r.upkeep.attempts.saturating_add(1);
+            r.upkeep.failures = r.upkeep.failures.saturating_add(1);
+            r.upkeep.failing_since_ms.get_or_insert(now_ms);
+            r.upkeep.last_failure = Some(LastFailure {
+                at_ms: now_ms,
+                action: failure.action.to_owned(),
+                kind: failure.kind.to_string(),
+                reason: failure.reason.clone(),
+            });
+            if definite {
+                if let Some(prior) = &prior {
+                    if r.record == begun {
+                        r.record = prior.clone();
+                    }
+                }
+                r.lease = None;
+                r.due_ms = Some(now_ms + backoff_ms(r.upkeep.attempts));
+            } else {
+                let until_ms = now_ms + lease_ms;
+                r.lease = Some(Lease {
+                    owner: format!("{owner}{IN_DOUBT}"),
+                    until_ms,
+                });
+                r.due_ms = Some(until_ms + DUE_MARGIN_MS);
+            }
+        })
+        .await;
+    }
+
+    /// Gives the lease back when no call of ours is in flight (a call answered but its record
+    /// failed, a target that kept moving, a stray stopped) and marks the room due from what it
+    /// still needs. Starts from `known` (the room as this handler last wrote it) or a fresh read.
+    async fn settle(&self, key: &RoomKey, known: Option<StoredRoom>, owner: &str) {
+        let decision_config = &self.decision;
+        let shell = self;
+        self.amend_own(key, known, owner, |r, now_ms| {
+            r.lease = None;
+            let pending = decide(&r.facts, &r.record, decision_config).command.is_some();
+            if pending {
+                metrics::count("rooms_marked");
+            }
+            shell.mark_due(r, pending, now_ms);
+        })
+        .await;
+    }
+
+    /// Applies `amend` to the room and writes it if `owner` still holds the lease. Best effort:
+    /// it gives up after a few conflicts or failures (the lease then simply expires, and the
+    /// room's mark, written with the lease, brings the repair loop) and never fails itself, so
+    /// the caller's own error is what gets reported.
+    async fn amend_own(
         &self,
         key: &RoomKey,
         mut known: Option<StoredRoom>,
         owner: &str,
-        lease: Option<Lease>,
+        amend: impl Fn(&mut StoredRoom, u64),
     ) {
         let (mut conflicts, mut failures) = (0, 0);
         while conflicts < self.config.max_conflicts && failures < RELEASE_FAILURES {
@@ -399,10 +700,13 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
             if room.lease.as_ref().is_none_or(|l| l.owner != owner) {
                 return;
             }
-            room.lease = lease.clone();
+            amend(&mut room, self.clock.now_ms());
             match self.store.save(key, &room, room.version).await {
                 Ok(()) => return,
-                Err(StoreError::VersionConflict { .. }) => conflicts += 1,
+                Err(StoreError::VersionConflict { .. }) => {
+                    metrics::count("version_conflicts");
+                    conflicts += 1;
+                }
                 // Re-read: the write may have landed all the same.
                 Err(e) => {
                     failures += 1;
@@ -416,22 +720,177 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
             "gave up releasing the lease; it will expire"
         );
     }
+
+    /// Counts an MPU call and adds it to the room's history (best effort: a history write that
+    /// fails is logged, never fails the handler).
+    async fn note(
+        &self,
+        key: &RoomKey,
+        version: u64,
+        trigger: &str,
+        command: &Command,
+        done: &Result<MpuDone, MpuFailure>,
+    ) {
+        let (outcome_metric, outcome) = match done {
+            Ok(MpuDone::Done { .. }) => ("ok", "ok".to_owned()),
+            Ok(MpuDone::TaskMissing) => ("task_missing", "task missing".to_owned()),
+            Err(f) if f.is_definite() => ("refused", format!("refused: {}", f.reason)),
+            Err(f) => ("in_doubt", format!("in doubt: {}", f.reason)),
+        };
+        if let Some(name) = metrics::mpu_metric(command.name(), outcome_metric) {
+            metrics::count(name);
+        }
+        let entry = HistoryEntry {
+            version,
+            at_ms: self.clock.now_ms(),
+            trigger: trigger.to_owned(),
+            command: describe_command(command),
+            outcome,
+        };
+        if let Err(e) = self.store.append_history(key, &entry).await {
+            tracing::warn!(error = %e, "could not write the room's history");
+        }
+    }
+}
+
+/// What the leak sweep found about a room's recorded task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finding {
+    /// Absent from the task list, and `ListRtcMPUTaskDetail(TaskId)` confirmed it is gone
+    /// (Alibaba stopped it: `MaxIdleTime`, everyone left): start it again if still wanted.
+    TaskGone(TaskId),
+    /// Listed with another mode or other users than recorded: re-assert the target.
+    TaskDiffers(TaskId),
+}
+
+impl Finding {
+    /// Changes `record` if it still names the task found; whether it changed.
+    fn apply(&self, record: &mut Record) -> bool {
+        match self {
+            Finding::TaskGone(task) if record.running().task() == Some(task) => {
+                record.confirm(Target::Off);
+                true
+            }
+            Finding::TaskDiffers(task)
+                if record.running().task() == Some(task) && !record.is_in_doubt() =>
+            {
+                record.distrust();
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Finding::TaskGone(t) => write!(f, "sweep: task {t} missing"),
+            Finding::TaskDiffers(t) => write!(f, "sweep: task {t} differs from the record"),
+        }
+    }
+}
+
+/// What [`Shell::stop_stray`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stray {
+    /// Stopped: nobody wanted it.
+    Stopped,
+    /// The room records or wants the task after all: left alone.
+    Wanted,
+    /// Another handler holds the room's lease: left for the next sweep.
+    Busy,
+}
+
+/// The events of a callback in a few words, for the room's history.
+pub fn describe(events: &[RoomEvent]) -> String {
+    let parts: Vec<String> = events
+        .iter()
+        .map(|e| match e {
+            RoomEvent::User(u) => {
+                let action = match u.action {
+                    UserAction::Join => "join",
+                    UserAction::Publish => "publish",
+                    UserAction::Unpublish => "unpublish",
+                    UserAction::Leave => "leave",
+                    UserAction::RoleUpdate(Role::Interactive) => "role interactive",
+                    UserAction::RoleUpdate(Role::Live) => "role live",
+                };
+                format!("{action} {} @{}", u.user, u.at.secs())
+            }
+            RoomEvent::ChannelClosed { at } => format!("channel closed @{}", at.secs()),
+            RoomEvent::Cdn { action, at } => format!(
+                "cdn {} @{}",
+                match action {
+                    CdnAction::Publish => "publish",
+                    CdnAction::PublishDone => "publish_done",
+                },
+                at.secs()
+            ),
+            RoomEvent::HostRegistered { user, at } => format!(
+                "host {} @{}",
+                user.as_ref().map_or("cleared", |u| u.as_str()),
+                at.secs()
+            ),
+        })
+        .collect();
+    parts.join(", ")
+}
+
+/// A command in a few words: `update room-1_1700000000 mix_mode=1 users=[host,u2]`.
+pub fn describe_command(command: &Command) -> String {
+    let shape = |shape: &Shape| match shape {
+        Shape::Single { user } => format!("mix_mode=0 users=[{user}]"),
+        Shape::Mixed { layout } => format!(
+            "mix_mode=1 users=[{}]",
+            layout
+                .panes
+                .iter()
+                .map(|p| p.user.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+    };
+    match command {
+        Command::Start { task, shape: s } => format!("start {task} {}", shape(s)),
+        Command::Update { task, shape: s } => format!("update {task} {}", shape(s)),
+        Command::Stop { task } => format!("stop {task}"),
+    }
 }
 
 /// Appended to the owner of a lease kept after a call whose outcome is unknown.
 const IN_DOUBT: &str = "/in-doubt";
 
+/// A room whose lease is held is due this long after the lease runs out (the holder's own last
+/// write usually lands first and clears or moves the mark).
+const DUE_MARGIN_MS: u64 = 1_000;
+
 /// Store failures tolerated by a best-effort lease release before it leaves the lease to expire.
 const RELEASE_FAILURES: u32 = 2;
 
-enum Commit {
-    Done(Handled),
-    Holding(Box<StoredRoom>, Command),
+enum Input<'a> {
+    Events {
+        dedupe_key: Option<&'a str>,
+        events: &'a [RoomEvent],
+    },
+    Repair,
+    Finding(&'a Finding),
 }
 
-enum Record {
+enum Step {
+    Command(Command),
+    Refresh { task: TaskId, shape: Shape },
+}
+
+enum Commit {
+    Done(Handled),
+    /// Holding the lease with the command to execute and the record before its intent.
+    Holding(Box<StoredRoom>, Command, Record),
+}
+
+enum Recorded {
     Converged(Box<StoredRoom>),
-    Next(Box<StoredRoom>, Command),
+    Next(Box<StoredRoom>, Command, Record),
     LeaseLost,
 }
 

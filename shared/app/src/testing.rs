@@ -290,6 +290,24 @@ impl MpuPort for RecordingMpu {
         }
         result
     }
+
+    async fn list_tasks(&self) -> Result<crate::ports::Listing, MpuFailure> {
+        self.adapter.list_tasks().await
+    }
+
+    async fn task_exists(&self, task: &TaskId) -> Result<bool, MpuFailure> {
+        self.adapter.task_exists(task).await
+    }
+
+    async fn refresh_output(
+        &self,
+        room: &RoomKey,
+        task: &TaskId,
+        shape: &Shape,
+    ) -> Result<MpuDone, MpuFailure> {
+        self.sim_clock.spacing.advance_ms(CALL_SPACING_MS);
+        self.adapter.refresh_output(room, task, shape).await
+    }
 }
 
 /// The concurrency model test: a random scenario of callbacks for one room, all delivered at

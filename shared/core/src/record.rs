@@ -62,6 +62,13 @@ impl Record {
         self.doubt = true;
     }
 
+    /// The Live API shows the task otherwise than recorded (the repair loop's sweep found other
+    /// users or another mode): the next decision re-asserts the target, as after an
+    /// unconfirmed call.
+    pub fn distrust(&mut self) {
+        self.doubt = true;
+    }
+
     /// The task as the Live API last confirmed it.
     pub fn running(&self) -> &Target {
         &self.running

@@ -5,10 +5,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use costream_alibaba::{Clock, LiveApi, LiveRequest, MpuError, Reply};
-use costream_app::ports::{MpuDone, MpuFailure, MpuPort, RoomKey, StateStore, StoreError};
+use costream_app::ports::{
+    Listing, MpuDone, MpuFailure, MpuPort, RoomKey, StateStore, StoreError,
+};
 use costream_app::store::memory::InMemoryStore;
-use costream_app::store::StoredRoom;
-use costream_core::{Command, Version, MAX_FACTS_JSON_BYTES};
+use costream_app::store::{HistoryEntry, StoredRoom};
+use costream_core::{AppId, Command, Shape, TaskId, Version, MAX_FACTS_JSON_BYTES};
 use costream_sim::SimulatedLive;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -245,6 +247,50 @@ impl StateStore for GatedStore {
             _ => self.inner.save(key, room, expected).await,
         }
     }
+
+    async fn due_rooms(
+        &self,
+        app: &AppId,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<(RoomKey, u64)>, StoreError> {
+        self.gate_query("due rooms").await?;
+        self.inner.due_rooms(app, now_ms, limit).await
+    }
+
+    async fn rooms_with_tasks(&self, app: &AppId) -> Result<Vec<(RoomKey, TaskId)>, StoreError> {
+        self.gate_query("rooms with tasks").await?;
+        self.inner.rooms_with_tasks(app).await
+    }
+
+    async fn append_history(&self, key: &RoomKey, entry: &HistoryEntry) -> Result<(), StoreError> {
+        self.inner.append_history(key, entry).await
+    }
+
+    async fn history(&self, key: &RoomKey) -> Result<Vec<HistoryEntry>, StoreError> {
+        self.inner.history(key).await
+    }
+}
+
+impl GatedStore {
+    /// An index query: a latency, and (with faults on) the chance of a timeout.
+    async fn gate_query(&self, what: &str) -> Result<(), StoreError> {
+        let delay = lock(&self.world).latency(20);
+        tokio::time::sleep(delay).await;
+        let unavailable = {
+            let mut w = lock(&self.world);
+            let p = w.knobs.store_unavailable;
+            w.draw(p)
+        };
+        if unavailable {
+            lock(&self.world).fired.store_unavailable += 1;
+            return Err(StoreError::Unavailable {
+                room: what.to_owned(),
+                source: "injected: query timed out".into(),
+            });
+        }
+        Ok(())
+    }
 }
 
 tokio::task_local! {
@@ -401,5 +447,22 @@ impl<M: MpuPort> MpuPort for Recorder<M> {
         VERSION
             .scope(version, self.inner.execute(room, command, version))
             .await
+    }
+
+    async fn list_tasks(&self) -> Result<Listing, MpuFailure> {
+        self.inner.list_tasks().await
+    }
+
+    async fn task_exists(&self, task: &TaskId) -> Result<bool, MpuFailure> {
+        self.inner.task_exists(task).await
+    }
+
+    async fn refresh_output(
+        &self,
+        room: &RoomKey,
+        task: &TaskId,
+        shape: &Shape,
+    ) -> Result<MpuDone, MpuFailure> {
+        self.inner.refresh_output(room, task, shape).await
     }
 }

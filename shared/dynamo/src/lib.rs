@@ -12,6 +12,19 @@
 //! | `lease_owner` | S    | MPU lease holder (absent when free) |
 //! | `lease_until` | N    | lease expiry, epoch ms |
 //! | `expires_at`  | N    | TTL attribute: rooms untouched for `room_ttl` disappear by themselves |
+//! | `shard`       | S    | `<AppId>#<n>`, n = hash(channel) mod 8: the partition key of both indexes, spread so no index partition gets one app's whole write rate |
+//! | `due_at`      | N    | when the repair loop should look at the room (absent when nothing is pending): index `due` |
+//! | `task`        | S    | the task the record names (absent when none): index `tasks`, for the leak sweep |
+//! | `upkeep`      | S    | repair bookkeeping (failures in a row, last failure, StreamURL signing time), JSON; absent when empty |
+//!
+//! Both indexes are sparse (an item without `due_at` / `task` is not in them) and KEYS_ONLY:
+//! the repair loop queries `due` for `shard = s AND due_at <= now` over the 8 shards and
+//! `tasks` for every room with a task, then reads each room itself (consistently) before acting.
+//!
+//! The per-room decision history is one more item per room, `HIST#<AppId>#<ChannelId>`: a ring
+//! of [`HISTORY_LEN`] slots (`h<i>` the entry as JSON, `v<i>` its room version), each written
+//! with an UpdateItem conditional on the slot holding an older version, so writes are
+//! idempotent, order-insensitive and bounded, and never rewrite the room item.
 //!
 //! Items written before facts and record were split hold one `state` attribute (the facts with
 //! the record's `applied`/`heal` inside); they are read as such and rewritten in the new shape.
@@ -29,9 +42,19 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_dynamodb::Client;
 
+use aws_sdk_dynamodb::types::{GlobalSecondaryIndex, Projection, ProjectionType};
 use costream_app::ports::{RoomKey, StateStore, StoreError};
-use costream_app::store::{Lease, SeenKeys, StoredRoom};
-use costream_core::{Facts, Record, Target, Version};
+use costream_app::store::{HistoryEntry, Lease, SeenKeys, StoredRoom, Upkeep, HISTORY_LEN};
+use costream_core::{AppId, ChannelId, Facts, Record, TaskId, Target, Version};
+
+/// How many `shard` values an app's rooms spread over (the indexes' partition keys).
+pub const SHARDS: u64 = 8;
+
+/// The index of rooms due for repair.
+pub const DUE_INDEX: &str = "due";
+
+/// The index of rooms whose record names a task.
+pub const TASKS_INDEX: &str = "tasks";
 
 /// Rooms nobody touched for this long are removed by DynamoDB's TTL.
 pub const DEFAULT_ROOM_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -74,20 +97,42 @@ impl DynamoStore {
             .create_table()
             .table_name(&self.table)
             .billing_mode(BillingMode::PayPerRequest)
-            .attribute_definitions(
-                AttributeDefinition::builder()
-                    .attribute_name("pk")
-                    .attribute_type(ScalarAttributeType::S)
-                    .build()
+            .set_attribute_definitions(Some(
+                [
+                    ("pk", ScalarAttributeType::S),
+                    ("shard", ScalarAttributeType::S),
+                    ("due_at", ScalarAttributeType::N),
+                    ("task", ScalarAttributeType::S),
+                ]
+                .into_iter()
+                .map(|(name, ty)| {
+                    AttributeDefinition::builder()
+                        .attribute_name(name)
+                        .attribute_type(ty)
+                        .build()
+                        .map_err(|e| failed(&self.table, e))
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            ))
+            .key_schema(key_element("pk", KeyType::Hash).map_err(|e| failed(&self.table, e))?)
+            .set_global_secondary_indexes(Some(
+                [(DUE_INDEX, "due_at"), (TASKS_INDEX, "task")]
+                    .into_iter()
+                    .map(|(index, range)| {
+                        GlobalSecondaryIndex::builder()
+                            .index_name(index)
+                            .key_schema(key_element("shard", KeyType::Hash)?)
+                            .key_schema(key_element(range, KeyType::Range)?)
+                            .projection(
+                                Projection::builder()
+                                    .projection_type(ProjectionType::KeysOnly)
+                                    .build(),
+                            )
+                            .build()
+                    })
+                    .collect::<Result<Vec<_>, _>>()
                     .map_err(|e| failed(&self.table, e))?,
-            )
-            .key_schema(
-                KeySchemaElement::builder()
-                    .attribute_name("pk")
-                    .key_type(KeyType::Hash)
-                    .build()
-                    .map_err(|e| failed(&self.table, e))?,
-            )
+            ))
             .send()
             .await;
         match created {
@@ -114,6 +159,77 @@ impl DynamoStore {
     fn pk(key: &RoomKey) -> AttributeValue {
         AttributeValue::S(Self::partition_key(key))
     }
+
+    /// The room of a partition key (the inverse of [`Self::partition_key`]).
+    pub fn room_of(pk: &str) -> Option<RoomKey> {
+        let rest = pk.strip_prefix("ROOM#")?;
+        let (app, channel) = rest.split_once('#')?;
+        Some(RoomKey {
+            app: AppId::parse(app).ok()?,
+            channel: ChannelId::parse(channel).ok()?,
+        })
+    }
+
+    /// The `shard` of a room: `<AppId>#<n>`.
+    pub fn shard(key: &RoomKey) -> String {
+        let h = key.channel.as_str().bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        format!("{}#{}", key.app, h % SHARDS)
+    }
+
+    fn history_pk(key: &RoomKey) -> AttributeValue {
+        AttributeValue::S(format!("HIST#{}#{}", key.app, key.channel))
+    }
+
+    fn expires_at(&self) -> AttributeValue {
+        AttributeValue::N((now_secs() + self.room_ttl.as_secs()).to_string())
+    }
+
+    /// Every item of `index` in one shard matching the key condition, paginated.
+    async fn query_shard(
+        &self,
+        index: &str,
+        shard: String,
+        due_before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<std::collections::HashMap<String, AttributeValue>>, StoreError> {
+        let mut items = Vec::new();
+        let mut start: Option<std::collections::HashMap<String, AttributeValue>> = None;
+        loop {
+            let mut q = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(index)
+                .expression_attribute_names("#s", "shard")
+                .expression_attribute_values(":s", AttributeValue::S(shard.clone()))
+                .set_exclusive_start_key(start.take());
+            q = match due_before {
+                Some(t) => q
+                    .key_condition_expression("#s = :s AND #d <= :t")
+                    .expression_attribute_names("#d", "due_at")
+                    .expression_attribute_values(":t", AttributeValue::N(t.to_string())),
+                None => q.key_condition_expression("#s = :s"),
+            };
+            let out = q.send().await.map_err(|e| classify(&self.table, e))?;
+            items.extend(out.items().iter().cloned());
+            match out.last_evaluated_key() {
+                Some(k) if items.len() < limit => start = Some(k.clone()),
+                _ => return Ok(items),
+            }
+        }
+    }
+}
+
+fn key_element(
+    name: &str,
+    ty: KeyType,
+) -> Result<KeySchemaElement, aws_sdk_dynamodb::error::BuildError> {
+    KeySchemaElement::builder()
+        .attribute_name(name)
+        .key_type(ty)
+        .build()
 }
 
 fn failed(room: &str, e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
@@ -271,12 +387,19 @@ fn from_item(
             ))
         }
     };
+    let upkeep: Upkeep = match string(item, "upkeep", key)? {
+        Some(u) => serde_json::from_str(u)
+            .map_err(|e| corrupt(key, format!("attribute upkeep does not parse: {e}")))?,
+        None => Upkeep::default(),
+    };
     Ok(StoredRoom {
         facts,
         record,
         version: Version::new(version),
         lease,
         seen,
+        due_ms: number::<u64>(item, "due_at", key)?,
+        upkeep,
     })
 }
 
@@ -316,10 +439,19 @@ impl StateStore for DynamoStore {
             .item("facts", AttributeValue::S(facts))
             .item("record", AttributeValue::S(record))
             .item("seen", AttributeValue::S(seen))
-            .item(
-                "expires_at",
-                AttributeValue::N((now_secs() + self.room_ttl.as_secs()).to_string()),
-            );
+            .item("expires_at", self.expires_at())
+            .item("shard", AttributeValue::S(Self::shard(key)));
+        if let Some(due) = room.due_ms {
+            put = put.item("due_at", AttributeValue::N(due.to_string()));
+        }
+        if let Some(task) = room.record.running().task() {
+            put = put.item("task", AttributeValue::S(task.to_string()));
+        }
+        if !room.upkeep.is_default() {
+            let upkeep =
+                serde_json::to_string(&room.upkeep).map_err(|e| failed(&key.to_string(), e))?;
+            put = put.item("upkeep", AttributeValue::S(upkeep));
+        }
         if let Some(lease) = &room.lease {
             put = put
                 .item("lease_owner", AttributeValue::S(lease.owner.clone()))
@@ -345,6 +477,107 @@ impl StateStore for DynamoStore {
             }
             Err(e) => Err(classify(&key.to_string(), e)),
         }
+    }
+
+    async fn due_rooms(
+        &self,
+        app: &AppId,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<(RoomKey, u64)>, StoreError> {
+        let mut due = Vec::new();
+        for n in 0..SHARDS {
+            let shard = format!("{app}#{n}");
+            for item in self.query_shard(DUE_INDEX, shard, Some(now_ms), limit).await? {
+                let room = match item.get("pk") {
+                    Some(AttributeValue::S(pk)) => Self::room_of(pk),
+                    _ => None,
+                };
+                let at = match item.get("due_at") {
+                    Some(AttributeValue::N(n)) => n.parse::<u64>().ok(),
+                    _ => None,
+                };
+                match (room, at) {
+                    (Some(room), Some(at)) => due.push((room, at)),
+                    _ => tracing::warn!("due index: skipping an item without a usable key"),
+                }
+            }
+        }
+        due.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+        due.truncate(limit);
+        Ok(due)
+    }
+
+    async fn rooms_with_tasks(&self, app: &AppId) -> Result<Vec<(RoomKey, TaskId)>, StoreError> {
+        let mut with = Vec::new();
+        for n in 0..SHARDS {
+            let shard = format!("{app}#{n}");
+            for item in self.query_shard(TASKS_INDEX, shard, None, usize::MAX).await? {
+                let room = match item.get("pk") {
+                    Some(AttributeValue::S(pk)) => Self::room_of(pk),
+                    _ => None,
+                };
+                let task = match item.get("task") {
+                    Some(AttributeValue::S(t)) => TaskId::parse(t.clone()).ok(),
+                    _ => None,
+                };
+                match (room, task) {
+                    (Some(room), Some(task)) => with.push((room, task)),
+                    _ => tracing::warn!("tasks index: skipping an item without a usable key"),
+                }
+            }
+        }
+        with.sort();
+        Ok(with)
+    }
+
+    async fn append_history(&self, key: &RoomKey, entry: &HistoryEntry) -> Result<(), StoreError> {
+        let slot = entry.version % HISTORY_LEN;
+        let json = serde_json::to_string(entry).map_err(|e| failed(&key.to_string(), e))?;
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", Self::history_pk(key))
+            .update_expression("SET #h = :h, #v = :v, expires_at = :exp")
+            .condition_expression("attribute_not_exists(#v) OR #v < :v")
+            .expression_attribute_names("#h", format!("h{slot}"))
+            .expression_attribute_names("#v", format!("v{slot}"))
+            .expression_attribute_values(":h", AttributeValue::S(json))
+            .expression_attribute_values(":v", AttributeValue::N(entry.version.to_string()))
+            .expression_attribute_values(":exp", self.expires_at())
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(()),
+            // The slot holds this entry or a newer one: nothing to do.
+            Err(e) if e.code() == Some("ConditionalCheckFailedException") => Ok(()),
+            Err(e) => Err(classify(&key.to_string(), e)),
+        }
+    }
+
+    async fn history(&self, key: &RoomKey) -> Result<Vec<HistoryEntry>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", Self::history_pk(key))
+            .send()
+            .await
+            .map_err(|e| classify(&key.to_string(), e))?;
+        let mut entries = Vec::new();
+        if let Some(item) = out.item() {
+            for (name, value) in item {
+                let (Some(_), AttributeValue::S(json)) = (name.strip_prefix('h'), value) else {
+                    continue;
+                };
+                let entry: HistoryEntry = serde_json::from_str(json)
+                    .map_err(|e| corrupt(key, format!("history {name} does not parse: {e}")))?;
+                entries.push(entry);
+            }
+        }
+        entries.sort_by_key(|e| e.version);
+        Ok(entries)
     }
 }
 

@@ -44,6 +44,16 @@ pub fn mpu_settings(config: &Config) -> MpuSettings {
     }
 }
 
+/// The shell's tunables from the configuration: the StreamURL is re-signed at half its
+/// validity when the ingest domain signs URLs.
+pub fn shell_config(config: &Config) -> ShellConfig {
+    let validity_ms = u64::try_from(config.ingest.url_validity.as_millis()).unwrap_or(u64::MAX);
+    ShellConfig {
+        resign_after_ms: config.ingest.push_auth_key.as_ref().map(|_| validity_ms / 2),
+        ..ShellConfig::default()
+    }
+}
+
 /// Wires a shell and its services from parts.
 pub fn services<S: StateStore, M: MpuPort, C: Clock>(
     config: Config,
@@ -63,7 +73,7 @@ pub fn services<S: StateStore, M: MpuPort, C: Clock>(
             mpu,
             clock,
             decision: config.decision.clone(),
-            config: ShellConfig::default(),
+            config: shell_config(&config),
         },
         config: Arc::new(config),
         notifier,

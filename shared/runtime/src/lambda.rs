@@ -54,6 +54,20 @@ pub async fn artc_event<S: StateStore, M: MpuPort, C: Clock>(
     event: LambdaEvent<EventBridgeEvent<serde_json::Value>>,
     side: Side,
 ) -> Result<ArtcOutcome, Diagnostic> {
+    let result = artc_event_inner(services, event, side).await;
+    emit_metrics(match side {
+        Side::Published => "stream-published",
+        Side::Unpublished => "stream-unpublished",
+        Side::Both => "artc",
+    });
+    result
+}
+
+async fn artc_event_inner<S: StateStore, M: MpuPort, C: Clock>(
+    services: &Services<S, M, C>,
+    event: LambdaEvent<EventBridgeEvent<serde_json::Value>>,
+    side: Side,
+) -> Result<ArtcOutcome, Diagnostic> {
     match services
         .artc_detail(&event.payload.detail, side, &event.context.request_id)
         .await
@@ -76,6 +90,26 @@ pub async fn artc_event<S: StateStore, M: MpuPort, C: Clock>(
             Ok(ArtcOutcome::rejected(&e))
         }
         Err(e) => Err(diagnostic(&e)),
+    }
+}
+
+/// Prints the metrics counted during this invocation as one CloudWatch embedded-metric-format
+/// line on stdout (Lambda's log agent extracts the metrics), in the namespace
+/// `COSTREAM_METRICS_NAMESPACE` (default `costream`). Call it once at the end of every
+/// invocation.
+pub fn emit_metrics(function: &str) {
+    let metrics = costream_app::metrics::take();
+    let namespace = std::env::var("COSTREAM_METRICS_NAMESPACE")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "costream".to_owned());
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    if let Some(line) =
+        costream_app::metrics::emf_line(&namespace, now_ms, &metrics, &[("function", function)])
+    {
+        println!("{line}");
     }
 }
 

@@ -49,7 +49,11 @@ async fn request_budget_state_change_and_duplicate() {
         matches!(out, Handled::Converged { calls: 1, .. }),
         "{out:?}"
     );
-    assert_eq!(s.store.requests() - before, 3, "read + commit + record");
+    assert_eq!(
+        s.store.requests() - before,
+        4,
+        "read + commit + the call's history entry + record"
+    );
     assert_eq!(s.mpu.calls().len(), 1);
 
     let before = s.store.requests();
@@ -227,6 +231,30 @@ impl StateStore for FaultyStore {
                 Err(unavailable())
             }
         }
+    }
+    async fn due_rooms(
+        &self,
+        app: &costream_core::AppId,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<(RoomKey, u64)>, StoreError> {
+        self.inner.due_rooms(app, now_ms, limit).await
+    }
+    async fn rooms_with_tasks(
+        &self,
+        app: &costream_core::AppId,
+    ) -> Result<Vec<(RoomKey, TaskId)>, StoreError> {
+        self.inner.rooms_with_tasks(app).await
+    }
+    async fn append_history(
+        &self,
+        key: &RoomKey,
+        entry: &crate::store::HistoryEntry,
+    ) -> Result<(), StoreError> {
+        self.inner.append_history(key, entry).await
+    }
+    async fn history(&self, key: &RoomKey) -> Result<Vec<crate::store::HistoryEntry>, StoreError> {
+        self.inner.history(key).await
     }
 }
 
@@ -537,10 +565,19 @@ async fn a_refused_mpu_call_releases_the_lease_and_the_retry_converges() {
     );
     let room = stored(&s).await;
     assert_eq!(room.lease, None, "lease released for the retry");
-    assert!(
-        room.record.is_in_doubt(),
-        "the refused call stays unconfirmed"
+    assert_eq!(
+        (room.record.running(), room.record.is_in_doubt()),
+        (&Target::Off, false),
+        "a refused call did nothing: the record is what it was before the call"
     );
+    assert_eq!(
+        room.due_ms,
+        Some(s.clock.now_ms() + crate::store::backoff_ms(1)),
+        "marked for the repair loop after the first backoff"
+    );
+    assert_eq!(room.upkeep.attempts, 1);
+    let failure = room.upkeep.last_failure.as_ref().expect("last failure kept");
+    assert_eq!(failure.kind, "refused, retryable");
 
     let healthy = Shell {
         mpu: Arc::new(RecordingMpu::instant()),

@@ -5,13 +5,14 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use super::{StoreError, StoredRoom};
+use super::{HistoryEntry, StoreError, StoredRoom, HISTORY_LEN};
 use crate::ports::{RoomKey, StateStore};
-use costream_core::Version;
+use costream_core::{AppId, TaskId, Version};
 
 #[derive(Debug, Default)]
 pub struct InMemoryStore {
     rooms: Mutex<HashMap<RoomKey, StoredRoom>>,
+    history: Mutex<HashMap<RoomKey, Vec<HistoryEntry>>>,
     requests: AtomicU64,
 }
 
@@ -62,5 +63,58 @@ impl StateStore for InMemoryStore {
         stored.version = expected.next();
         rooms.insert(key.clone(), stored);
         Ok(())
+    }
+
+    async fn due_rooms(
+        &self,
+        app: &AppId,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<(RoomKey, u64)>, StoreError> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        let mut due: Vec<(RoomKey, u64)> = rooms
+            .iter()
+            .filter(|(k, _)| k.app == *app)
+            .filter_map(|(k, r)| r.due_ms.filter(|d| *d <= now_ms).map(|d| (k.clone(), d)))
+            .collect();
+        due.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+        due.truncate(limit);
+        Ok(due)
+    }
+
+    async fn rooms_with_tasks(&self, app: &AppId) -> Result<Vec<(RoomKey, TaskId)>, StoreError> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        let mut with: Vec<(RoomKey, TaskId)> = rooms
+            .iter()
+            .filter(|(k, _)| k.app == *app)
+            .filter_map(|(k, r)| r.record.running().task().map(|t| (k.clone(), t.clone())))
+            .collect();
+        with.sort();
+        Ok(with)
+    }
+
+    async fn append_history(&self, key: &RoomKey, entry: &HistoryEntry) -> Result<(), StoreError> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        let entries = history.entry(key.clone()).or_default();
+        // The same ring as the DynamoDB store: slot = version mod HISTORY_LEN, an entry only
+        // replaces an older one.
+        let slot = entry.version % HISTORY_LEN;
+        match entries.iter_mut().find(|e| e.version % HISTORY_LEN == slot) {
+            Some(e) if e.version < entry.version => *e = entry.clone(),
+            Some(_) => {}
+            None => entries.push(entry.clone()),
+        }
+        Ok(())
+    }
+
+    async fn history(&self, key: &RoomKey) -> Result<Vec<HistoryEntry>, StoreError> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        let mut entries = history.get(key).cloned().unwrap_or_default();
+        entries.sort_by_key(|e| e.version);
+        Ok(entries)
     }
 }

@@ -13,6 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use costream_core::{ChannelId, Facts, Record, Version};
 
+mod upkeep;
+pub use upkeep::{backoff_ms, HistoryEntry, LastFailure, Upkeep, HISTORY_LEN, MAX_BACKOFF_MS};
+
 pub use crate::ports::StoreError;
 
 /// The right to make MPU calls for a room. Taken in the same conditional write that commits an
@@ -80,6 +83,13 @@ pub struct StoredRoom {
     pub version: Version,
     pub lease: Option<Lease>,
     pub seen: SeenKeys,
+    /// When the repair loop should look at the room (epoch ms), or `None` when nothing is
+    /// pending. Recomputed by the shell on every write (see `Shell::mark_due`), so the set of due
+    /// rooms is known without a scan (the DynamoDB store keeps it in a sparse index).
+    pub due_ms: Option<u64>,
+    /// The shell's bookkeeping for repairs: failures in a row, the last failure, when the task's
+    /// StreamURL was signed.
+    pub upkeep: Upkeep,
 }
 
 impl StoredRoom {
@@ -91,6 +101,8 @@ impl StoredRoom {
             version: Version::NONE,
             lease: None,
             seen: SeenKeys::default(),
+            due_ms: None,
+            upkeep: Upkeep::default(),
         }
     }
 }

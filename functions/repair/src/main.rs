@@ -1,0 +1,41 @@
+//! `repair`: the repair loop, on a schedule (every minute, see template.yaml). Converges every
+//! room marked due — a refused or unanswered MPU call, a lease its holder never released, a
+//! StreamURL due for re-signing — and sweeps the app's task list for leaked, vanished or
+//! diverging tasks, all through the same shell as the callbacks (see `costream_app::repair`).
+//!
+//! It never fails as a whole: what it could not do is counted (`repair_failures`, alarmed) and
+//! left for the next pass, a minute later.
+
+use std::time::Duration;
+
+use costream_app::repair::{RepairConfig, RepairReport};
+use costream_runtime::init::LambdaServices;
+use costream_runtime::lambda::emit_metrics;
+use lambda_runtime::{service_fn, Error, LambdaEvent};
+
+/// No room is started after this long: a room's repair can take one Start waiting out a held
+/// StreamURL (12 s) plus a call (8 s), and the function's Timeout is 30 s.
+const PASS_DEADLINE: Duration = Duration::from_secs(8);
+
+async fn handler(
+    services: &LambdaServices,
+    event: LambdaEvent<serde_json::Value>,
+) -> Result<RepairReport, Error> {
+    let config = RepairConfig {
+        deadline: PASS_DEADLINE,
+        ..RepairConfig::default()
+    };
+    let owner = format!("repair/{}", event.context.request_id);
+    let report = services
+        .shell
+        .repair_pass(&services.config.app_id, &owner, &config)
+        .await;
+    emit_metrics("repair");
+    Ok(report)
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let services = costream_runtime::lambda::start().await?;
+    lambda_runtime::run(service_fn(|event| handler(&services, event))).await
+}
