@@ -81,11 +81,8 @@ async fn repair(args: &RepairArgs) -> anyhow::Result<bool> {
     let config = Config::from_lookup(&env)?;
     let interval = repair_interval(&env)?;
     let store = dynamo_store(&config).await?;
-    let mpu = costream_app::mpu::AlibabaMpu::new(
-        live_client(&env)?,
-        SystemClock,
-        mpu_settings(&config),
-    );
+    let mpu =
+        costream_app::mpu::AlibabaMpu::new(live_client(&env)?, SystemClock, mpu_settings(&config));
     let app = config.app_id.clone();
     let services = Arc::new(services(config, store, mpu, SystemClock)?);
     let repair_config = RepairConfig {
@@ -136,8 +133,9 @@ pub fn run_history(args: &HistoryArgs) -> anyhow::Result<()> {
 }
 
 async fn history(args: &HistoryArgs) -> anyhow::Result<RoomHistory> {
-    let channel = ChannelId::parse(args.channel.as_str())
-        .map_err(|e| anyhow::anyhow!("CHANNEL {:?} is not a valid channel id: {e}", args.channel))?;
+    let channel = ChannelId::parse(args.channel.as_str()).map_err(|e| {
+        anyhow::anyhow!("CHANNEL {:?} is not a valid channel id: {e}", args.channel)
+    })?;
     if let Some(server) = &args.server {
         let secret = super::secret_from_env(
             "COSTREAM_NOTIFY_SECRET",

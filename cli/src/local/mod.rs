@@ -185,7 +185,12 @@ where
             .await;
         // Nobody scrapes EMF locally: the counters are reported in the pass's log line.
         costream_app::metrics::take();
-        if report.due > 0 || report.sweep.as_ref().is_some_and(|s| s.leaks_stopped + s.restarted + s.updated > 0) {
+        if report.due > 0
+            || report
+                .sweep
+                .as_ref()
+                .is_some_and(|s| s.leaks_stopped + s.restarted + s.updated > 0)
+        {
             tracing::info!(report = %serde_json::to_string(&report).unwrap_or_default(), "repair pass");
         }
     }

@@ -15,9 +15,9 @@ use sha2::Sha256;
 
 use crate::config::{Config, NotifySettings};
 use crate::inbound::{parse_artc, parse_artc_value, parse_cdn, InboundError, Side};
+use crate::metrics;
 use crate::mpu::{channel_of_stream, stream_name};
 use crate::ports::{Clock, MpuPort, RoomKey, StateStore};
-use crate::metrics;
 use crate::shell::{AppError, Handled, Shell};
 use crate::store::{HistoryEntry, LastFailure};
 use costream_alibaba::callback_auth::{callback_host, CallbackAuthError, CallbackVerifier};

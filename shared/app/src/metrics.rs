@@ -134,8 +134,13 @@ mod tests {
         let mut m = BTreeMap::new();
         m.insert("rooms_repaired", 3.0);
         m.insert("oldest_due_age_secs", 42.5);
-        let line = emf_line("costream/test", 1_700_000_000_000, &m, &[("function", "repair")])
-            .expect("a line");
+        let line = emf_line(
+            "costream/test",
+            1_700_000_000_000,
+            &m,
+            &[("function", "repair")],
+        )
+        .expect("a line");
         let doc: serde_json::Value = serde_json::from_str(&line).expect("JSON");
         let meta = &doc["_aws"];
         assert_eq!(meta["Timestamp"], 1_700_000_000_000_u64);
@@ -170,7 +175,10 @@ mod tests {
     #[test]
     fn mpu_metric_names_exist_for_each_action_and_outcome() {
         assert_eq!(mpu_metric("start", "ok"), Some("mpu_start_ok"));
-        assert_eq!(mpu_metric("update", "task_missing"), Some("mpu_update_task_missing"));
+        assert_eq!(
+            mpu_metric("update", "task_missing"),
+            Some("mpu_update_task_missing")
+        );
         assert_eq!(mpu_metric("stop", "in_doubt"), Some("mpu_stop_in_doubt"));
         assert_eq!(mpu_metric("stop", "task_missing"), None);
         assert_eq!(mpu_metric("st", "op_ok"), None);

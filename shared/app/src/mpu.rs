@@ -228,11 +228,14 @@ impl<L: LiveApi + Send + Sync, C: Clock> AlibabaMpu<L, C> {
         match reply.outcome {
             Outcome::AlreadyExists => {
                 // A retried Start (or a task Alibaba has not cleared): make it match the target.
+                // Like every Start (restarts and heals included), it carries a freshly signed
+                // StreamURL: whatever URL the task had may be near its expiry.
                 tracing::info!(
                     task_id = task,
                     "task already exists; updating it to the target"
                 );
-                self.update(room, task, shape, false).await
+                let resign = self.settings.ingest.push_auth_key.is_some();
+                self.update(room, task, shape, resign).await
             }
             Outcome::Applied => Ok(MpuDone::Done {
                 request_id: reply.request_id,
@@ -328,7 +331,10 @@ impl<L: LiveApi + Send + Sync, C: Clock> AlibabaMpu<L, C> {
                 },
             });
             let reply = self.api.call(&list).await?;
-            let tasks = reply.body["MPUTasks"].as_array().cloned().unwrap_or_default();
+            let tasks = reply.body["MPUTasks"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
             for t in &tasks {
                 match listed_task(t) {
                     // A task updated while we page moves to page 1 and may show up twice.
@@ -502,9 +508,7 @@ impl<L: LiveApi + Send + Sync, C: Clock> MpuPort for AlibabaMpu<L, C> {
     ) -> Result<MpuDone, MpuFailure> {
         match command {
             Command::Start { task, shape } => self.start(room, task.as_str(), shape).await,
-            Command::Update { task, shape } => {
-                self.update(room, task.as_str(), shape, false).await
-            }
+            Command::Update { task, shape } => self.update(room, task.as_str(), shape, false).await,
             Command::Stop { task } => self
                 .stop(task.as_str())
                 .await

@@ -185,8 +185,7 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                 return Ok(Stray::Busy);
             }
             let decision = decide(&room.facts, &room.record, &self.decision);
-            if room.record.running().task() == Some(task) || decision.target.task() == Some(task)
-            {
+            if room.record.running().task() == Some(task) || decision.target.task() == Some(task) {
                 return Ok(Stray::Wanted);
             }
             let lease = Lease {
@@ -259,7 +258,12 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
         self.converge(key, room, step, prior, trigger, owner).await
     }
 
-    async fn commit(&self, key: &RoomKey, input: &Input<'_>, owner: &str) -> Result<Commit, AppError> {
+    async fn commit(
+        &self,
+        key: &RoomKey,
+        input: &Input<'_>,
+        owner: &str,
+    ) -> Result<Commit, AppError> {
         for _ in 0..self.config.max_conflicts {
             let mut room = self
                 .store
@@ -450,7 +454,10 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                         mpu_request_id = request_id.as_deref().unwrap_or(""),
                         "mpu call applied"
                     );
-                    (command.result(), fresh_url || matches!(step, Step::Refresh { .. }))
+                    (
+                        command.result(),
+                        fresh_url || matches!(step, Step::Refresh { .. }),
+                    )
                 }
                 Ok(MpuDone::TaskMissing) => {
                     tracing::warn!(task_id = %command.task(), "task gone (confirmed by TaskId); starting it again");
@@ -549,7 +556,11 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
 
     /// Re-signs the StreamURL of a converged room whose signature is past its half-life: takes
     /// the lease, sends an Update with the complete parameters and a fresh URL, records it.
-    async fn refresh_if_due(&self, key: &RoomKey, owner: &str) -> Result<Option<Handled>, AppError> {
+    async fn refresh_if_due(
+        &self,
+        key: &RoomKey,
+        owner: &str,
+    ) -> Result<Option<Handled>, AppError> {
         let Some(after) = self.config.resign_after_ms else {
             return Ok(None);
         };
@@ -561,7 +572,10 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
             if room.lease.as_ref().is_some_and(|l| l.until_ms > now_ms) {
                 return Ok(None);
             }
-            if decide(&room.facts, &room.record, &self.decision).command.is_some() {
+            if decide(&room.facts, &room.record, &self.decision)
+                .command
+                .is_some()
+            {
                 return Ok(None);
             }
             let Target::On { task, shape } = room.record.running().clone() else {
@@ -589,7 +603,14 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                     tracing::info!(task_id = %task, "re-signing the task's StreamURL");
                     let step = Step::Refresh { task, shape };
                     return self
-                        .converge(key, room, step, prior, "repair: StreamURL re-signing", owner)
+                        .converge(
+                            key,
+                            room,
+                            step,
+                            prior,
+                            "repair: StreamURL re-signing",
+                            owner,
+                        )
                         .await
                         .map(Some);
                 }
@@ -663,7 +684,9 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
         let shell = self;
         self.amend_own(key, known, owner, |r, now_ms| {
             r.lease = None;
-            let pending = decide(&r.facts, &r.record, decision_config).command.is_some();
+            let pending = decide(&r.facts, &r.record, decision_config)
+                .command
+                .is_some();
             if pending {
                 metrics::count("rooms_marked");
             }

@@ -22,10 +22,16 @@
 //! - Safety, all along: the Live API applies a room's requests in the order of the room versions
 //!   that decided them (no stale layout lands after a newer one); the facts stay within
 //!   `MAX_FACTS_JSON_BYTES`; at most one task per channel.
-//! - Liveness, after the storm and quiet time: each room's task equals the model (mode, users,
-//!   host first). A room that only the repair loop (a later issue) can fix — Alibaba stopped its
-//!   task by itself, a delivery exhausted its retries, or a synchronous CDN invocation failed with
-//!   nobody to redeliver it — is counted as `needs_repair`, never passed silently.
+//! - Liveness, with no callback after the last one: the repair loop runs all along (every 60 s
+//!   as deployed, or every 15 s as under `serve`, faults and all), and once the faults stop and
+//!   the last delivery is done (`T0`), every room's task equals the model (mode, users, host
+//!   first) after the longest a room can wait (its lease, or the backoff cap, one minute) plus
+//!   one period: two periods on the deployed schedule. Rooms that were wrong at `T0` are
+//!   counted (`repaired_by_loop`, by what was wrong). Events dead-lettered after Lambda's
+//!   retries are redriven before `T0`, as the runbook says.
+//! - The leak sweep: a costream-named task of a channel the table never saw is stopped; a task
+//!   not named by costream is never touched; every running task's signed StreamURL is still
+//!   valid at the end (re-signed at half its validity).
 //!
 //! A failing seed prints `COSTREAM_SIM_SEED=<n>` and replays exactly.
 
@@ -41,8 +47,12 @@ use costream_app::config::Config;
 use costream_app::handlers::{CdnRequest, Services};
 use costream_app::inbound::Side;
 use costream_app::mpu::{AlibabaMpu, IngestSettings, MpuSettings};
+use costream_app::ports::RoomKey;
+use costream_app::repair::RepairConfig;
 use costream_app::shell::{Shell, ShellConfig};
 use costream_app::store::memory::InMemoryStore;
+use costream_app::store::MAX_BACKOFF_MS;
+use costream_core::{ChannelId, Shape, TaskId, Timestamp, UserId};
 use costream_sim::SimulatedLive;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -57,9 +67,14 @@ type Svc = Services<GatedStore, Recorder<AlibabaMpu<GatedLive, SimClock>>, SimCl
 pub struct Stats {
     pub rooms: usize,
     pub deliveries: u64,
-    /// Rooms left wrong that only the repair loop can fix (see the crate doc), by cause.
+    /// Rooms that were wrong when the last callback was done and that the repair loop put
+    /// right (see the crate doc), by what was wrong.
     pub needs_repair: usize,
     pub repair_causes: BTreeMap<&'static str, usize>,
+    /// Deliveries dead-lettered after Lambda's retries (redriven before `T0`).
+    pub dead_lettered: usize,
+    /// Simulated seconds from `T0` until every room was right.
+    pub converged_after_secs: u64,
     pub fired: Fired,
     /// A digest of the run's trace (determinism check).
     pub digest: u64,
@@ -251,8 +266,10 @@ async fn run(seed: u64) -> Result<Stats, String> {
             ingest: IngestSettings {
                 push_domain: "push.example.com".into(),
                 app_name: "live".into(),
-                push_auth_key: None,
-                url_validity: Duration::from_secs(86_400),
+                push_auth_key: knobs
+                    .url_validity_secs
+                    .map(|_| "dst-push-key".to_owned().into()),
+                url_validity: Duration::from_secs(knobs.url_validity_secs.unwrap_or(86_400)),
             },
             decision: config.decision.clone(),
             region: None,
@@ -265,15 +282,85 @@ async fn run(seed: u64) -> Result<Stats, String> {
             mpu: Recorder { inner: mpu },
             clock: clock.clone(),
             decision: config.decision.clone(),
-            config: ShellConfig::default(),
+            config: ShellConfig {
+                resign_after_ms: knobs.url_validity_secs.map(|v| v * 1000 / 2),
+                ..ShellConfig::default()
+            },
         },
         config: Arc::new(config),
         notifier: None,
     });
+    let lease_ms = services.shell.config.lease_ms;
+
+    // Tasks that are not the rooms': a costream-named task of a channel the table never saw
+    // (a room that expired from the table), and a task not named by costream (another app's).
+    let ghost = RoomKey {
+        app: services.config.app_id.clone(),
+        channel: ChannelId::parse(format!("ghost-{}", seed % 1000)).map_err(|e| e.to_string())?,
+    };
+    let ghost_task = TaskId::for_broadcast(
+        &ghost.channel,
+        Timestamp::from_secs(EPOCH_MS / 1000 - 86_400),
+    );
+    let foreign = RoomKey {
+        app: ghost.app.clone(),
+        channel: ChannelId::parse("elsewhere").map_err(|e| e.to_string())?,
+    };
+    let foreign_task = "elsewhere-recording";
+    for (key, task) in [(&ghost, ghost_task.as_str()), (&foreign, foreign_task)] {
+        let shape = Shape::Single {
+            user: UserId::parse("someone").map_err(|e| e.to_string())?,
+        };
+        let start = services
+            .shell
+            .mpu
+            .inner
+            .start_request(key, task, &shape)
+            .map_err(|e| e.to_string())?;
+        sim.answer(&start)
+            .map_err(|e| format!("seeding {task}: {e}"))?;
+    }
+
+    // The repair loop, all along: a pass every period, from a random phase.
+    let period = Duration::from_millis(knobs.repair_period_ms);
+    let phase = Duration::from_millis(plan_rng.random_range(0..knobs.repair_period_ms));
+    let passes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let repair_loop = {
+        let svc = services.clone();
+        let passes = passes.clone();
+        tokio::spawn(async move {
+            let config = RepairConfig {
+                deadline: Duration::from_secs(8),
+                ..RepairConfig::default()
+            };
+            let mut next = tokio::time::Instant::now() + phase;
+            loop {
+                tokio::time::sleep_until(next).await;
+                let n = passes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if std::env::var_os("COSTREAM_SIM_TRACE").is_some() {
+                    eprintln!("repair pass {n} starts at {:?}", origin.elapsed());
+                }
+                let app = svc.config.app_id.clone();
+                let report = svc
+                    .shell
+                    .repair_pass(&app, &format!("repair-{n}"), &config)
+                    .await;
+                if std::env::var_os("COSTREAM_SIM_TRACE").is_some() {
+                    eprintln!("repair pass {n}: {report:?}");
+                }
+                costream_app::metrics::take();
+                next += period;
+                while next <= tokio::time::Instant::now() {
+                    next += period;
+                }
+            }
+        })
+    };
 
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Done>();
     let mut running = 0usize;
-    let mut needs_repair: BTreeMap<usize, &'static str> = BTreeMap::new();
+    let mut dead_letters: Vec<Delivery> = Vec::new();
+    let mut dead_lettered = 0;
     let mut idle = idle_stops.into_iter().collect::<BTreeSet<u64>>();
     let mut faults_off = false;
     loop {
@@ -286,11 +373,12 @@ async fn run(seed: u64) -> Result<Stats, String> {
         while let Some(&at) = idle.first().filter(|at| **at <= now) {
             idle.remove(&at);
             let tasks = sim.tasks();
+            let tasks: Vec<_> = tasks
+                .into_iter()
+                .filter(|t| rooms.iter().any(|r| r.channel == t.channel_id))
+                .collect();
             if !tasks.is_empty() {
                 let t = &tasks[lock(&world).rng.random_range(0..tasks.len())];
-                if let Some(r) = rooms.iter().position(|room| room.channel == t.channel_id) {
-                    needs_repair.insert(r, "task stopped by Alibaba (idle)");
-                }
                 sim.end_task(&t.app_id, &t.task_id);
                 lock(&world).fired.idle_stops += 1;
             }
@@ -316,14 +404,16 @@ async fn run(seed: u64) -> Result<Stats, String> {
                             lock(&world).fired.redeliveries += 1;
                             agenda.push(now + after, d);
                         }
-                        // Out of retries (dead-letter queue), or a synchronous CDN request
-                        // nobody redelivers: only the repair loop can help this room.
+                        // Out of retries: the event waits in the dead-letter queue for the
+                        // operator's redrive (below, after the storm).
                         (Payload::Artc { .. }, None) => {
-                            needs_repair.entry(d.room).or_insert("retries exhausted");
+                            dead_lettered += 1;
+                            d.attempt = 0;
+                            dead_letters.push(d);
                         }
-                        (Payload::Cdn { .. }, _) => {
-                            needs_repair.entry(d.room).or_insert("CDN request failed, no redelivery");
-                        }
+                        // A synchronous CDN request nobody redelivers: what it committed
+                        // stays, what it did not finish is the repair loop's.
+                        (Payload::Cdn { .. }, _) => {}
                     }
                 }
             }
@@ -345,19 +435,121 @@ async fn run(seed: u64) -> Result<Stats, String> {
             break;
         }
     }
-    // Quiet time: leases expire, answers applied later land, the StreamURL hold passes.
-    tokio::time::sleep(Duration::from_secs(120)).await;
+    // The storm is over (the last delivery may have come exactly at its end).
+    lock(&world).faults = false;
+    // The operator redrives the dead-letter queue.
+    for d in std::mem::take(&mut dead_letters) {
+        spawn_invocation(&services, &world, &tx, d, &rooms);
+        running += 1;
+    }
+    while running > 0 {
+        match rx.recv().await {
+            Some(Done::Ok) => running -= 1,
+            Some(Done::Retry(d)) => {
+                // Faults are off: a redriven event can only fail by a bug.
+                return Err(format!("a redriven delivery failed: {d:?}"));
+            }
+            None => break,
+        }
+    }
 
-    check(
-        seed,
-        &rooms,
-        &sim,
-        &world,
-        &services,
-        deliveries,
-        needs_repair,
-    )
-    .await
+    // T0: faults off, the last callback done. From here only the repair loop acts.
+    let t0 = tokio::time::Instant::now();
+    if std::env::var_os("COSTREAM_SIM_TRACE").is_some() {
+        eprintln!("T0 at {:?}", origin.elapsed());
+    }
+    let mut wrong_at_t0: BTreeMap<usize, &'static str> = BTreeMap::new();
+    let max_panes = services.config.decision.max_panes;
+    for (r, room) in rooms.iter().enumerate() {
+        let want = model::expected(&room.history, max_panes);
+        let have = seen(&sim, &room.channel);
+        let cause = match (&want, have.as_slice()) {
+            (model::Expect::Off, []) => None,
+            (model::Expect::Off, _) => Some("a task runs for a room that is off"),
+            (_, []) => Some("a live room has no task"),
+            (w, [h]) if w == h => None,
+            (_, [_]) => Some("the task shows the wrong stage"),
+            (_, _) => Some("several tasks"),
+        };
+        if let Some(cause) = cause {
+            wrong_at_t0.insert(r, cause);
+        }
+    }
+    // The longest a room can wait for the loop (a lease kept after a call in doubt, or the
+    // backoff cap), plus one period, plus the time a pass takes to converge a room (a Stop, the
+    // StreamURL's 10 s hold, a Start): two periods on the deployed schedule.
+    let bound = Duration::from_millis((lease_ms + 1_000).max(MAX_BACKOFF_MS)) + period;
+    let slack = Duration::from_secs(30);
+    let mut converged_after = None;
+    let step = Duration::from_secs(5);
+    while t0.elapsed() < bound + slack {
+        tokio::time::sleep(step).await;
+        if converged_after.is_none() && all_right(&rooms, &sim, max_panes) {
+            converged_after = Some(t0.elapsed());
+        } else if !all_right(&rooms, &sim, max_panes) {
+            converged_after = None;
+        }
+    }
+    repair_loop.abort();
+    if passes.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        return Err("the repair loop never ran".into());
+    }
+
+    let mut leaks = Vec::new();
+    if sim.task(ghost.app.as_str(), ghost_task.as_str()).is_some() {
+        leaks.push(format!(
+            "the leaked task {ghost_task} of a room the table never saw still runs"
+        ));
+    }
+    if sim.task(foreign.app.as_str(), foreign_task).is_none() {
+        leaks.push(format!("the foreign task {foreign_task} was stopped"));
+    }
+    if knobs.url_validity_secs.is_some() {
+        let now_secs = sim.now_ms() / 1000;
+        for t in sim.tasks() {
+            if !rooms.iter().any(|r| r.channel == t.channel_id) {
+                continue;
+            }
+            let exp = t
+                .stream_url
+                .as_deref()
+                .and_then(|u| u.split("auth_key=").nth(1))
+                .and_then(|a| a.split('-').next())
+                .and_then(|e| e.parse::<u64>().ok());
+            if exp.is_none_or(|e| e <= now_secs) {
+                leaks.push(format!(
+                    "{}: the StreamURL's signature expired (expires {exp:?}, now {now_secs})",
+                    t.task_id
+                ));
+            }
+        }
+    }
+
+    let mut stats = check(seed, &rooms, &sim, &world, &services, deliveries, leaks).await?;
+    if converged_after.is_none() {
+        return Err(format!(
+            "COSTREAM_SIM_SEED={seed}: rooms right at the end but not for the last 5 s"
+        ));
+    }
+    stats.needs_repair = wrong_at_t0.len();
+    for cause in wrong_at_t0.values() {
+        *stats.repair_causes.entry(*cause).or_insert(0) += 1;
+    }
+    stats.dead_lettered = dead_lettered;
+    stats.converged_after_secs = converged_after.map_or(0, |d| d.as_secs());
+    Ok(stats)
+}
+
+/// Whether every room's tasks are what the model says.
+fn all_right(rooms: &[workload::Room], sim: &SimulatedLive, max_panes: usize) -> bool {
+    rooms.iter().all(|room| {
+        let want = model::expected(&room.history, max_panes);
+        let have = seen(sim, &room.channel);
+        match &want {
+            model::Expect::Off => have.is_empty(),
+            w => have.len() == 1 && &have[0] == w,
+        }
+    })
 }
 
 fn spawn_invocation(
@@ -449,9 +641,9 @@ async fn check(
     world: &ports::Shared,
     services: &Svc,
     deliveries: u64,
-    needs_repair: BTreeMap<usize, &'static str>,
+    leaks: Vec<String>,
 ) -> Result<Stats, String> {
-    let mut problems = Vec::new();
+    let mut problems = leaks;
     let w = lock(world);
     problems.extend(w.violations.iter().cloned());
     // No stale layout applied after a newer one.
@@ -472,9 +664,7 @@ async fn check(
     let fired = w.fired.clone();
     drop(w);
     let max_panes = services.config.decision.max_panes;
-    let mut repair = 0;
-    let mut repair_causes = BTreeMap::new();
-    for (r, room) in rooms.iter().enumerate() {
+    for room in rooms {
         let want = model::expected(&room.history, max_panes);
         let have = seen(sim, &room.channel);
         if have.len() > 1 {
@@ -485,10 +675,7 @@ async fn check(
             w => have.len() == 1 && &have[0] == w,
         };
         if !right {
-            if let Some(cause) = needs_repair.get(&r) {
-                repair += 1;
-                *repair_causes.entry(*cause).or_insert(0) += 1;
-            } else {
+            {
                 let key = costream_app::ports::RoomKey {
                     app: services.config.app_id.clone(),
                     channel: costream_core::ChannelId::parse(room.channel.as_str())
@@ -524,8 +711,10 @@ async fn check(
     Ok(Stats {
         rooms: rooms.len(),
         deliveries,
-        needs_repair: repair,
-        repair_causes,
+        needs_repair: 0,
+        repair_causes: BTreeMap::new(),
+        dead_lettered: 0,
+        converged_after_secs: 0,
         fired,
         digest,
     })

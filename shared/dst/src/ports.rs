@@ -5,9 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use costream_alibaba::{Clock, LiveApi, LiveRequest, MpuError, Reply};
-use costream_app::ports::{
-    Listing, MpuDone, MpuFailure, MpuPort, RoomKey, StateStore, StoreError,
-};
+use costream_app::ports::{Listing, MpuDone, MpuFailure, MpuPort, RoomKey, StateStore, StoreError};
 use costream_app::store::memory::InMemoryStore;
 use costream_app::store::{HistoryEntry, StoredRoom};
 use costream_core::{AppId, Command, Shape, TaskId, Version, MAX_FACTS_JSON_BYTES};
@@ -46,6 +44,10 @@ pub struct Knobs {
     pub idle_stops: u32,
     pub duplicates: f64,
     pub long_delays: f64,
+    /// The repair loop's period (ms): the deployed schedule (60 s) or `serve`'s default (15 s).
+    pub repair_period_ms: u64,
+    /// When the seed signs StreamURLs: their validity (s), so the loop re-signs at half of it.
+    pub url_validity_secs: Option<u64>,
 }
 
 impl Knobs {
@@ -55,6 +57,8 @@ impl Knobs {
         } else {
             0
         };
+        let repair_period_ms = if rng.random_bool(0.7) { 60_000 } else { 15_000 };
+        let url_validity_secs = rng.random_bool(0.3).then(|| rng.random_range(120..=1_200));
         let mut rate = |max: f64| {
             if rng.random_bool(0.5) {
                 rng.random_range(0.0..max)
@@ -75,6 +79,8 @@ impl Knobs {
             idle_stops,
             duplicates: rate(0.5),
             long_delays: rate(0.1),
+            repair_period_ms,
+            url_validity_secs,
         }
     }
 }

@@ -61,11 +61,19 @@ fn report(stats: &[Stats], secs: f64) -> Fired {
             *causes.entry(*cause).or_insert(0) += n;
         }
     }
+    let dead_lettered: usize = stats.iter().map(|s| s.dead_lettered).sum();
+    let slowest = stats
+        .iter()
+        .map(|s| s.converged_after_secs)
+        .max()
+        .unwrap_or(0);
     let rooms: usize = stats.iter().map(|s| s.rooms).sum();
     let deliveries: u64 = stats.iter().map(|s| s.deliveries).sum();
     eprintln!(
         "{} seeds in {secs:.1} s = {:.0} seeds/s; {rooms} rooms, {deliveries} deliveries; \
-         needs_repair: {repair} rooms in {} seeds {causes:?}\nfaults fired: {fired:?}",
+         wrong when the last callback was done, then put right by the repair loop: {repair} \
+         rooms in {} seeds {causes:?}; dead-lettered and redriven: {dead_lettered}; every room \
+         right at most {slowest} s after the last callback\nfaults fired: {fired:?}",
         stats.len(),
         stats.len() as f64 / secs,
         stats.iter().filter(|s| s.needs_repair > 0).count()

@@ -45,7 +45,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{GlobalSecondaryIndex, Projection, ProjectionType};
 use costream_app::ports::{RoomKey, StateStore, StoreError};
 use costream_app::store::{HistoryEntry, Lease, SeenKeys, StoredRoom, Upkeep, HISTORY_LEN};
-use costream_core::{AppId, ChannelId, Facts, Record, TaskId, Target, Version};
+use costream_core::{AppId, ChannelId, Facts, Record, Target, TaskId, Version};
 
 /// How many `shard` values an app's rooms spread over (the indexes' partition keys).
 pub const SHARDS: u64 = 8;
@@ -172,9 +172,13 @@ impl DynamoStore {
 
     /// The `shard` of a room: `<AppId>#<n>`.
     pub fn shard(key: &RoomKey) -> String {
-        let h = key.channel.as_str().bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-        });
+        let h = key
+            .channel
+            .as_str()
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+            });
         format!("{}#{}", key.app, h % SHARDS)
     }
 
@@ -488,7 +492,10 @@ impl StateStore for DynamoStore {
         let mut due = Vec::new();
         for n in 0..SHARDS {
             let shard = format!("{app}#{n}");
-            for item in self.query_shard(DUE_INDEX, shard, Some(now_ms), limit).await? {
+            for item in self
+                .query_shard(DUE_INDEX, shard, Some(now_ms), limit)
+                .await?
+            {
                 let room = match item.get("pk") {
                     Some(AttributeValue::S(pk)) => Self::room_of(pk),
                     _ => None,
@@ -512,7 +519,10 @@ impl StateStore for DynamoStore {
         let mut with = Vec::new();
         for n in 0..SHARDS {
             let shard = format!("{app}#{n}");
-            for item in self.query_shard(TASKS_INDEX, shard, None, usize::MAX).await? {
+            for item in self
+                .query_shard(TASKS_INDEX, shard, None, usize::MAX)
+                .await?
+            {
                 let room = match item.get("pk") {
                     Some(AttributeValue::S(pk)) => Self::room_of(pk),
                     _ => None,

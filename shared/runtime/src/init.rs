@@ -49,7 +49,11 @@ pub fn mpu_settings(config: &Config) -> MpuSettings {
 pub fn shell_config(config: &Config) -> ShellConfig {
     let validity_ms = u64::try_from(config.ingest.url_validity.as_millis()).unwrap_or(u64::MAX);
     ShellConfig {
-        resign_after_ms: config.ingest.push_auth_key.as_ref().map(|_| validity_ms / 2),
+        resign_after_ms: config
+            .ingest
+            .push_auth_key
+            .as_ref()
+            .map(|_| validity_ms / 2),
         ..ShellConfig::default()
     }
 }

@@ -576,7 +576,11 @@ async fn a_refused_mpu_call_releases_the_lease_and_the_retry_converges() {
         "marked for the repair loop after the first backoff"
     );
     assert_eq!(room.upkeep.attempts, 1);
-    let failure = room.upkeep.last_failure.as_ref().expect("last failure kept");
+    let failure = room
+        .upkeep
+        .last_failure
+        .as_ref()
+        .expect("last failure kept");
     assert_eq!(failure.kind, "refused, retryable");
 
     let healthy = Shell {
