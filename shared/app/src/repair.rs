@@ -310,3 +310,6 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
         report
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -148,6 +148,18 @@ impl RecordingMpu {
         }
     }
 
+    /// An instant recorder whose adapter signs StreamURLs (key `test-push-key`) valid for
+    /// `validity`.
+    pub fn signing(validity: Duration) -> Self {
+        let mut fake = Self::instant();
+        let app = AppId::parse("app").expect("app id");
+        let mut settings = mpu_settings(&app, DecisionConfig::default());
+        settings.ingest.push_auth_key = Some("test-push-key".to_owned().into());
+        settings.ingest.url_validity = validity;
+        fake.adapter = AlibabaMpu::new(fake.sim.clone(), fake.sim_clock.clone(), settings);
+        fake
+    }
+
     /// An instant recorder whose first `n` calls fail with `failure`; later calls succeed.
     pub fn failing(n: u32, failure: FakeFailure) -> Self {
         let fake = Self::instant().with_failure(failure);

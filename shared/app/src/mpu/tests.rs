@@ -421,3 +421,130 @@ mod against_the_simulator {
         assert!(matches!(done, MpuDone::Done { .. }));
     }
 }
+
+/// A Live API whose Update answers "task not found" and whose ListRtcMPUTaskDetail answers from
+/// a script: `by_task` for a TaskId query (`None`: the query fails), `page` for a page.
+struct Scripted {
+    by_task: Option<serde_json::Value>,
+    page: serde_json::Value,
+}
+impl LiveApi for Scripted {
+    async fn call(&self, request: &LiveRequest) -> Result<Reply, MpuError> {
+        let reply = |outcome, body| Reply {
+            outcome,
+            request_id: None,
+            body,
+        };
+        match request {
+            LiveRequest::Update(_) => Ok(reply(
+                Outcome::TaskNotFound {
+                    code: "InvalidParam".into(),
+                    message: "The task does not exist.".into(),
+                },
+                serde_json::Value::Null,
+            )),
+            LiveRequest::ListTasks(ListRtcMpuTaskDetail {
+                selector: TaskSelector::Task(_),
+                ..
+            }) => match &self.by_task {
+                Some(body) => Ok(reply(Outcome::Applied, body.clone())),
+                None => Err(rejected("InternalError", "list failed")),
+            },
+            LiveRequest::ListTasks(_) => Ok(reply(Outcome::Applied, self.page.clone())),
+            _ => unreachable!("only Update and ListRtcMPUTaskDetail here"),
+        }
+    }
+}
+
+fn scripted(
+    by_task: Option<serde_json::Value>,
+    page: serde_json::Value,
+) -> AlibabaMpu<Scripted, ManualClock> {
+    AlibabaMpu::new(
+        Scripted { by_task, page },
+        ManualClock::at_ms(1_704_164_645_000),
+        adapter(None, None).settings().clone(),
+    )
+}
+
+#[tokio::test]
+async fn task_not_found_is_confirmed_by_task_id_before_it_is_believed() {
+    let update = Command::Update {
+        task: TaskId::parse("room-1001_1").expect("task"),
+        shape: single(),
+    };
+    let empty = serde_json::json!({"MPUTasks": []});
+    // Confirmed: the list by TaskId has no such task.
+    let mpu = scripted(Some(empty.clone()), empty.clone());
+    assert_eq!(
+        mpu.execute(&room(), &update, Version::NONE)
+            .await
+            .expect("confirmed"),
+        MpuDone::TaskMissing
+    );
+    // The list still shows it: unclear, so a (retryable) refusal that marks the room.
+    let listed =
+        serde_json::json!({"MPUTasks": [{"TaskId": "room-1001_1", "ChannelId": "room-1001"}]});
+    let err = scripted(Some(listed), empty.clone())
+        .execute(&room(), &update, Version::NONE)
+        .await
+        .expect_err("unclear");
+    assert!(
+        err.is_definite() && err.is_retryable() && err.reason.contains("lists it"),
+        "{err}"
+    );
+    // The confirmation fails: unclear as well.
+    let err = scripted(None, empty)
+        .execute(&room(), &update, Version::NONE)
+        .await
+        .expect_err("unclear");
+    assert!(
+        err.is_definite() && err.is_retryable() && err.reason.contains("confirmation failed"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn the_task_list_skips_and_counts_foreign_and_malformed_entries() {
+    let page = serde_json::json!({"MPUTasks": [
+        {"TaskId": "room-1001_1700000000", "ChannelId": "room-1001", "MixMode": "1",
+         "TranscodeParams": {"UserInfos": [{"UserId": "host_u1"}, {"UserId": "guest"}]}},
+        {"TaskId": "room-9_1700000000", "ChannelId": "room-9", "MixMode": "0",
+         "SingleSubParams": {"UserId": "host_9"}},
+        {"TaskId": "recording-main", "ChannelId": "room-1001", "MixMode": "0"},
+        {"TaskId": "room-1001_1700000000", "ChannelId": "room-2"},
+        {"TaskId": 5, "ChannelId": "room-1001"},
+        {"ChannelId": "room-1001"},
+        {"TaskId": "bad id!_1", "ChannelId": "bad id!"},
+        "not an object",
+    ]});
+    let listing = scripted(None, page).list_tasks().await.expect("listed");
+    assert!(listing.complete, "a short page ends the list");
+    assert_eq!((listing.foreign, listing.malformed), (2, 4), "{listing:?}");
+    let ours: Vec<(&str, Option<MixMode>, Vec<&str>)> = listing
+        .tasks
+        .iter()
+        .map(|t| {
+            (
+                t.task.as_str(),
+                t.mix_mode,
+                t.users.iter().map(String::as_str).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ours,
+        [
+            (
+                "room-1001_1700000000",
+                Some(MixMode::Mixed),
+                vec!["host_u1", "guest"]
+            ),
+            ("room-9_1700000000", Some(MixMode::Single), vec!["host_9"]),
+        ]
+    );
+    assert!(listing.tasks[1].matches(&Shape::Single {
+        user: UserId::parse("host_9").expect("user")
+    }));
+    assert!(!listing.tasks[1].matches(&single()));
+}
