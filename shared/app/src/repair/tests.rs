@@ -237,7 +237,7 @@ async fn repeated_refusals_back_off_to_the_cap_and_keep_the_last_applied_task() 
     }
     assert_eq!(
         delays,
-        [5_000, 10_000, 20_000, 40_000, 60_000, 60_000, 60_000, 60_000]
+        [5_000, 10_000, 20_000, 30_000, 30_000, 30_000, 30_000, 30_000]
     );
     let room = refusing
         .store

@@ -4,16 +4,18 @@
 use serde::{Deserialize, Serialize};
 
 /// The longest a room waits between repair attempts: a room that keeps being refused (quota,
-/// throttling, a bad parameter) is retried at most this often, never in a hot loop. One minute,
-/// the deployed schedule's period: a longer cap would skip passes, and a room would then need
-/// more than two periods to converge once the refusals stop.
-pub const MAX_BACKOFF_MS: u64 = 60_000;
+/// throttling, a bad parameter) is retried at most this often, never in a hot loop. Half a
+/// minute: below the deployed schedule's period (a longer cap would skip passes, and a room
+/// would need more than two periods to converge once the refusals stop), and short enough that
+/// under `serve` (a pass every 15 s) a room refused all through a storm is right within a
+/// minute of the last callback.
+pub const MAX_BACKOFF_MS: u64 = 30_000;
 
 /// The first retry delay after a failure; doubled per failure in a row up to [`MAX_BACKOFF_MS`].
 const FIRST_BACKOFF_MS: u64 = 5_000;
 
 /// How long the repair loop waits before retrying a room after `attempts` failures in a row:
-/// 0 → now, then 5 s, 10 s, 20 s, 40 s, then every minute.
+/// 0 → now, then 5 s, 10 s, 20 s, then every 30 s.
 pub fn backoff_ms(attempts: u32) -> u64 {
     match attempts {
         0 => 0,
@@ -94,11 +96,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_and_is_capped_at_one_minute() {
+    fn backoff_doubles_and_is_capped_at_half_a_minute() {
         let delays: Vec<u64> = (0..8).map(backoff_ms).collect();
         assert_eq!(
             delays,
-            [0, 5_000, 10_000, 20_000, 40_000, 60_000, 60_000, 60_000]
+            [0, 5_000, 10_000, 20_000, 30_000, 30_000, 30_000, 30_000]
         );
         assert_eq!(backoff_ms(u32::MAX), MAX_BACKOFF_MS);
     }
