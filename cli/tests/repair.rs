@@ -195,6 +195,9 @@ fn start_serve(live: &FaultyLive, table: &str) -> (Server, String) {
     (Server(child), format!("http://127.0.0.1:{port}"))
 }
 
+/// Each room's end state: `None` (no task) or (MixMode, the users shown).
+type Expected = BTreeMap<String, Option<(u8, BTreeSet<String>)>>;
+
 fn callback(msg: &str, channel: &str, user: &str, tag: &str, at: u64) -> Vec<u8> {
     serde_json::to_vec(&json!({
         "MsgId": msg,
@@ -210,13 +213,7 @@ fn callback(msg: &str, channel: &str, user: &str, tag: &str, at: u64) -> Vec<u8>
 }
 
 /// Each room's callbacks and what it must end as: `None` (no task) or (MixMode, users).
-fn storm(
-    rooms: usize,
-    t0: u64,
-) -> (
-    Vec<Vec<u8>>,
-    BTreeMap<String, Option<(u8, BTreeSet<String>)>>,
-) {
+fn storm(rooms: usize, t0: u64) -> (Vec<Vec<u8>>, Expected) {
     let mut bodies = Vec::new();
     let mut expected = BTreeMap::new();
     for r in 0..rooms {
@@ -255,10 +252,7 @@ fn storm(
     (bodies, expected)
 }
 
-fn wrong_rooms(
-    sim: &SimulatedLive,
-    expected: &BTreeMap<String, Option<(u8, BTreeSet<String>)>>,
-) -> Vec<String> {
+fn wrong_rooms(sim: &SimulatedLive, expected: &Expected) -> Vec<String> {
     let tasks = sim.tasks();
     expected
         .iter()
@@ -280,7 +274,7 @@ fn wrong_rooms(
 /// Polls until every room is right; the time it took, or the rooms still wrong.
 async fn until_right(
     sim: &SimulatedLive,
-    expected: &BTreeMap<String, Option<(u8, BTreeSet<String>)>>,
+    expected: &Expected,
     limit: Duration,
 ) -> Result<Duration, Vec<String>> {
     let begun = Instant::now();

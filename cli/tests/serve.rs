@@ -193,6 +193,56 @@ async fn seed_flow_over_http() {
     assert_eq!(ok.status(), 200);
     let out: Value = ok.json().await.expect("json");
     assert_eq!(out["host"], "host_u1");
+    // The room's decisions, for the backend: signed over GET and the history path.
+    let get_history = |signature: String| {
+        http.get(format!("{}/rooms/room-1001/history", server.base))
+            .header("x-costream-timestamp", ts.to_string())
+            .header("x-costream-signature", signature)
+            .send()
+    };
+    assert_eq!(
+        get_history("sha256=00".into()).await.expect("get").status(),
+        403
+    );
+    let for_host_route = costream_app::handlers::Notifier::backend_signature(
+        "local-only-backend-secret",
+        ts,
+        "GET",
+        "/rooms/room-1001/host",
+        b"",
+    );
+    assert_eq!(
+        get_history(for_host_route).await.expect("get").status(),
+        403
+    );
+    let signed = costream_app::handlers::Notifier::backend_signature(
+        "local-only-backend-secret",
+        ts,
+        "GET",
+        "/rooms/room-1001/history",
+        b"",
+    );
+    let history: Value = get_history(signed)
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    let entries = history["entries"].as_array().expect("entries");
+    assert!(entries.len() >= 4, "the seed flow's calls: {history}");
+    let first = &entries[0];
+    assert!(
+        first["trigger"]
+            .as_str()
+            .expect("trigger")
+            .contains("publish host_u1 @1704164645")
+            && first["command"]
+                .as_str()
+                .expect("command")
+                .starts_with("start room-1001_")
+            && first["outcome"] == "ok",
+        "{first}"
+    );
     // Over 64 KB is refused before parsing.
     let big = http
         .post(format!("{}/artc/s3cret-path", server.base))

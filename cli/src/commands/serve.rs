@@ -177,3 +177,35 @@ async fn run_async(args: &ServeArgs) -> anyhow::Result<()> {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lookup(value: Option<&str>) -> impl Fn(&str) -> Option<String> {
+        let value = value.map(str::to_owned);
+        move |k: &str| {
+            (k == "COSTREAM_REPAIR_INTERVAL_SECS")
+                .then(|| value.clone())
+                .flatten()
+        }
+    }
+
+    #[test]
+    fn the_repair_interval_defaults_to_15_s_and_refuses_nonsense_by_name() {
+        assert_eq!(
+            repair_interval(&lookup(None)).expect("default"),
+            std::time::Duration::from_secs(15)
+        );
+        assert_eq!(
+            repair_interval(&lookup(Some(" 2 "))).expect("set"),
+            std::time::Duration::from_secs(2)
+        );
+        for bad in ["0", "3601", "1.5", "soon", "-1"] {
+            let err = repair_interval(&lookup(Some(bad)))
+                .expect_err(bad)
+                .to_string();
+            assert!(err.contains("COSTREAM_REPAIR_INTERVAL_SECS"), "{err}");
+        }
+    }
+}

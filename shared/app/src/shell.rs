@@ -14,8 +14,13 @@
 //! 3. Handlers that find the lease taken just commit their event and return: the holder will see
 //!    the new version when it records, and converge to it.
 //!
-//! Requests on the common path: 1 read + 1 write + 1 MPU call + 1 write. A duplicate callback:
-//! 1 read, no write, no call.
+//! 4. **Mark.** Every write also sets when the room next needs the repair loop
+//!    ([`StoredRoom::due_ms`]): the end of the lease while a command is pending, a backoff after a
+//!    refusal, nothing once converged (but the StreamURL's re-signing). So whatever a handler
+//!    could not finish is found by the loop ([`crate::repair`]) without a scan.
+//!
+//! Requests on the common path: 1 read + 1 write + 1 MPU call + its history entry + 1 write.
+//! A duplicate callback: 1 read, no write, no call.
 
 use crate::metrics;
 use crate::ports::{Clock, MpuDone, MpuPort, RoomKey, StateStore};
