@@ -227,6 +227,8 @@ async fn start_update_stop_through_the_adapter_land_in_the_simulator() {
             pair("StopLiveMPUTask", "OK"),
             pair("StopLiveMPUTask", "InvalidParam"),
             pair("UpdateLiveMPUTask", "InvalidParam"),
+            // "Task not found" is believed only once the task list by TaskId agrees.
+            pair("ListRtcMPUTaskDetail", "OK"),
         ]
     );
     assert!(calls

@@ -167,6 +167,26 @@ async fn ttl_is_enabled_and_set_on_every_item() {
         expires > now + 7 * 24 * 3600,
         "room TTL is weeks ahead: {expires}"
     );
+
+    // A room whose task runs never expires: a quiet day-long broadcast keeps its room, or the
+    // leak sweep would take its task for a leak.
+    let mut live = store.load(&key()).await.expect("load").expect("room");
+    let publish = ev("host", 10, UserAction::Publish);
+    costream_core::apply(&mut live.facts, &mut live.record, &publish);
+    let target = decide(&live.facts, &live.record, &DecisionConfig::default()).target;
+    live.record.confirm(target);
+    store.save(&key(), &live, live.version).await.expect("save");
+    let raw = store
+        .client()
+        .get_item()
+        .table_name(store.table())
+        .key("pk", AttributeValue::S(DynamoStore::partition_key(&key())))
+        .send()
+        .await
+        .expect("get");
+    let item = raw.item().expect("item");
+    assert!(item.get("expires_at").is_none(), "{item:?}");
+    assert!(item.get("task").is_some(), "in the tasks index: {item:?}");
 }
 
 #[tokio::test]
@@ -321,7 +341,7 @@ async fn the_due_and_tasks_indexes_find_rooms_without_a_scan() {
         .expect("query");
     assert_eq!(
         due.iter()
-            .map(|(k, at)| (k.channel.as_str(), *at))
+            .map(|d| (d.key.channel.as_str(), d.due_ms))
             .collect::<Vec<_>>(),
         [("due-early", 1_000), ("due-late", 2_000)]
     );
@@ -332,7 +352,7 @@ async fn the_due_and_tasks_indexes_find_rooms_without_a_scan() {
     );
     let limited = store.due_rooms(&key().app, 5_000, 1).await.expect("query");
     assert_eq!(limited.len(), 1);
-    assert_eq!(limited[0].0.channel.as_str(), "due-early");
+    assert_eq!(limited[0].key.channel.as_str(), "due-early");
 
     let with = store.rooms_with_tasks(&key().app).await.expect("query");
     assert_eq!(with.len(), 1, "{with:?}");

@@ -127,13 +127,19 @@ async fn run_async(args: &ServeArgs) -> anyhow::Result<()> {
     let store_kind = args.store;
     // Four combinations, one generic router: monomorphised per store and MPU.
     let interval = repair_interval(&env_lookup())?;
+    // The memory store knows only this process's rooms: in front of the real Live API, the
+    // sweep must not take the deployment's tasks for leaks.
+    let stop_unknown = !(store_kind == StoreKind::Memory && args.mpu == MpuKind::Alibaba);
+    if !stop_unknown {
+        tracing::warn!("--store memory with --mpu alibaba: the repair loop's sweep leaves tasks of rooms it does not know alone");
+    }
     macro_rules! start {
         ($store:expr, $mpu:expr, $sim:expr) => {{
             let local = Arc::new(Local {
                 services: services(config, $store, $mpu, SystemClock)?,
                 sim: $sim,
             });
-            let repair = repair_loop(local.clone(), interval);
+            let repair = repair_loop(local.clone(), interval, stop_unknown);
             serve_with(args.listen, router(local), repair).await
         }};
     }

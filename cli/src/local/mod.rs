@@ -160,8 +160,11 @@ async fn history<S: StateStore, M: MpuPort, C: Clock>(
 
 /// The repair loop in-process: a pass every `interval` (the first one after one interval),
 /// the leak sweep included, until the server stops.
-pub async fn repair_loop<S, M, C>(local: Shared<S, M, C>, interval: std::time::Duration)
-where
+pub async fn repair_loop<S, M, C>(
+    local: Shared<S, M, C>,
+    interval: std::time::Duration,
+    stop_tasks_of_unknown_rooms: bool,
+) where
     S: StateStore + 'static,
     M: MpuPort + 'static,
     C: Clock + 'static,
@@ -169,6 +172,8 @@ where
     let config = costream_app::repair::RepairConfig {
         // A pass must not outlast its period by much; what is left waits for the next.
         deadline: interval.max(std::time::Duration::from_secs(1)),
+        sweep_deadline: interval.max(std::time::Duration::from_secs(1)) * 2,
+        stop_tasks_of_unknown_rooms,
         ..costream_app::repair::RepairConfig::default()
     };
     let mut ticks = tokio::time::interval(interval);

@@ -13,9 +13,12 @@ use costream_runtime::init::LambdaServices;
 use costream_runtime::lambda::emit_metrics;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 
-/// No room is started after this long: a room's repair can take one Start waiting out a held
-/// StreamURL (12 s) plus a call (8 s), and the function's Timeout is 30 s.
-const PASS_DEADLINE: Duration = Duration::from_secs(8);
+/// No due room is started after this long, and the sweep acts on nothing new after
+/// `SWEEP_DEADLINE`: a room's repair can take one Start waiting out a held StreamURL (12 s) plus
+/// a call (8 s), and the function's Timeout is 30 s. What is left waits for the next minute; a
+/// pass cut off by the Timeout all the same loses nothing (leases and marks cover it).
+const PASS_DEADLINE: Duration = Duration::from_secs(5);
+const SWEEP_DEADLINE: Duration = Duration::from_secs(10);
 
 async fn handler(
     services: &LambdaServices,
@@ -23,6 +26,7 @@ async fn handler(
 ) -> Result<RepairReport, Error> {
     let config = RepairConfig {
         deadline: PASS_DEADLINE,
+        sweep_deadline: SWEEP_DEADLINE,
         ..RepairConfig::default()
     };
     let owner = format!("repair/{}", event.context.request_id);

@@ -331,10 +331,12 @@ impl Config {
                 push_domain: env.domain("COSTREAM_PUSH_DOMAIN")?,
                 app_name: app_name.clone(),
                 push_auth_key: env.secret("COSTREAM_PUSH_AUTH_KEY"),
+                // At least 10 minutes: the repair loop re-signs at half the validity, and a
+                // pass comes every minute, so a shorter one could lapse between passes.
                 url_validity: Duration::from_secs(u64::from(env.number(
                     "COSTREAM_INGEST_URL_TTL_SECS",
                     86_400,
-                    60..=2_592_000,
+                    600..=2_592_000,
                 )?)),
             },
             playback: PlaybackSettings {

@@ -295,6 +295,7 @@ fn outcome_name(h: &Handled) -> &'static str {
         Handled::Committed { .. } => "committed",
         Handled::Converged { .. } => "converged",
         Handled::LeaseLost { .. } => "handed_over",
+        Handled::Busy => "busy",
     }
 }
 

@@ -532,6 +532,7 @@ impl<L: LiveApi + Send + Sync, C: Clock> MpuPort for AlibabaMpu<L, C> {
         room: &RoomKey,
         task: &TaskId,
         shape: &Shape,
+        _version: Version,
     ) -> Result<MpuDone, MpuFailure> {
         self.update(room, task.as_str(), shape, true).await
     }

@@ -48,14 +48,14 @@ pub trait StateStore: Send + Sync {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Rooms of `app` whose `due_ms` is at or before `now_ms`, most overdue first, at most
-    /// `limit`, with their due time. Read from an index (eventually consistent): the caller
-    /// re-reads each room before acting.
+    /// `limit`. Read from an index (eventually consistent): the caller re-reads each room before
+    /// acting.
     fn due_rooms(
         &self,
         app: &AppId,
         now_ms: u64,
         limit: usize,
-    ) -> impl Future<Output = Result<Vec<(RoomKey, u64)>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<DueRoom>, StoreError>> + Send;
 
     /// Rooms of `app` whose record names a task (running, or begun and unconfirmed), with it.
     /// From an index too: the caller re-reads each room before acting.
@@ -78,6 +78,14 @@ pub trait StateStore: Send + Sync {
         &self,
         key: &RoomKey,
     ) -> impl Future<Output = Result<Vec<HistoryEntry>, StoreError>> + Send;
+}
+
+/// A room in the due index: when it is due, and since when it has been failing (if it is).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueRoom {
+    pub key: RoomKey,
+    pub due_ms: u64,
+    pub failing_since_ms: Option<u64>,
 }
 
 /// A task as `ListRtcMPUTaskDetail` shows it, named the costream way (`<channel>_<secs>`).
@@ -235,12 +243,13 @@ pub trait MpuPort: Send + Sync {
     fn task_exists(&self, task: &TaskId) -> impl Future<Output = Result<bool, MpuFailure>> + Send;
 
     /// Re-signs the running task's StreamURL: an Update carrying the task's complete parameters
-    /// (`shape`) and a freshly signed URL.
+    /// (`shape`) and a freshly signed URL. `version` as for [`MpuPort::execute`].
     fn refresh_output(
         &self,
         room: &RoomKey,
         task: &TaskId,
         shape: &Shape,
+        version: Version,
     ) -> impl Future<Output = Result<MpuDone, MpuFailure>> + Send;
 }
 
@@ -267,8 +276,9 @@ impl<T: MpuPort> MpuPort for std::sync::Arc<T> {
         room: &RoomKey,
         task: &TaskId,
         shape: &Shape,
+        version: Version,
     ) -> impl Future<Output = Result<MpuDone, MpuFailure>> + Send {
-        (**self).refresh_output(room, task, shape)
+        (**self).refresh_output(room, task, shape, version)
     }
 }
 
@@ -294,7 +304,7 @@ impl<T: StateStore> StateStore for std::sync::Arc<T> {
         app: &AppId,
         now_ms: u64,
         limit: usize,
-    ) -> impl Future<Output = Result<Vec<(RoomKey, u64)>, StoreError>> + Send {
+    ) -> impl Future<Output = Result<Vec<DueRoom>, StoreError>> + Send {
         (**self).due_rooms(app, now_ms, limit)
     }
 

@@ -25,7 +25,7 @@ use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
 
 use crate::metrics;
-use crate::ports::{Clock, MpuPort, RoomKey, StateStore};
+use crate::ports::{Clock, DueRoom, MpuPort, RoomKey, StateStore};
 use crate::shell::{Finding, Handled, Shell, Stray};
 use crate::store::MAX_BACKOFF_MS;
 use costream_core::{decide, AppId, Target};
@@ -37,10 +37,18 @@ pub struct RepairConfig {
     pub batch: usize,
     /// Rooms repaired at once.
     pub concurrency: usize,
-    /// No new room is started after this long (a Lambda's pass must end inside its Timeout).
+    /// No new due room is started after this long (a Lambda's pass must end inside its
+    /// Timeout).
     pub deadline: Duration,
     /// Whether the pass also sweeps the task list.
     pub sweep: bool,
+    /// The sweep acts on nothing new after this long from the pass's start.
+    pub sweep_deadline: Duration,
+    /// Whether the sweep stops costream-named tasks of rooms the store does not hold. True
+    /// where the store is the deployment's table (one table per AppId: a room it does not hold
+    /// expired or was deleted); false for a store that is not authoritative (`serve`'s memory
+    /// store in front of the real Live API must not stop the deployment's tasks).
+    pub stop_tasks_of_unknown_rooms: bool,
 }
 
 impl Default for RepairConfig {
@@ -50,6 +58,8 @@ impl Default for RepairConfig {
             concurrency: 8,
             deadline: Duration::from_secs(20),
             sweep: true,
+            sweep_deadline: Duration::from_secs(40),
+            stop_tasks_of_unknown_rooms: true,
         }
     }
 }
@@ -67,6 +77,8 @@ pub struct RepairReport {
     pub failed: usize,
     /// Due rooms not reached before the pass's deadline.
     pub deferred: usize,
+    /// Whether the sweep stopped at its deadline (the rest waits for the next pass).
+    pub sweep_cut_short: bool,
     /// How long the room failing longest has been failing, or the most overdue room overdue
     /// (seconds), among rooms due within the longest backoff.
     pub oldest_due_age_secs: u64,
@@ -110,8 +122,8 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
             Ok(rooms) => {
                 let due: Vec<RoomKey> = rooms
                     .iter()
-                    .filter(|(_, due)| *due <= now_ms)
-                    .map(|(k, _)| k.clone())
+                    .filter(|r| r.due_ms <= now_ms)
+                    .map(|r| r.key.clone())
                     .collect();
                 report.due = due.len();
                 metrics::add("rooms_due", due.len() as f64);
@@ -131,14 +143,14 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                 for outcome in outcomes {
                     match outcome {
                         None => report.deferred += 1,
-                        Some(Ok(Handled::Committed { .. })) => report.busy += 1,
+                        Some(Ok(Handled::Busy | Handled::Committed { .. })) => report.busy += 1,
                         Some(Ok(_)) => report.repaired += 1,
                         Some(Err(_)) => report.failed += 1,
                     }
                 }
                 metrics::add("rooms_repaired", report.repaired as f64);
                 metrics::add("repair_failures", report.failed as f64);
-                report.oldest_due_age_secs = self.oldest_age_secs(&rooms, now_ms).await;
+                report.oldest_due_age_secs = oldest_age_secs(&rooms, now_ms);
                 metrics::gauge_max("oldest_due_age_secs", report.oldest_due_age_secs as f64);
             }
             Err(e) => {
@@ -148,7 +160,16 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
             }
         }
         if cfg.sweep {
-            report.sweep = Some(self.sweep(app, owner, &mut report.errors).await);
+            let mut sweep = Sweep {
+                app,
+                owner,
+                cfg,
+                started,
+                errors: &mut report.errors,
+                cut_short: false,
+            };
+            report.sweep = Some(self.sweep(&mut sweep).await);
+            report.sweep_cut_short = sweep.cut_short;
         }
         tracing::info!(
             due = report.due,
@@ -164,28 +185,15 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
         report
     }
 
-    /// The age of the room that has been failing longest (or, for a room nobody could mark as
-    /// failing — its holder died — how long it has been due).
-    async fn oldest_age_secs(&self, rooms: &[(RoomKey, u64)], now_ms: u64) -> u64 {
-        let mut oldest = 0;
-        for (key, due) in rooms {
-            let since = match self.store.load(key).await {
-                Ok(Some(room)) => room.upkeep.failing_since_ms.unwrap_or(*due).min(*due),
-                _ => *due,
-            };
-            oldest = oldest.max(now_ms.saturating_sub(since) / 1000);
-        }
-        oldest
-    }
-
-    async fn sweep(&self, app: &AppId, owner: &str, errors: &mut Vec<String>) -> SweepReport {
+    async fn sweep(&self, ctx: &mut Sweep<'_>) -> SweepReport {
+        let (app, owner) = (ctx.app, ctx.owner);
         let mut report = SweepReport::default();
         let listing = match self.mpu.list_tasks().await {
             Ok(listing) => listing,
             Err(e) => {
                 tracing::warn!(error = %e, "sweep: cannot list the tasks");
                 metrics::count("repair_failures");
-                errors.push(format!("task list: {e}"));
+                ctx.errors.push(format!("task list: {e}"));
                 return report;
             }
         };
@@ -204,6 +212,9 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
         }
         // Listed tasks: each is wanted by its room, differs from it, or is a leak.
         for listed in &listing.tasks {
+            if ctx.out_of_time() {
+                return report;
+            }
             let key = RoomKey {
                 app: app.clone(),
                 channel: listed.channel.clone(),
@@ -213,7 +224,7 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                 Err(e) => {
                     // Never stop a task whose room can't be read.
                     metrics::count("repair_failures");
-                    errors.push(format!("{key}: {e}"));
+                    ctx.errors.push(format!("{key}: {e}"));
                     continue;
                 }
             };
@@ -240,18 +251,22 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                         Ok(_) => {}
                         Err(e) => {
                             metrics::count("repair_failures");
-                            errors.push(format!("{key}: {e}"));
+                            ctx.errors.push(format!("{key}: {e}"));
                         }
                     }
                 }
                 None => {
-                    if let Some(r) = &room {
-                        if decide(&r.facts, &r.record, &self.decision).target.task()
-                            == Some(&listed.task)
+                    match &room {
+                        // Being started (or about to be): not a leak.
+                        Some(r)
+                            if decide(&r.facts, &r.record, &self.decision).target.task()
+                                == Some(&listed.task) =>
                         {
-                            // Being started (or about to be): not a leak.
-                            continue;
+                            continue
                         }
+                        Some(_) => {}
+                        None if !ctx.cfg.stop_tasks_of_unknown_rooms => continue,
+                        None => {}
                     }
                     match self.stop_stray(&key, &listed.task, owner).await {
                         Ok(Stray::Stopped) => {
@@ -262,7 +277,7 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                         Ok(Stray::Wanted | Stray::Busy) => {}
                         Err(e) => {
                             metrics::count("repair_failures");
-                            errors.push(format!("{key}: {e}"));
+                            ctx.errors.push(format!("{key}: {e}"));
                         }
                     }
                 }
@@ -277,7 +292,7 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
             Ok(recorded) => recorded,
             Err(e) => {
                 metrics::count("repair_failures");
-                errors.push(format!("rooms with tasks: {e}"));
+                ctx.errors.push(format!("rooms with tasks: {e}"));
                 return report;
             }
         };
@@ -285,17 +300,33 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
             if listed.contains(&task) {
                 continue;
             }
+            if ctx.out_of_time() {
+                return report;
+            }
+            // The version before asking: a finding about an older state is dropped.
+            let seen = match self.store.load(&key).await {
+                Ok(Some(room)) if room.record.running().task() == Some(&task) => room.version,
+                Ok(_) => continue,
+                Err(e) => {
+                    metrics::count("repair_failures");
+                    ctx.errors.push(format!("{key}: {e}"));
+                    continue;
+                }
+            };
             match self.mpu.task_exists(&task).await {
                 Ok(true) => continue,
                 Ok(false) => {}
                 Err(e) => {
                     metrics::count("repair_failures");
-                    errors.push(format!("{key}: {e}"));
+                    ctx.errors.push(format!("{key}: {e}"));
                     continue;
                 }
             }
             tracing::warn!(room = %key, task_id = %task, "sweep: recorded task is gone; restarting it");
-            match self.reconcile(&key, &Finding::TaskGone(task), owner).await {
+            match self
+                .reconcile(&key, &Finding::TaskGone { task, seen }, owner)
+                .await
+            {
                 Ok(Handled::Converged { .. }) => {
                     report.restarted += 1;
                     metrics::count("tasks_restarted");
@@ -303,12 +334,42 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                 Ok(_) => {}
                 Err(e) => {
                     metrics::count("repair_failures");
-                    errors.push(format!("{key}: {e}"));
+                    ctx.errors.push(format!("{key}: {e}"));
                 }
             }
         }
         report
     }
+}
+
+/// What the sweep carries through.
+struct Sweep<'a> {
+    app: &'a AppId,
+    owner: &'a str,
+    cfg: &'a RepairConfig,
+    started: tokio::time::Instant,
+    errors: &'a mut Vec<String>,
+    cut_short: bool,
+}
+
+impl Sweep<'_> {
+    fn out_of_time(&mut self) -> bool {
+        if self.started.elapsed() >= self.cfg.sweep_deadline {
+            self.cut_short = true;
+        }
+        self.cut_short
+    }
+}
+
+/// How long the room failing longest has been failing, or (for a room nobody could mark as
+/// failing: its holder died) how long it has been due, in seconds.
+fn oldest_age_secs(rooms: &[DueRoom], now_ms: u64) -> u64 {
+    rooms
+        .iter()
+        .filter(|r| r.due_ms <= now_ms || r.failing_since_ms.is_some())
+        .map(|r| now_ms.saturating_sub(r.failing_since_ms.unwrap_or(r.due_ms).min(r.due_ms)) / 1000)
+        .max()
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -81,6 +81,9 @@ pub enum Handled {
     },
     /// This handler lost its lease (it expired and was taken over): the new holder converges.
     LeaseLost { calls: u32 },
+    /// Nothing new to commit, and the room's command waits for another handler's lease (the
+    /// repair loop leaves the room to it).
+    Busy,
 }
 
 /// Failures that reach the caller. [`AppError::is_retryable`] tells a Lambda whether to report
@@ -170,7 +173,8 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
 
     /// Stops `task`, a costream-named task of this room that the Live API lists, if the room
     /// neither records nor wants it — under the room's lease, so no call of a handler overlaps.
-    /// A room the table does not hold (expired, deleted) wants nothing.
+    /// A room the table does not hold (expired, deleted) wants nothing; its item is created with
+    /// the lease, so a handler that creates the room meanwhile conflicts instead of overlapping.
     #[tracing::instrument(skip_all, fields(channel_id = %key.channel, app_id = %key.app, task_id = %task))]
     pub async fn stop_stray(
         &self,
@@ -180,11 +184,11 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
     ) -> Result<Stray, AppError> {
         let stop = Command::Stop { task: task.clone() };
         for _ in 0..self.config.max_conflicts {
-            let Some(mut room) = self.store.load(key).await? else {
-                // No room, so no handler can be starting this task (a handler writes the room,
-                // with its intent, before any Start).
-                return self.stop_unleased(key, &stop).await;
-            };
+            let mut room = self
+                .store
+                .load(key)
+                .await?
+                .unwrap_or_else(|| StoredRoom::new(key.channel.clone()));
             let now_ms = self.clock.now_ms();
             if room.lease.as_ref().is_some_and(|l| l.until_ms > now_ms) {
                 return Ok(Stray::Busy);
@@ -206,11 +210,21 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                     metrics::count("version_conflicts");
                     continue;
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    // The write may have landed: give the lease back.
+                    self.settle(key, None, owner).await;
+                    return Err(e.into());
+                }
             }
             let done = self.mpu.execute(key, &stop, room.version).await;
-            self.note(key, room.version.get(), "sweep: stray task", &stop, &done)
-                .await;
+            self.note(
+                key,
+                room.version.get(),
+                "sweep: a task no room wants",
+                &stop,
+                &done,
+            )
+            .await;
             return match done {
                 Ok(_) => {
                     self.settle(key, Some(room), owner).await;
@@ -234,19 +248,6 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
     /// The room's kept decisions, oldest first.
     pub async fn history(&self, key: &RoomKey) -> Result<Vec<HistoryEntry>, AppError> {
         Ok(self.store.history(key).await?)
-    }
-
-    async fn stop_unleased(&self, key: &RoomKey, stop: &Command) -> Result<Stray, AppError> {
-        let done = self.mpu.execute(key, stop, Version::NONE).await;
-        self.note(key, 0, "sweep: task of no room", stop, &done)
-            .await;
-        match done {
-            Ok(_) => Ok(Stray::Stopped),
-            Err(source) => Err(AppError::Mpu {
-                room: key.to_string(),
-                source,
-            }),
-        }
     }
 
     async fn run(
@@ -301,7 +302,11 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                 }
                 Input::Repair => {}
                 Input::Finding(finding) => {
-                    if lease_free {
+                    let fresh = match finding {
+                        Finding::TaskGone { seen, .. } => *seen == room.version,
+                        Finding::TaskDiffers(_) => true,
+                    };
+                    if lease_free && fresh {
                         changed = finding.apply(&mut room.record);
                     }
                 }
@@ -328,9 +333,16 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
             if duplicate && !will_call && !remarked {
                 return Ok(Commit::Done(Handled::Duplicate));
             }
+            // (Only the repair loop is told: a callback's answer stays `no_change`.)
+            let busy =
+                decision.command.is_some() && !lease_free && !matches!(input, Input::Events { .. });
             if !changed && !will_call && !duplicate && !remarked {
                 tracing::debug!(version = %room.version, "no change");
-                return Ok(Commit::Done(Handled::NoChange));
+                return Ok(Commit::Done(if busy {
+                    Handled::Busy
+                } else {
+                    Handled::NoChange
+                }));
             }
             if let Input::Events {
                 dedupe_key: Some(k),
@@ -362,6 +374,7 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                         Some(cmd) if will_call => Commit::Holding(Box::new(room), cmd, prior),
                         // Only the repair mark was rewritten.
                         _ if duplicate => Commit::Done(Handled::Duplicate),
+                        _ if !changed && busy => Commit::Done(Handled::Busy),
                         _ if !changed => Commit::Done(Handled::NoChange),
                         _ => Commit::Done(Handled::Committed {
                             version: room.version,
@@ -399,18 +412,33 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
             });
             return;
         }
-        room.upkeep.attempts = 0;
-        room.upkeep.failing_since_ms = None;
-        room.due_ms = match (room.record.running(), self.config.resign_after_ms) {
-            (Target::On { .. }, Some(after)) => {
-                Some(*room.upkeep.signed_ms.get_or_insert(now_ms) + after)
-            }
+        let resign_at = match (room.record.running(), self.config.resign_after_ms) {
+            // A task whose signing time is unknown (recorded before re-signing existed) is
+            // re-signed at once rather than trusted.
+            (Target::On { .. }, Some(after)) => Some(
+                *room
+                    .upkeep
+                    .signed_ms
+                    .get_or_insert(now_ms.saturating_sub(after))
+                    + after,
+            ),
             (Target::On { .. }, None) => None,
             (Target::Off, _) => {
                 room.upkeep.signed_ms = None;
                 None
             }
         };
+        match resign_at {
+            // The re-signing itself is what fails: keep its failures counting (backoff, age).
+            Some(at) if at <= now_ms && room.upkeep.attempts > 0 => {
+                room.due_ms = Some(now_ms + backoff_ms(room.upkeep.attempts));
+            }
+            _ => {
+                room.upkeep.attempts = 0;
+                room.upkeep.failing_since_ms = None;
+                room.due_ms = resign_at;
+            }
+        }
     }
 
     async fn converge(
@@ -442,7 +470,9 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                         task: task.clone(),
                         shape: shape.clone(),
                     },
-                    self.mpu.refresh_output(key, task, shape).await,
+                    self.mpu
+                        .refresh_output(key, task, shape, room.version)
+                        .await,
                 ),
             };
             self.note(key, room.version.get(), trigger, &command, &done)
@@ -622,7 +652,10 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                 Err(StoreError::VersionConflict { .. }) => {
                     metrics::count("version_conflicts");
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    self.settle(key, None, owner).await;
+                    return Err(e.into());
+                }
             }
         }
         Ok(None)
@@ -631,7 +664,8 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
     /// After a failed call: counts the failure, and marks the room for the repair loop. A
     /// refused call certainly did nothing, so the record goes back to what it was before the
     /// call's intent (the task still runs as last confirmed: the viewers keep their stream),
-    /// the lease is released and the room is due after a backoff (5 s doubling to 2 minutes).
+    /// the lease is released and the room is due after a backoff (5 s, doubling, capped at
+    /// [`crate::store::MAX_BACKOFF_MS`]).
     /// A call with no definite answer may still land: the lease is kept (renamed
     /// `<owner>/in-doubt`) for a full period, and the room is due when it runs out.
     async fn fail(
@@ -786,7 +820,9 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
 pub enum Finding {
     /// Absent from the task list, and `ListRtcMPUTaskDetail(TaskId)` confirmed it is gone
     /// (Alibaba stopped it: `MaxIdleTime`, everyone left): start it again if still wanted.
-    TaskGone(TaskId),
+    /// `seen` is the room version read before the confirmation was asked: if the room was
+    /// written since, the finding may be stale and is dropped (the next sweep looks again).
+    TaskGone { task: TaskId, seen: Version },
     /// Listed with another mode or other users than recorded: re-assert the target.
     TaskDiffers(TaskId),
 }
@@ -795,7 +831,7 @@ impl Finding {
     /// Changes `record` if it still names the task found; whether it changed.
     fn apply(&self, record: &mut Record) -> bool {
         match self {
-            Finding::TaskGone(task) if record.running().task() == Some(task) => {
+            Finding::TaskGone { task, .. } if record.running().task() == Some(task) => {
                 record.confirm(Target::Off);
                 true
             }
@@ -813,7 +849,7 @@ impl Finding {
 impl std::fmt::Display for Finding {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Finding::TaskGone(t) => write!(f, "sweep: task {t} missing"),
+            Finding::TaskGone { task, .. } => write!(f, "sweep: task {task} missing"),
             Finding::TaskDiffers(t) => write!(f, "sweep: task {t} differs from the record"),
         }
     }

@@ -316,9 +316,12 @@ impl MpuPort for RecordingMpu {
         room: &RoomKey,
         task: &TaskId,
         shape: &Shape,
+        version: Version,
     ) -> Result<MpuDone, MpuFailure> {
         self.sim_clock.spacing.advance_ms(CALL_SPACING_MS);
-        self.adapter.refresh_output(room, task, shape).await
+        self.adapter
+            .refresh_output(room, task, shape, version)
+            .await
     }
 }
 

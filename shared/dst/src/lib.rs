@@ -480,22 +480,27 @@ async fn run(seed: u64) -> Result<Stats, String> {
     // StreamURL's 10 s hold, a Start): two periods on the deployed schedule.
     let bound = Duration::from_millis((lease_ms + 1_000).max(MAX_BACKOFF_MS)) + period;
     let slack = Duration::from_secs(30);
-    let mut converged_after = None;
+    // Watch until one period past the deadline: every room right by `bound + slack` (a pass
+    // that started within the bound has finished), and still right after; every signed
+    // StreamURL unexpired from then on.
     let step = Duration::from_secs(5);
-    while t0.elapsed() < bound + slack {
+    let mut right_since: Option<Duration> = None;
+    let mut leaks = Vec::new();
+    while t0.elapsed() < bound + slack + period {
         tokio::time::sleep(step).await;
-        if converged_after.is_none() && all_right(&rooms, &sim, max_panes) {
-            converged_after = Some(t0.elapsed());
-        } else if !all_right(&rooms, &sim, max_panes) {
-            converged_after = None;
+        if all_right(&rooms, &sim, max_panes) {
+            right_since.get_or_insert(t0.elapsed());
+        } else {
+            right_since = None;
+        }
+        if t0.elapsed() >= bound + slack && knobs.url_validity_secs.is_some() {
+            leaks.extend(expired_urls(&sim, &rooms));
         }
     }
     repair_loop.abort();
     if passes.load(std::sync::atomic::Ordering::SeqCst) == 0 {
         return Err("the repair loop never ran".into());
     }
-
-    let mut leaks = Vec::new();
     if sim.task(ghost.app.as_str(), ghost_task.as_str()).is_some() {
         leaks.push(format!(
             "the leaked task {ghost_task} of a room the table never saw still runs"
@@ -504,40 +509,45 @@ async fn run(seed: u64) -> Result<Stats, String> {
     if sim.task(foreign.app.as_str(), foreign_task).is_none() {
         leaks.push(format!("the foreign task {foreign_task} was stopped"));
     }
-    if knobs.url_validity_secs.is_some() {
-        let now_secs = sim.now_ms() / 1000;
-        for t in sim.tasks() {
-            if !rooms.iter().any(|r| r.channel == t.channel_id) {
-                continue;
-            }
+    leaks.dedup();
+    if right_since.is_none_or(|since| since > bound + slack) {
+        leaks.push(format!(
+            "not every room was right within {:?} of the last callback and after (right since {right_since:?})",
+            bound + slack
+        ));
+    }
+
+    let mut stats = check(seed, &rooms, &sim, &world, &services, deliveries, leaks).await?;
+    stats.needs_repair = wrong_at_t0.len();
+    for cause in wrong_at_t0.values() {
+        *stats.repair_causes.entry(*cause).or_insert(0) += 1;
+    }
+    stats.dead_lettered = dead_lettered;
+    stats.converged_after_secs = right_since.map_or(0, |d| d.as_secs());
+    Ok(stats)
+}
+
+/// The running tasks of the rooms whose signed StreamURL has expired.
+fn expired_urls(sim: &SimulatedLive, rooms: &[workload::Room]) -> Vec<String> {
+    let now_secs = sim.now_ms() / 1000;
+    sim.tasks()
+        .into_iter()
+        .filter(|t| rooms.iter().any(|r| r.channel == t.channel_id))
+        .filter_map(|t| {
             let exp = t
                 .stream_url
                 .as_deref()
                 .and_then(|u| u.split("auth_key=").nth(1))
                 .and_then(|a| a.split('-').next())
                 .and_then(|e| e.parse::<u64>().ok());
-            if exp.is_none_or(|e| e <= now_secs) {
-                leaks.push(format!(
+            exp.is_none_or(|e| e <= now_secs).then(|| {
+                format!(
                     "{}: the StreamURL's signature expired (expires {exp:?}, now {now_secs})",
                     t.task_id
-                ));
-            }
-        }
-    }
-
-    let mut stats = check(seed, &rooms, &sim, &world, &services, deliveries, leaks).await?;
-    if converged_after.is_none() {
-        return Err(format!(
-            "COSTREAM_SIM_SEED={seed}: rooms right at the end but not for the last 5 s"
-        ));
-    }
-    stats.needs_repair = wrong_at_t0.len();
-    for cause in wrong_at_t0.values() {
-        *stats.repair_causes.entry(*cause).or_insert(0) += 1;
-    }
-    stats.dead_lettered = dead_lettered;
-    stats.converged_after_secs = converged_after.map_or(0, |d| d.as_secs());
-    Ok(stats)
+                )
+            })
+        })
+        .collect()
 }
 
 /// Whether every room's tasks are what the model says.

@@ -58,7 +58,8 @@ impl Knobs {
             0
         };
         let repair_period_ms = if rng.random_bool(0.7) { 60_000 } else { 15_000 };
-        let url_validity_secs = rng.random_bool(0.3).then(|| rng.random_range(120..=1_200));
+        // The shortest validity the configuration accepts (600 s) up to 20 minutes.
+        let url_validity_secs = rng.random_bool(0.3).then(|| rng.random_range(600..=1_200));
         let mut rate = |max: f64| {
             if rng.random_bool(0.5) {
                 rng.random_range(0.0..max)
@@ -259,7 +260,7 @@ impl StateStore for GatedStore {
         app: &AppId,
         now_ms: u64,
         limit: usize,
-    ) -> Result<Vec<(RoomKey, u64)>, StoreError> {
+    ) -> Result<Vec<costream_app::ports::DueRoom>, StoreError> {
         self.gate_query("due rooms").await?;
         self.inner.due_rooms(app, now_ms, limit).await
     }
@@ -468,7 +469,13 @@ impl<M: MpuPort> MpuPort for Recorder<M> {
         room: &RoomKey,
         task: &TaskId,
         shape: &Shape,
+        version: Version,
     ) -> Result<MpuDone, MpuFailure> {
-        self.inner.refresh_output(room, task, shape).await
+        VERSION
+            .scope(
+                version,
+                self.inner.refresh_output(room, task, shape, version),
+            )
+            .await
     }
 }

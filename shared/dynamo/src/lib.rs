@@ -16,8 +16,13 @@
 //! | `due_at`      | N    | when the repair loop should look at the room (absent when nothing is pending): index `due` |
 //! | `task`        | S    | the task the record names (absent when none): index `tasks`, for the leak sweep |
 //! | `upkeep`      | S    | repair bookkeeping (failures in a row, last failure, StreamURL signing time), JSON; absent when empty |
+//! | `failing_since` | N  | since when the room fails to converge (absent when it does not): projected into `due`, for the age alarm |
 //!
-//! Both indexes are sparse (an item without `due_at` / `task` is not in them) and KEYS_ONLY:
+//! `expires_at` is left out while the record names a task: a room whose task runs never expires
+//! (a quiet 24-hour broadcast must not lose its room, or the sweep would take its task for a leak).
+//!
+//! Both indexes are sparse (an item without `due_at` / `task` is not in them); `tasks` is
+//! KEYS_ONLY and `due` also carries `failing_since`:
 //! the repair loop queries `due` for `shard = s AND due_at <= now` over the 8 shards and
 //! `tasks` for every room with a task, then reads each room itself (consistently) before acting.
 //!
@@ -43,7 +48,7 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 
 use aws_sdk_dynamodb::types::{GlobalSecondaryIndex, Projection, ProjectionType};
-use costream_app::ports::{RoomKey, StateStore, StoreError};
+use costream_app::ports::{DueRoom, RoomKey, StateStore, StoreError};
 use costream_app::store::{HistoryEntry, Lease, SeenKeys, StoredRoom, Upkeep, HISTORY_LEN};
 use costream_core::{AppId, ChannelId, Facts, Record, Target, TaskId, Version};
 
@@ -119,15 +124,21 @@ impl DynamoStore {
                 [(DUE_INDEX, "due_at"), (TASKS_INDEX, "task")]
                     .into_iter()
                     .map(|(index, range)| {
+                        let projection = if index == DUE_INDEX {
+                            Projection::builder()
+                                .projection_type(ProjectionType::Include)
+                                .non_key_attributes("failing_since")
+                                .build()
+                        } else {
+                            Projection::builder()
+                                .projection_type(ProjectionType::KeysOnly)
+                                .build()
+                        };
                         GlobalSecondaryIndex::builder()
                             .index_name(index)
                             .key_schema(key_element("shard", KeyType::Hash)?)
                             .key_schema(key_element(range, KeyType::Range)?)
-                            .projection(
-                                Projection::builder()
-                                    .projection_type(ProjectionType::KeysOnly)
-                                    .build(),
-                            )
+                            .projection(projection)
                             .build()
                     })
                     .collect::<Result<Vec<_>, _>>()
@@ -443,8 +454,13 @@ impl StateStore for DynamoStore {
             .item("facts", AttributeValue::S(facts))
             .item("record", AttributeValue::S(record))
             .item("seen", AttributeValue::S(seen))
-            .item("expires_at", self.expires_at())
             .item("shard", AttributeValue::S(Self::shard(key)));
+        if room.record.running().task().is_none() {
+            put = put.item("expires_at", self.expires_at());
+        }
+        if let Some(since) = room.upkeep.failing_since_ms {
+            put = put.item("failing_since", AttributeValue::N(since.to_string()));
+        }
         if let Some(due) = room.due_ms {
             put = put.item("due_at", AttributeValue::N(due.to_string()));
         }
@@ -488,7 +504,7 @@ impl StateStore for DynamoStore {
         app: &AppId,
         now_ms: u64,
         limit: usize,
-    ) -> Result<Vec<(RoomKey, u64)>, StoreError> {
+    ) -> Result<Vec<DueRoom>, StoreError> {
         let mut due = Vec::new();
         for n in 0..SHARDS {
             let shard = format!("{app}#{n}");
@@ -500,17 +516,21 @@ impl StateStore for DynamoStore {
                     Some(AttributeValue::S(pk)) => Self::room_of(pk),
                     _ => None,
                 };
-                let at = match item.get("due_at") {
+                let n = |name: &str| match item.get(name) {
                     Some(AttributeValue::N(n)) => n.parse::<u64>().ok(),
                     _ => None,
                 };
-                match (room, at) {
-                    (Some(room), Some(at)) => due.push((room, at)),
+                match (room, n("due_at")) {
+                    (Some(key), Some(due_ms)) => due.push(DueRoom {
+                        key,
+                        due_ms,
+                        failing_since_ms: n("failing_since"),
+                    }),
                     _ => tracing::warn!("due index: skipping an item without a usable key"),
                 }
             }
         }
-        due.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+        due.sort_by(|a, b| a.due_ms.cmp(&b.due_ms).then_with(|| a.key.cmp(&b.key)));
         due.truncate(limit);
         Ok(due)
     }

@@ -153,6 +153,63 @@ async fn the_sweep_stops_leaks_and_never_touches_tasks_costream_did_not_name() {
 }
 
 #[tokio::test]
+async fn a_store_that_is_not_the_deployments_table_leaves_tasks_of_unknown_rooms_alone() {
+    // `serve --store memory --mpu alibaba`: the memory store knows none of the real rooms.
+    let s = shell(RecordingMpu::instant());
+    start_elsewhere(&s.mpu, "real-room", "real-room_1700000000");
+    let cfg = RepairConfig {
+        stop_tasks_of_unknown_rooms: false,
+        ..RepairConfig::default()
+    };
+    let report = s.repair_pass(&app(), "repair-1", &cfg).await;
+    assert_eq!(report.sweep.expect("swept").leaks_stopped, 0);
+    assert_eq!(s.mpu.sim().tasks().len(), 1);
+    // With the deployment's table it is a leak.
+    let report = s
+        .repair_pass(&app(), "repair-2", &RepairConfig::default())
+        .await;
+    assert_eq!(report.sweep.expect("swept").leaks_stopped, 1);
+    assert!(s.mpu.sim().tasks().is_empty());
+}
+
+#[tokio::test]
+async fn a_finding_about_an_older_version_of_the_room_is_dropped() {
+    let s = shell(RecordingMpu::instant());
+    live_host(&s).await;
+    let room = s.store.load(&key()).await.expect("load").expect("room");
+    let task = room.record.running().task().expect("task").clone();
+    let stale = crate::shell::Finding::TaskGone {
+        task: task.clone(),
+        seen: Version::new(room.version.get() - 1),
+    };
+    let out = s
+        .reconcile(&key(), &stale, "repair-1")
+        .await
+        .expect("reconciled");
+    assert_eq!(out, Handled::NoChange);
+    let after = s.store.load(&key()).await.expect("load").expect("room");
+    assert_eq!(
+        after.record, room.record,
+        "the record still names the running task"
+    );
+    assert_eq!(s.mpu.calls().len(), 1, "no call");
+    let fresh = crate::shell::Finding::TaskGone {
+        task,
+        seen: room.version,
+    };
+    // Believed (the task really runs here, so the Start finds it and becomes an Update).
+    let out = s
+        .reconcile(&key(), &fresh, "repair-2")
+        .await
+        .expect("reconciled");
+    assert!(
+        matches!(out, Handled::Converged { calls: 1, .. }),
+        "{out:?}"
+    );
+    assert_eq!(s.mpu.tasks(&key()).len(), 1);
+}
+
+#[tokio::test]
 async fn a_refused_call_is_retried_by_the_loop_after_its_backoff() {
     let s = shell(RecordingMpu::failing(1, FakeFailure::Refused));
     let err = s
@@ -272,7 +329,7 @@ impl StateStore for Unreadable {
         app: &AppId,
         now_ms: u64,
         limit: usize,
-    ) -> Result<Vec<(RoomKey, u64)>, StoreError> {
+    ) -> Result<Vec<crate::ports::DueRoom>, StoreError> {
         self.inner.due_rooms(app, now_ms, limit).await
     }
     async fn rooms_with_tasks(&self, app: &AppId) -> Result<Vec<(RoomKey, TaskId)>, StoreError> {

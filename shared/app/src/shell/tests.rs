@@ -237,7 +237,7 @@ impl StateStore for FaultyStore {
         app: &costream_core::AppId,
         now_ms: u64,
         limit: usize,
-    ) -> Result<Vec<(RoomKey, u64)>, StoreError> {
+    ) -> Result<Vec<crate::ports::DueRoom>, StoreError> {
         self.inner.due_rooms(app, now_ms, limit).await
     }
     async fn rooms_with_tasks(

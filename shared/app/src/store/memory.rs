@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use super::{HistoryEntry, StoreError, StoredRoom, HISTORY_LEN};
-use crate::ports::{RoomKey, StateStore};
+use crate::ports::{DueRoom, RoomKey, StateStore};
 use costream_core::{AppId, TaskId, Version};
 
 #[derive(Debug, Default)]
@@ -70,15 +70,21 @@ impl StateStore for InMemoryStore {
         app: &AppId,
         now_ms: u64,
         limit: usize,
-    ) -> Result<Vec<(RoomKey, u64)>, StoreError> {
+    ) -> Result<Vec<DueRoom>, StoreError> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
-        let mut due: Vec<(RoomKey, u64)> = rooms
+        let mut due: Vec<DueRoom> = rooms
             .iter()
             .filter(|(k, _)| k.app == *app)
-            .filter_map(|(k, r)| r.due_ms.filter(|d| *d <= now_ms).map(|d| (k.clone(), d)))
+            .filter_map(|(k, r)| {
+                r.due_ms.filter(|d| *d <= now_ms).map(|due_ms| DueRoom {
+                    key: k.clone(),
+                    due_ms,
+                    failing_since_ms: r.upkeep.failing_since_ms,
+                })
+            })
             .collect();
-        due.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+        due.sort_by(|a, b| a.due_ms.cmp(&b.due_ms).then_with(|| a.key.cmp(&b.key)));
         due.truncate(limit);
         Ok(due)
     }
