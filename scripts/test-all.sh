@@ -68,7 +68,9 @@ port=$("$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0
 mkdir -p target
 moto_log=target/moto_server.log
 log "starting moto_server on 127.0.0.1:$port (log: $moto_log)"
-"$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$moto_log" 2>&1 &
+# Through a wrapper that handles one request at a time: moto's threaded server lets two
+# conditional writes on the same version both succeed (see the script).
+"$VENV/bin/python" scripts/moto_server_atomic.py -H 127.0.0.1 -p "$port" >"$moto_log" 2>&1 &
 moto_pid=$!
 cleanup() { kill "$moto_pid" 2>/dev/null || true; wait "$moto_pid" 2>/dev/null || true; }
 trap cleanup EXIT INT TERM

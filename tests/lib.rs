@@ -13,7 +13,9 @@ pub const HOW_TO_RUN: &str = "the DynamoDB tests need moto: run `bash scripts/te
 
 /// The DynamoDB endpoint the tests use: `AWS_ENDPOINT_URL_DYNAMODB` when set (the test script
 /// starts moto and exports it); otherwise a moto server this process starts on a free loopback
-/// port from `.venv-tools/bin/moto_server` or `PATH`, stopped when the test process exits.
+/// port — `scripts/moto_server_atomic.py` with `.venv-tools`'s Python (moto with DynamoDB's
+/// atomic conditional writes), else `moto_server` from `PATH` — stopped when the test process
+/// exits.
 /// Panics at once with [`HOW_TO_RUN`] when neither exists.
 pub fn dynamodb_endpoint() -> &'static str {
     static ENDPOINT: OnceLock<String> = OnceLock::new();
@@ -24,24 +26,27 @@ pub fn dynamodb_endpoint() -> &'static str {
         let Some(moto) = moto_server() else {
             panic!("{HOW_TO_RUN}");
         };
-        start_moto(&moto)
-            .unwrap_or_else(|e| panic!("starting {}: {e}; {HOW_TO_RUN}", moto.display()))
+        start_moto(&moto).unwrap_or_else(|e| panic!("starting {moto}: {e}; {HOW_TO_RUN}"))
     })
 }
 
-fn moto_server() -> Option<PathBuf> {
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv-tools/bin/moto_server");
-    if venv.is_file() {
-        return Some(venv);
+/// The command that starts moto (its arguments follow).
+fn moto_server() -> Option<String> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let python = root.join(".venv-tools/bin/python");
+    let atomic = root.join("scripts/moto_server_atomic.py");
+    if python.is_file() && atomic.is_file() {
+        return Some(format!("'{}' '{}'", python.display(), atomic.display()));
     }
     std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|dir| dir.join("moto_server"))
             .find(|p| p.is_file())
+            .map(|p| format!("'{}'", p.display()))
     })
 }
 
-fn start_moto(moto: &std::path::Path) -> Result<String, String> {
+fn start_moto(moto: &str) -> Result<String, String> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map_err(|e| e.to_string())?
@@ -49,9 +54,8 @@ fn start_moto(moto: &std::path::Path) -> Result<String, String> {
     // A watchdog shell owns the server and stops it once this test process is gone, so no
     // moto_server outlives the tests.
     let script = format!(
-        "'{}' -H 127.0.0.1 -p {port} >/dev/null 2>&1 & m=$!; \
+        "{moto} -H 127.0.0.1 -p {port} >/dev/null 2>&1 & m=$!; \
          while kill -0 {parent} 2>/dev/null; do sleep 1; done; kill $m",
-        moto.display(),
         parent = std::process::id()
     );
     Command::new("sh")

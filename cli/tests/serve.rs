@@ -5,7 +5,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 struct Server {
     child: Child,
@@ -117,10 +117,7 @@ async fn seed_flow_over_http() {
         .json()
         .await
         .expect("json");
-    assert_eq!(
-        status["on_stage"],
-        serde_json::json!(["host_u1", "guest_u2"])
-    );
+    assert_eq!(status["on_stage"], json!(["host_u1", "guest_u2"]));
     assert!(status["playback"]["flv"]
         .as_str()
         .expect("flv")
@@ -172,7 +169,7 @@ async fn seed_flow_over_http() {
             .body(body)
             .send()
     };
-    assert_eq!(put("sha256=00".into()).await.expect("put").status(), 403);
+    assert_eq!(put("sha256=00".into()).await.expect("put").status(), 401);
     // Signed for another room: refused (the signature covers method and path).
     let elsewhere = costream_app::handlers::Notifier::backend_signature(
         "local-only-backend-secret",
@@ -181,7 +178,7 @@ async fn seed_flow_over_http() {
         "/rooms/room-2002/host",
         body.as_bytes(),
     );
-    assert_eq!(put(elsewhere).await.expect("put").status(), 403);
+    assert_eq!(put(elsewhere).await.expect("put").status(), 401);
     let signed = costream_app::handlers::Notifier::backend_signature(
         "local-only-backend-secret",
         ts,
@@ -202,7 +199,7 @@ async fn seed_flow_over_http() {
     };
     assert_eq!(
         get_history("sha256=00".into()).await.expect("get").status(),
-        403
+        401
     );
     let for_host_route = costream_app::handlers::Notifier::backend_signature(
         "local-only-backend-secret",
@@ -213,7 +210,7 @@ async fn seed_flow_over_http() {
     );
     assert_eq!(
         get_history(for_host_route).await.expect("get").status(),
-        403
+        401
     );
     let signed = costream_app::handlers::Notifier::backend_signature(
         "local-only-backend-secret",
@@ -293,4 +290,78 @@ async fn serve_on_dynamodb_creates_its_table() {
         .expect("json");
     assert_eq!(status["live"], true, "{status}");
     assert_eq!(tasks(&http, &server.base).await.len(), 1);
+}
+
+/// `POST /rooms/{channelId}/tokens`: a join token for the app's clients, signed by the backend;
+/// the same algorithm as `costream token` (its vector is checked in the handler's tests).
+#[tokio::test]
+async fn join_tokens_over_http() {
+    let server = start(&[], &[("COSTREAM_ARTC_APP_KEY", "abckey")]);
+    let http = reqwest::Client::new();
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let post = |body: &'static str, path: &'static str| {
+        let signature = costream_app::handlers::Notifier::backend_signature(
+            "local-only-backend-secret",
+            ts,
+            "POST",
+            path,
+            body.as_bytes(),
+        );
+        http.post(format!("{}/rooms/room-1001/tokens", server.base))
+            .header("x-costream-timestamp", ts.to_string())
+            .header("x-costream-signature", signature)
+            .body(body)
+            .send()
+    };
+    let body = r#"{"user_id":"guest_u2","ttl_secs":600}"#;
+    let ok = post(body, "/rooms/room-1001/tokens").await.expect("post");
+    assert_eq!(ok.status(), 200);
+    let token: Value = ok.json().await.expect("json");
+    let expires = token["timestamp"].as_i64().expect("timestamp");
+    assert!((600..=602).contains(&(expires - ts as i64)), "{token}");
+    assert_eq!(
+        token["token"],
+        costream_alibaba::token::artc_token(
+            "9qb1abcd",
+            "abckey",
+            "room-1001",
+            "guest_u2",
+            "",
+            expires
+        )
+    );
+    assert_eq!(
+        (
+            &token["app_id"],
+            &token["channel_id"],
+            &token["user_id"],
+            &token["nonce"]
+        ),
+        (
+            &json!("9qb1abcd"),
+            &json!("room-1001"),
+            &json!("guest_u2"),
+            &json!("")
+        )
+    );
+    // Signed for another path: 401; an unknown field: 400.
+    let replayed = post(body, "/rooms/room-2002/tokens").await.expect("post");
+    assert_eq!(replayed.status(), 401);
+    let reason: Value = replayed.json().await.expect("json");
+    assert!(
+        reason["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("does not match")),
+        "{reason}"
+    );
+    let unknown = post(
+        r#"{"user_id":"u1","admin":true}"#,
+        "/rooms/room-1001/tokens",
+    )
+    .await
+    .expect("post");
+    assert_eq!(unknown.status(), 400);
 }

@@ -261,7 +261,7 @@ async fn host_registration_from_the_backend() {
         .register_host("room-1001", &bad, "i2")
         .await
         .expect_err("unsigned");
-    assert_eq!(e.status(), 403);
+    assert_eq!(e.status(), 401);
     let stale_ts = (now - 3600).to_string();
     let stale_sig = Notifier::backend_signature(
         "backend-hmac-key",
@@ -280,7 +280,7 @@ async fn host_registration_from_the_backend() {
             .await
             .expect_err("stale")
             .status(),
-        403
+        401
     );
     assert_eq!(
         sim.tasks().len(),
@@ -299,7 +299,7 @@ async fn host_registration_from_the_backend() {
             .await
             .expect_err("replayed to another room")
             .status(),
-        403
+        401
     );
     let ok = HostRequest {
         body,

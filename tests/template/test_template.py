@@ -105,6 +105,7 @@ SECRET_KEYS = {
     "COSTREAM_CDN_NOTIFY_AUTH_KEY",
     "COSTREAM_ARTC_CALLBACK_SECRET",
     "COSTREAM_NOTIFY_SECRET",
+    "COSTREAM_ARTC_APP_KEY",
 }
 
 REQUIRED_ENV = {
@@ -422,8 +423,10 @@ def test_routes(template):
         "GET /rooms/{channelId}",
         "PUT /rooms/{channelId}/host",
         "GET /rooms/{channelId}/history",
+        "POST /rooms/{channelId}/tokens",
     }
     assert template["Parameters"]["ArtcCallbackSecret"]["NoEcho"] is True
+    assert template["Parameters"]["ArtcAppKey"]["NoEcho"] is True
     for r in routes.values():
         assert getatt_target(r["Properties"]["ApiId"]) == "HttpApi"
 

@@ -5,6 +5,7 @@
 //!   stream functions.
 //! - `GET /rooms/{channelId}/history`: the room's last decisions (what was called, why, how it
 //!   ended).
+//! - `POST /rooms/{channelId}/tokens`: an ARTC join token for a user of the room.
 
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use costream_app::handlers::HostRequest;
@@ -24,7 +25,7 @@ async fn handler(
         .get("channelId")
         .map_or("", String::as_str);
     let (timestamp, signature) = backend_headers(ev);
-    let history = ev.request_context.http.method == aws_lambda_events::http::Method::GET;
+    let method = ev.request_context.http.method.clone();
     let response = match body_bytes(ev) {
         Ok(body) => {
             let request = HostRequest {
@@ -32,9 +33,14 @@ async fn handler(
                 timestamp,
                 signature,
             };
-            if history {
+            if method == aws_lambda_events::http::Method::GET {
                 match services.room_history(channel, &request).await {
                     Ok(h) => json_response(200, &h),
+                    Err(e) => error_response(&e),
+                }
+            } else if method == aws_lambda_events::http::Method::POST {
+                match services.issue_token(channel, &request) {
+                    Ok(t) => json_response(200, &t),
                     Err(e) => error_response(&e),
                 }
             } else {

@@ -91,6 +91,8 @@ pub struct Config {
     /// `COSTREAM_NOTIFY_SECRET`: the secret shared with the app's backend; signs notifications
     /// and authenticates its host registrations (`PUT /rooms/{channelId}/host`).
     pub backend_secret: Option<SecretString>,
+    /// `COSTREAM_ARTC_APP_KEY`: the ARTC AppKey, for join tokens (`POST /rooms/{channelId}/tokens`).
+    pub artc_app_key: Option<SecretString>,
     pub region: Option<MpuRegion>,
 }
 
@@ -115,6 +117,10 @@ impl std::fmt::Debug for Config {
             .field(
                 "backend_secret",
                 &self.backend_secret.as_ref().map(|_| "[REDACTED]"),
+            )
+            .field(
+                "artc_app_key",
+                &self.artc_app_key.as_ref().map(|_| "[REDACTED]"),
             )
             .field("region", &self.region)
             .finish()
@@ -355,6 +361,7 @@ impl Config {
             artc_callback_secret: env.secret("COSTREAM_ARTC_CALLBACK_SECRET"),
             notify,
             backend_secret: env.secret("COSTREAM_NOTIFY_SECRET"),
+            artc_app_key: env.secret("COSTREAM_ARTC_APP_KEY"),
             region: env.parsed("COSTREAM_MPU_REGION", None, |v| {
                 v.parse::<MpuRegion>().map(Some).map_err(|e| e.to_string())
             })?,

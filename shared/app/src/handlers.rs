@@ -31,6 +31,12 @@ pub enum HandlerError {
     BadInput(#[from] InboundError),
     #[error("unauthorized: {0}")]
     Unauthorized(String),
+    /// A request from the app's backend whose signature does not hold (401).
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// The route needs a setting this deployment does not have.
+    #[error("not configured: {0}")]
+    NotConfigured(&'static str),
     #[error("not found: {0}")]
     NotFound(String),
     #[error(transparent)]
@@ -41,8 +47,11 @@ impl HandlerError {
     /// The HTTP status for HTTP-triggered handlers.
     pub fn status(&self) -> u16 {
         match self {
+            HandlerError::BadInput(InboundError::BodyTooLarge { .. }) => 413,
             HandlerError::BadInput(_) => 400,
             HandlerError::Unauthorized(_) => 403,
+            HandlerError::Unauthenticated(_) => 401,
+            HandlerError::NotConfigured(_) => 501,
             HandlerError::NotFound(_) => 404,
             HandlerError::App(e) if e.is_retryable() => 503,
             HandlerError::App(_) => 500,
@@ -70,7 +79,10 @@ impl HandlerError {
     pub fn is_bad_input(&self) -> bool {
         matches!(
             self,
-            HandlerError::BadInput(_) | HandlerError::Unauthorized(_) | HandlerError::NotFound(_)
+            HandlerError::BadInput(_)
+                | HandlerError::Unauthorized(_)
+                | HandlerError::Unauthenticated(_)
+                | HandlerError::NotFound(_)
         )
     }
 
@@ -79,6 +91,8 @@ impl HandlerError {
         match self {
             HandlerError::BadInput(_) => "BadInput",
             HandlerError::Unauthorized(_) => "Unauthorized",
+            HandlerError::Unauthenticated(_) => "Unauthenticated",
+            HandlerError::NotConfigured(_) => "NotConfigured",
             HandlerError::NotFound(_) => "NotFound",
             HandlerError::App(_) if self.is_retryable() => "Retryable",
             HandlerError::App(_) => "NonRetryable",
@@ -153,6 +167,24 @@ pub struct RepairStatus {
     pub failing_since_ms: Option<u64>,
     pub last_failure: Option<LastFailure>,
 }
+
+/// An ARTC join token (`POST /rooms/{channelId}/tokens`): the parameters of `joinChannel`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TokenOutcome {
+    pub app_id: String,
+    pub channel_id: String,
+    pub user_id: String,
+    /// Empty: the official helpers hash without a nonce, so only an empty one works everywhere.
+    pub nonce: String,
+    /// The token's expiry, unix seconds.
+    pub timestamp: i64,
+    pub token: String,
+}
+
+/// Join-token requests: small JSON; a token lives 1 h unless asked, at most 24 h (ARTC's limit).
+const MAX_TOKEN_BODY: usize = 16 * 1024;
+const DEFAULT_TOKEN_TTL_SECS: u64 = 3_600;
+const MAX_TOKEN_TTL_SECS: u64 = 86_400;
 
 /// A room's decision history (`GET /rooms/{channelId}/history`, `costream history`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -531,17 +563,17 @@ impl<S: StateStore, M: MpuPort, C: Clock> Services<S, M, C> {
         req: &HostRequest<'_>,
     ) -> Result<u64, HandlerError> {
         let secret = self.config.backend_secret.as_ref().ok_or_else(|| {
-            HandlerError::Unauthorized(format!("{method} {path} needs COSTREAM_NOTIFY_SECRET"))
+            HandlerError::Unauthenticated(format!("{method} {path} needs COSTREAM_NOTIFY_SECRET"))
         })?;
         let now = self.now().secs();
         let ts: u64 = req
             .timestamp
             .and_then(|t| t.trim().parse().ok())
             .ok_or_else(|| {
-                HandlerError::Unauthorized("missing or bad X-Costream-Timestamp".into())
+                HandlerError::Unauthenticated("missing or bad X-Costream-Timestamp".into())
             })?;
         if now.abs_diff(ts) > HOST_SIGNATURE_WINDOW_SECS {
-            return Err(HandlerError::Unauthorized(format!(
+            return Err(HandlerError::Unauthenticated(format!(
                 "X-Costream-Timestamp {ts} is more than {HOST_SIGNATURE_WINDOW_SECS} s from now"
             )));
         }
@@ -552,11 +584,95 @@ impl<S: StateStore, M: MpuPort, C: Clock> Services<S, M, C> {
             expected.as_bytes(),
             given.as_bytes(),
         )) {
-            return Err(HandlerError::Unauthorized(
+            return Err(HandlerError::Unauthenticated(
                 "X-Costream-Signature does not match".into(),
             ));
         }
         Ok(ts)
+    }
+
+    /// `POST /rooms/{channelId}/tokens` from the app's backend (signed like a host
+    /// registration): body `{"user_id": "u1", "ttl_secs": 3600}` (ttl 1–86400, default 3600) →
+    /// an ARTC join token for that user in that channel, from `COSTREAM_ARTC_APP_KEY`: exactly
+    /// the parameters the ARTC SDK's `joinChannel` takes (`timestamp` is the token's expiry).
+    pub fn issue_token(
+        &self,
+        channel: &str,
+        req: &HostRequest<'_>,
+    ) -> Result<TokenOutcome, HandlerError> {
+        if req.body.len() > MAX_TOKEN_BODY {
+            return Err(InboundError::BodyTooLarge {
+                size: req.body.len(),
+                limit: MAX_TOKEN_BODY,
+            }
+            .into());
+        }
+        self.verify_backend("POST", &format!("/rooms/{channel}/tokens"), req)?;
+        let app_key = self
+            .config
+            .artc_app_key
+            .as_ref()
+            .ok_or(HandlerError::NotConfigured(
+                "join tokens need COSTREAM_ARTC_APP_KEY",
+            ))?;
+        let channel = ChannelId::parse(channel).map_err(|source| {
+            HandlerError::BadInput(InboundError::BadId {
+                field: "channelId",
+                source,
+            })
+        })?;
+        let value: serde_json::Value =
+            serde_json::from_slice(req.body).map_err(|e| InboundError::NotJson(e.to_string()))?;
+        let obj = value.as_object().ok_or(InboundError::NotObject("body"))?;
+        if let Some(unknown) = obj
+            .keys()
+            .find(|k| !["user_id", "ttl_secs"].contains(&k.as_str()))
+        {
+            return Err(InboundError::UnknownField(unknown.clone()).into());
+        }
+        let user = match obj.get("user_id") {
+            None => return Err(InboundError::Missing("user_id").into()),
+            Some(serde_json::Value::String(u)) => {
+                UserId::parse(u.as_str()).map_err(|source| InboundError::BadId {
+                    field: "user_id",
+                    source,
+                })?
+            }
+            Some(_) => {
+                return Err(InboundError::WrongType {
+                    field: "user_id",
+                    expected: "string",
+                }
+                .into())
+            }
+        };
+        let ttl = match obj.get("ttl_secs") {
+            None => DEFAULT_TOKEN_TTL_SECS,
+            Some(v) => v
+                .as_u64()
+                .filter(|t| (1..=MAX_TOKEN_TTL_SECS).contains(t))
+                .ok_or(InboundError::WrongType {
+                    field: "ttl_secs",
+                    expected: "a whole number of seconds from 1 to 86400",
+                })?,
+        };
+        let expires_at = i64::try_from(self.now().secs() + ttl).unwrap_or(i64::MAX);
+        let token = costream_alibaba::token::JoinToken::issue(
+            self.config.app_id.as_str(),
+            app_key.expose_secret(),
+            channel.as_str(),
+            user.as_str(),
+            expires_at,
+        );
+        tracing::info!(channel_id = %channel, user_id = %user, expires_at, "join token issued");
+        Ok(TokenOutcome {
+            app_id: token.app_id,
+            channel_id: token.channel_id,
+            user_id: token.user_id,
+            nonce: token.nonce,
+            timestamp: token.timestamp,
+            token: token.token,
+        })
     }
 
     /// `GET /rooms/{channelId}/history` from the app's backend (signed like a host
@@ -710,6 +826,140 @@ mod tests {
         for shown in [err.to_string(), format!("{err:?}")] {
             assert!(!shown.contains("sekrit-token"), "{shown}");
         }
+    }
+
+    fn token_services(
+        app_key: Option<&str>,
+    ) -> Services<
+        crate::store::memory::InMemoryStore,
+        crate::testing::RecordingMpu,
+        crate::ports::ManualClock,
+    > {
+        let key = app_key.map(str::to_owned);
+        let config = Config::from_lookup(move |k| match k {
+            "COSTREAM_APP_ID" => Some("abc".to_owned()),
+            "COSTREAM_PUSH_DOMAIN" => Some("push.example.com".to_owned()),
+            "COSTREAM_PLAY_DOMAIN" => Some("play.example.com".to_owned()),
+            "COSTREAM_NOTIFY_SECRET" => Some("backend-hmac-key".to_owned()),
+            "COSTREAM_ARTC_APP_KEY" => key.clone(),
+            _ => None,
+        })
+        .expect("config");
+        Services {
+            shell: Shell {
+                store: crate::store::memory::InMemoryStore::new(),
+                mpu: crate::testing::RecordingMpu::instant(),
+                // The vector's expiry minus the default validity of an hour.
+                clock: crate::ports::ManualClock::at_ms((1_699_423_634 - 3_600) * 1000),
+                decision: config.decision.clone(),
+                config: crate::shell::ShellConfig::default(),
+            },
+            config: Arc::new(config),
+            notifier: None,
+        }
+    }
+
+    /// Signs `body` for `POST /rooms/{channel}/tokens` at the services' clock.
+    fn token_request(channel: &str, body: &str, secret: &str) -> (String, String) {
+        let ts = 1_699_423_634 - 3_600;
+        let path = format!("/rooms/{channel}/tokens");
+        let sig = Notifier::backend_signature(secret, ts, "POST", &path, body.as_bytes());
+        (ts.to_string(), sig)
+    }
+
+    #[tokio::test]
+    async fn a_join_token_is_the_documented_algorithms_vector() {
+        let services = token_services(Some("abckey"));
+        let body = r#"{"user_id":"abcUser"}"#;
+        let (ts, sig) = token_request("abcChannel", body, "backend-hmac-key");
+        let request = HostRequest {
+            body: body.as_bytes(),
+            timestamp: Some(&ts),
+            signature: Some(&sig),
+        };
+        let token = services
+            .issue_token("abcChannel", &request)
+            .expect("issued");
+        // testdata/vectors/url_signing_and_tokens.json → artc_token[0] (the documented example).
+        assert_eq!(
+            serde_json::to_value(&token).expect("json"),
+            serde_json::json!({
+                "app_id": "abc", "channel_id": "abcChannel", "user_id": "abcUser", "nonce": "",
+                "timestamp": 1_699_423_634,
+                "token": "3c9ee8d9f8734f0b7560ed8022a0590659113955819724fc9345ab8eedf84f31",
+            })
+        );
+        let shown = format!(
+            "{:?} {}",
+            services.config,
+            serde_json::to_string(&token).expect("json")
+        );
+        assert!(!shown.contains("abckey"), "the AppKey never shows: {shown}");
+    }
+
+    #[tokio::test]
+    async fn join_token_requests_are_checked_before_anything_is_issued() {
+        let services = token_services(Some("abckey"));
+        let call = |channel: &str, body: &str, ts: Option<&str>, sig: Option<&str>| {
+            let request = HostRequest {
+                body: body.as_bytes(),
+                timestamp: ts,
+                signature: sig,
+            };
+            services
+                .issue_token(channel, &request)
+                .map(|_| 200)
+                .unwrap_or_else(|e| e.status())
+        };
+        let good = r#"{"user_id":"u1","ttl_secs":600}"#;
+        let (ts, sig) = token_request("c1", good, "backend-hmac-key");
+        assert_eq!(call("c1", good, Some(&ts), Some(&sig)), 200);
+        // Unsigned, wrongly signed, signed for another room, stale.
+        assert_eq!(call("c1", good, None, None), 401);
+        let (_, wrong) = token_request("c1", good, "another-key");
+        assert_eq!(call("c1", good, Some(&ts), Some(&wrong)), 401);
+        assert_eq!(call("c2", good, Some(&ts), Some(&sig)), 401);
+        let stale = (1_699_423_634 - 3_600 - 301).to_string();
+        let old = Notifier::backend_signature(
+            "backend-hmac-key",
+            1_699_423_634 - 3_600 - 301,
+            "POST",
+            "/rooms/c1/tokens",
+            good.as_bytes(),
+        );
+        assert_eq!(call("c1", good, Some(&stale), Some(&old)), 401);
+        // Bad bodies, signed: unknown field, bad ttl, missing user, too large.
+        for (body, status) in [
+            (r#"{"user_id":"u1","role":"admin"}"#, 400),
+            (r#"{"user_id":"u1","ttl_secs":86401}"#, 400),
+            (r#"{"user_id":"u1","ttl_secs":0}"#, 400),
+            (r#"{"ttl_secs":60}"#, 400),
+            (r#"{"user_id":"no spaces"}"#, 400),
+            ("[]", 400),
+        ] {
+            let (ts, sig) = token_request("c1", body, "backend-hmac-key");
+            assert_eq!(call("c1", body, Some(&ts), Some(&sig)), status, "{body}");
+        }
+        let big = format!(r#"{{"user_id":"u1","pad":"{}"}}"#, "x".repeat(17 * 1024));
+        let (ts, sig) = token_request("c1", &big, "backend-hmac-key");
+        assert_eq!(call("c1", &big, Some(&ts), Some(&sig)), 413);
+        // Without an AppKey the route says so.
+        let unconfigured = token_services(None);
+        let request = HostRequest {
+            body: good.as_bytes(),
+            timestamp: Some(&ts),
+            signature: Some(&sig),
+        };
+        let (ts, sig) = token_request("c1", good, "backend-hmac-key");
+        let request = HostRequest {
+            timestamp: Some(&ts),
+            signature: Some(&sig),
+            ..request
+        };
+        let err = unconfigured.issue_token("c1", &request).expect_err("501");
+        assert_eq!(err.status(), 501, "{err}");
+        // Nothing was written.
+        assert!(services.shell.store.rooms().is_empty());
     }
 
     const BACKEND_VECTOR: &str =

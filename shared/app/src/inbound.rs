@@ -57,6 +57,10 @@ pub enum InboundError {
     NothingKnown(Vec<String>),
     #[error("invalid query parameter {param}: {reason}")]
     BadQuery { param: &'static str, reason: String },
+    #[error("body is {size} bytes, the limit is {limit}")]
+    BodyTooLarge { size: usize, limit: usize },
+    #[error("unknown field {0:?}")]
+    UnknownField(String),
 }
 
 /// Which function is handling a callback: each acts only on its own tags.
