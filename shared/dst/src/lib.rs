@@ -475,11 +475,12 @@ async fn run(seed: u64) -> Result<Stats, String> {
             wrong_at_t0.insert(r, cause);
         }
     }
-    // The longest a room can wait for the loop (a lease kept after a call in doubt, or the
-    // backoff cap), plus one period, plus the time a pass takes to converge a room (a Stop, the
-    // StreamURL's 10 s hold, a Start): two periods on the deployed schedule.
+    // The longest a room can wait for the loop (a lease kept after a call in doubt, 46 s, or
+    // the backoff cap, 30 s), plus one period, plus 15 s for the pass to converge the room (a
+    // Stop, the StreamURL's 10 s hold, a Start): 121 s on the deployed one-minute schedule,
+    // about two periods (the runs measure at most 105 s).
     let bound = Duration::from_millis((lease_ms + 1_000).max(MAX_BACKOFF_MS)) + period;
-    let slack = Duration::from_secs(30);
+    let slack = Duration::from_secs(15);
     // Watch until one period past the deadline: every room right by `bound + slack` (a pass
     // that started within the bound has finished), and still right after; every signed
     // StreamURL unexpired from then on.
