@@ -365,3 +365,139 @@ async fn join_tokens_over_http() {
     .expect("post");
     assert_eq!(unknown.status(), 400);
 }
+
+/// `PUT /rooms/{channelId}/settings` on a live two-pane room: exactly one Update (no Stop, no
+/// restart) with the room's canvas and layout; bad settings are a 400 naming the field and
+/// change nothing; `GET /rooms/{channelId}` shows the settings.
+#[tokio::test]
+async fn room_settings_apply_to_a_live_room_with_one_update() {
+    let server = start(&[], &[]);
+    let http = reqwest::Client::new();
+    for name in ["01_host_publish.json", "02_guest_publish.json"] {
+        let posted = http
+            .post(format!("{}/artc/s3cret-path", server.base))
+            .body(fixture(name))
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(posted.status(), 200);
+    }
+    let before = tasks(&http, &server.base).await;
+    assert_eq!(before.len(), 1);
+    assert_eq!(
+        before[0]["transcode_params"]["EncodeParams"]["VideoWidth"],
+        "720"
+    );
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let put = |body: &'static str, ts: u64| {
+        let signature = costream_app::handlers::Notifier::backend_signature(
+            "local-only-backend-secret",
+            ts,
+            "PUT",
+            "/rooms/room-1001/settings",
+            body.as_bytes(),
+        );
+        http.put(format!("{}/rooms/room-1001/settings", server.base))
+            .header("x-costream-timestamp", ts.to_string())
+            .header("x-costream-signature", signature)
+            .body(body)
+            .send()
+    };
+
+    // Bad settings: 400 naming the field, no call.
+    for (body, field) in [
+        (r#"{"canvas":"4000x720"}"#, "canvas"),
+        (r#"{"max_panes":17}"#, "max_panes"),
+        (r#"{"layout":"mosaic"}"#, "layout"),
+        (
+            r#"{"background_image_url":"http://plain.example.com/bg.png"}"#,
+            "background_image_url",
+        ),
+        (r#"{"colour":"red"}"#, "colour"),
+        (r#"{"screen_share":{"user_id":"u1"}}"#, "screen_share"),
+    ] {
+        let answer = put(body, ts).await.expect("put");
+        assert_eq!(answer.status(), 400, "{body}");
+        let reason: Value = answer.json().await.expect("json");
+        assert!(
+            reason["reason"].as_str().expect("reason").contains(field),
+            "{reason}"
+        );
+    }
+    assert_eq!(tasks(&http, &server.base).await, before, "nothing changed");
+    assert_eq!(
+        put(r#"{"layout":"pip"}"#, ts - 400)
+            .await
+            .expect("put")
+            .status(),
+        401,
+        "stale"
+    );
+
+    let ok = put(
+        r#"{"layout":"pip","canvas":"1280x720","placeholder_url":null}"#,
+        ts,
+    )
+    .await
+    .expect("put");
+    assert_eq!(ok.status(), 200);
+    let after = tasks(&http, &server.base).await;
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0]["task_id"], before[0]["task_id"], "the same task");
+    assert_eq!(
+        after[0]["started_at_ms"], before[0]["started_at_ms"],
+        "no restart"
+    );
+    assert_eq!(
+        after[0]["updates"].as_u64().expect("updates"),
+        before[0]["updates"].as_u64().expect("updates") + 1,
+        "exactly one Update"
+    );
+    let encode = &after[0]["transcode_params"]["EncodeParams"];
+    assert_eq!(
+        (&encode["VideoWidth"], &encode["VideoHeight"]),
+        (&json!("1280"), &json!("720"))
+    );
+    let panes = after[0]["transcode_params"]["Layout"]["UserPanes"]
+        .as_array()
+        .expect("panes");
+    // Picture-in-picture: the host full canvas, the guest a small tile above it.
+    assert_eq!(
+        (&panes[0]["Width"], &panes[0]["Height"]),
+        (&json!("1"), &json!("1")),
+        "{panes:?}"
+    );
+    assert!(
+        panes[1]["Width"]
+            .as_str()
+            .expect("w")
+            .parse::<f64>()
+            .expect("f")
+            < 0.5
+    );
+    let status: Value = http
+        .get(format!("{}/rooms/room-1001", server.base))
+        .send()
+        .await
+        .expect("status")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        status["settings"],
+        json!({"layout": "pip", "canvas": "1280x720", "placeholder_url": null}),
+        "{status}"
+    );
+    // The same settings again: nothing to do.
+    let again = put(
+        r#"{"layout":"pip","canvas":"1280x720","placeholder_url":null}"#,
+        ts,
+    )
+    .await
+    .expect("put");
+    assert_eq!(again.status(), 200);
+    assert_eq!(tasks(&http, &server.base).await, after);
+}

@@ -110,9 +110,9 @@ fn mixed(cfg: &DecisionConfig, ids: &[&str]) -> Shape {
         placeholder: cfg.pane_placeholder.as_ref(),
     };
     let stage: Vec<UserId> = ids.iter().map(|u| user(u)).collect();
-    Shape::Mixed {
-        layout: layout(&spec, &stage),
-    }
+    let mut layout = layout(&spec, &stage);
+    layout.background = cfg.background_image.clone();
+    Shape::Mixed { layout }
 }
 
 fn task() -> TaskId {

@@ -34,11 +34,19 @@ from cfn_model import (
     walk,
 )
 
-BINARIES = {"stream-published", "stream-unpublished", "cdn-ingest", "room-status", "room-host", "repair"}
+BINARIES = {
+    "stream-published",
+    "stream-unpublished",
+    "cdn-ingest",
+    "room-status",
+    "room-host",
+    "room-settings",
+    "repair",
+}
 STREAM = {"stream-published", "stream-unpublished"}
 # The functions that run the room shell: they may Start a task (so their Timeout must cover waiting
 # out a held StreamURL) and write the room's record and its decision history.
-SHELL = STREAM | {"cdn-ingest", "room-host", "repair"}
+SHELL = STREAM | {"cdn-ingest", "room-host", "room-settings", "repair"}
 
 # What each function may do, exactly (SAM adds sqs:SendMessage on the failure queue by itself).
 _SHELL_ACTIONS = {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "secretsmanager:GetSecretValue"}
@@ -48,6 +56,7 @@ ALLOWED_ACTIONS = {
     "cdn-ingest": _SHELL_ACTIONS,
     "room-status": {"dynamodb:GetItem", "secretsmanager:GetSecretValue"},
     "room-host": _SHELL_ACTIONS,
+    "room-settings": _SHELL_ACTIONS,
     # ...and Query, on the table's indexes only (test_function_policies_are_least_privilege).
     "repair": _SHELL_ACTIONS | {"dynamodb:Query"},
 }
@@ -424,6 +433,7 @@ def test_routes(template):
         "PUT /rooms/{channelId}/host",
         "GET /rooms/{channelId}/history",
         "POST /rooms/{channelId}/tokens",
+        "PUT /rooms/{channelId}/settings",
     }
     assert template["Parameters"]["ArtcCallbackSecret"]["NoEcho"] is True
     assert template["Parameters"]["ArtcAppKey"]["NoEcho"] is True
@@ -458,6 +468,8 @@ def test_artc_route_puts_the_body_on_the_bus(template):
         ("RoomHostRoute", "room-host", "/*/PUT/rooms/*/host"),
         # The backend-signed function serves the room's history too.
         ("RoomHistoryRoute", "room-host", "/*/GET/rooms/*/history"),
+        ("RoomTokensRoute", "room-host", "/*/POST/rooms/*/tokens"),
+        ("RoomSettingsRoute", "room-settings", "/*/PUT/rooms/*/settings"),
     ],
 )
 def test_function_routes(template, functions, route, binary, source_arn_suffix):

@@ -51,6 +51,7 @@ where
         .route("/rooms/{channel_id}/host", put(host::<S, M, C>))
         .route("/rooms/{channel_id}/history", get(history::<S, M, C>))
         .route("/rooms/{channel_id}/tokens", post(tokens::<S, M, C>))
+        .route("/rooms/{channel_id}/settings", put(settings::<S, M, C>))
         .route("/_sim/tasks", get(sim_tasks::<S, M, C>))
         // One byte over the limit so the handler, not the framework, words the rejection.
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES + 1))
@@ -135,6 +136,28 @@ async fn host<S: StateStore, M: MpuPort, C: Clock>(
     match local
         .services
         .register_host(&channel_id, &request, &next_invocation())
+        .await
+    {
+        Ok(outcome) => Json(outcome).into_response(),
+        Err(e) => error(&e),
+    }
+}
+
+async fn settings<S: StateStore, M: MpuPort, C: Clock>(
+    State(local): State<Shared<S, M, C>>,
+    Path(channel_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let request = HostRequest {
+        body: &body,
+        timestamp: header("x-costream-timestamp"),
+        signature: header("x-costream-signature"),
+    };
+    match local
+        .services
+        .put_settings(&channel_id, &request, &next_invocation())
         .await
     {
         Ok(outcome) => Json(outcome).into_response(),

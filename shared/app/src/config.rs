@@ -238,7 +238,7 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
     }
 }
 
-fn parse_canvas(v: &str) -> Result<Canvas, String> {
+pub(crate) fn parse_canvas(v: &str) -> Result<Canvas, String> {
     let (w, h) = v
         .split_once(['x', 'X'])
         .ok_or_else(|| format!("{v:?} is not WIDTHxHEIGHT, e.g. 720x1280"))?;

@@ -24,6 +24,9 @@ use costream_alibaba::callback_auth::{callback_host, CallbackAuthError, Callback
 use costream_alibaba::urls::{PlaybackUrls, StreamLocation};
 use costream_core::{CdnAction, ChannelId, Facts, MixMode, RoomEvent, Timestamp, UserId};
 
+mod settings;
+pub use settings::{parse_settings, settings_json, SettingsOutcome};
+
 /// Why a request was not handled.
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
@@ -152,6 +155,10 @@ pub struct RoomStatus {
     /// for the repair loop.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub repair: Option<RepairStatus>,
+    /// The room's own settings (`PUT /rooms/{channelId}/settings`), when the backend set any:
+    /// the fields set, `null` for the ones cleared.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub settings: Option<serde_json::Value>,
 }
 
 /// The repair state of a room, as `GET /rooms/{channelId}` shows it.
@@ -183,6 +190,8 @@ pub struct TokenOutcome {
 
 /// Join-token requests: small JSON; a token lives 1 h unless asked, at most 24 h (ARTC's limit).
 const MAX_TOKEN_BODY: usize = 16 * 1024;
+/// Settings requests: at most 16 KB.
+const MAX_SETTINGS_BODY: usize = 16 * 1024;
 const DEFAULT_TOKEN_TTL_SECS: u64 = 3_600;
 const MAX_TOKEN_TTL_SECS: u64 = 86_400;
 
@@ -718,6 +727,10 @@ impl<S: StateStore, M: MpuPort, C: Clock> Services<S, M, C> {
             .map_err(|e| HandlerError::App(e.into()))?
             .ok_or_else(|| HandlerError::NotFound(format!("room {channel} has never been seen")))?;
         let mut status = self.status_of(&room.facts);
+        status.settings = room
+            .facts
+            .settings()
+            .map(|s| settings::settings_json(&s.settings));
         let u = &room.upkeep;
         if u.failures > 0 || room.due_ms.is_some_and(|d| d <= self.shell.clock.now_ms()) {
             status.repair = Some(RepairStatus {
@@ -732,7 +745,7 @@ impl<S: StateStore, M: MpuPort, C: Clock> Services<S, M, C> {
     }
 
     fn status_of(&self, state: &Facts) -> RoomStatus {
-        let stage = state.stage(self.config.decision.max_panes);
+        let stage = state.stage(state.config(&self.config.decision).max_panes);
         let live = stage.is_some();
         let cdn_live = match (&stage, state.cdn()) {
             (Some(s), Some(c)) => c.action == CdnAction::Publish && c.at >= s.broadcast.started,
@@ -767,6 +780,7 @@ impl<S: StateStore, M: MpuPort, C: Clock> Services<S, M, C> {
             playback,
             expires_at,
             repair: None,
+            settings: None,
         }
     }
 
@@ -817,6 +831,7 @@ mod tests {
             playback: None,
             expires_at: None,
             repair: None,
+            settings: None,
         };
         let err = notifier
             .notify(&status, 1_700_000_000)

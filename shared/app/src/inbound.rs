@@ -61,6 +61,8 @@ pub enum InboundError {
     BodyTooLarge { size: usize, limit: usize },
     #[error("unknown field {0:?}")]
     UnknownField(String),
+    #[error("invalid {field}: {reason}")]
+    BadField { field: &'static str, reason: String },
 }
 
 /// Which function is handling a callback: each acts only on its own tags.
@@ -90,7 +92,9 @@ impl Side {
                 UserAction::Publish | UserAction::Join | UserAction::RoleUpdate(Role::Interactive)
             ),
             RoomEvent::ChannelClosed { .. } => false,
-            RoomEvent::Cdn { .. } | RoomEvent::HostRegistered { .. } => return false,
+            RoomEvent::Cdn { .. }
+            | RoomEvent::HostRegistered { .. }
+            | RoomEvent::Settings { .. } => return false,
         };
         match self {
             Side::Both => true,

@@ -592,7 +592,7 @@ fn transcode(layout: &Layout, cfg: &DecisionConfig) -> TranscodeParams {
         })
         .collect();
     TranscodeParams {
-        background: cfg.background_image.as_ref().map(|u| Background {
+        background: layout.background.as_ref().map(|u| Background {
             render_mode: Some(WireRenderMode::Crop),
             url: u.as_str().to_owned(),
         }),

@@ -891,6 +891,7 @@ pub fn describe(events: &[RoomEvent]) -> String {
                 },
                 at.secs()
             ),
+            RoomEvent::Settings { at, .. } => format!("settings @{}", at.secs()),
             RoomEvent::HostRegistered { user, at } => format!(
                 "host {} @{}",
                 user.as_ref().map_or("cleared", |u| u.as_str()),

@@ -121,6 +121,8 @@ impl Command {
 /// The facts say who is on stage; the record matters only for the task's name: a running task
 /// that belongs to the live broadcast keeps its name (see [`running_task_of`]).
 pub fn target(facts: &Facts, record: &Record, cfg: &DecisionConfig) -> Target {
+    // The room's own settings over the deployment's.
+    let cfg = &facts.config(cfg);
     let Some(stage) = facts.stage(cfg.max_panes) else {
         return Target::Off;
     };
@@ -136,9 +138,9 @@ pub fn target(facts: &Facts, record: &Record, cfg: &DecisionConfig) -> Target {
             render_mode: cfg.render_mode,
             placeholder: cfg.pane_placeholder.as_ref(),
         };
-        Shape::Mixed {
-            layout: layout(&spec, &stage.on_stage),
-        }
+        let mut layout = layout(&spec, &stage.on_stage);
+        layout.background = cfg.background_image.clone();
+        Shape::Mixed { layout }
     };
     Target::On { task, shape }
 }

@@ -118,6 +118,11 @@ pub enum RoomEvent {
         user: Option<UserId>,
         at: Timestamp,
     },
+    /// The app's backend set the room's settings at `at` (the newest settings win as a whole).
+    Settings {
+        settings: Box<crate::settings::RoomSettings>,
+        at: Timestamp,
+    },
 }
 
 impl RoomEvent {
@@ -127,7 +132,8 @@ impl RoomEvent {
             RoomEvent::User(e) => e.at,
             RoomEvent::ChannelClosed { at }
             | RoomEvent::Cdn { at, .. }
-            | RoomEvent::HostRegistered { at, .. } => *at,
+            | RoomEvent::HostRegistered { at, .. }
+            | RoomEvent::Settings { at, .. } => *at,
         }
     }
 

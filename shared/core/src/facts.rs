@@ -184,6 +184,9 @@ pub struct Facts {
     /// time are beyond what the room can judge.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     horizon: Option<Timestamp>,
+    /// The newest settings the app's backend set for the room.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    settings: Option<crate::settings::StampedSettings>,
 }
 
 impl Facts {
@@ -196,6 +199,7 @@ impl Facts {
             closed_at: None,
             cdn: None,
             horizon: None,
+            settings: None,
         }
     }
 
@@ -216,6 +220,19 @@ impl Facts {
 
     pub fn cdn(&self) -> Option<CdnStatus> {
         self.cdn
+    }
+
+    /// The room's newest settings, if the backend set any.
+    pub fn settings(&self) -> Option<&crate::settings::StampedSettings> {
+        self.settings.as_ref()
+    }
+
+    /// The decision configuration of this room: the deployment's, with the room's settings.
+    pub fn config(&self, cfg: &crate::config::DecisionConfig) -> crate::config::DecisionConfig {
+        match &self.settings {
+            Some(s) => s.settings.apply_to(cfg),
+            None => cfg.clone(),
+        }
     }
 
     pub fn closed_at(&self) -> Option<Timestamp> {
@@ -242,6 +259,18 @@ impl Facts {
                 } else {
                     self.closed_at = Some(*at);
                     Merge::Changed
+                }
+            }
+            RoomEvent::Settings { settings, at } => {
+                let new = crate::settings::StampedSettings {
+                    at: *at,
+                    settings: (**settings).clone(),
+                };
+                if self.settings.as_ref().is_none_or(|old| new.wins_over(old)) {
+                    self.settings = Some(new);
+                    Merge::Changed
+                } else {
+                    Merge::Unchanged
                 }
             }
             RoomEvent::HostRegistered { user, at } => {

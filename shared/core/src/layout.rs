@@ -215,6 +215,9 @@ pub struct Pane {
 pub struct Layout {
     pub canvas: Canvas,
     pub panes: Vec<Pane>,
+    /// The whole canvas's background image (the room's setting, else the deployment's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub background: Option<ImageUrl>,
 }
 
 /// What the engine needs besides the stage.
@@ -293,6 +296,7 @@ pub fn layout(spec: &LayoutSpec<'_>, stage: &[UserId]) -> Layout {
     Layout {
         canvas: spec.canvas,
         panes,
+        background: None,
     }
 }
 

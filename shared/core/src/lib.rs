@@ -26,6 +26,7 @@ pub mod facts;
 pub mod ids;
 pub mod layout;
 pub mod record;
+pub mod settings;
 pub mod stage;
 
 #[cfg(test)]
@@ -40,4 +41,5 @@ pub use layout::{
     layout, Canvas, Frac, ImageUrl, Layout, LayoutSpec, LayoutStyle, Pane, RenderMode, MAX_PANES,
 };
 pub use record::{apply, Record};
+pub use settings::{RoomSettings, Setting, StampedSettings};
 pub use stage::{Broadcast, Stage};

@@ -1189,3 +1189,94 @@ proptest! {
         }
     }
 }
+
+fn settings_event(at: u64, f: impl FnOnce(&mut RoomSettings)) -> RoomEvent {
+    let mut s = RoomSettings::default();
+    f(&mut s);
+    RoomEvent::Settings {
+        settings: Box::new(s),
+        at: Timestamp::from_secs(at),
+    }
+}
+
+#[test]
+fn the_newest_settings_win_in_any_order_and_shape_the_mix() {
+    let channel = ChannelId::parse("room-s").expect("channel");
+    let pip = settings_event(100, |s| {
+        s.layout = Setting::Set(LayoutStyle::Pip);
+        s.canvas = Setting::Set(Canvas::LANDSCAPE_720P);
+    });
+    let older = settings_event(50, |s| s.max_panes = Setting::Set(1));
+    let tie = settings_event(100, |s| s.layout = Setting::Set(LayoutStyle::Split));
+    let events = [
+        ev("host", "h", 10, Publish),
+        ev("guest", "g", 20, Publish),
+        pip.clone(),
+        older.clone(),
+        tie.clone(),
+    ];
+    let mut first: Option<Facts> = None;
+    for order in [
+        [0, 1, 2, 3, 4],
+        [4, 3, 2, 1, 0],
+        [2, 0, 4, 1, 3],
+        [3, 2, 1, 0, 4],
+    ] {
+        let mut facts = Facts::new(channel.clone());
+        for i in order {
+            facts.apply(&events[i]);
+        }
+        match &first {
+            None => first = Some(facts),
+            Some(f) => assert_eq!(&facts, f, "order {order:?}"),
+        }
+    }
+    let facts = first.expect("facts");
+    // The second-100 tie is broken by content, the older settings lose whatever they said.
+    let Target::On {
+        shape: Shape::Mixed { layout },
+        ..
+    } = target(&facts, &Record::default(), &DecisionConfig::default())
+    else {
+        panic!("two on stage: mixed");
+    };
+    let winner = facts.settings().expect("settings");
+    assert_eq!(winner.at, Timestamp::from_secs(100));
+    let expected_canvas = winner.settings.canvas.or(Some(Canvas::PORTRAIT_720P));
+    assert_eq!(Some(layout.canvas), expected_canvas);
+    assert_eq!(layout.panes.len(), 2, "the older max_panes 1 lost");
+}
+
+#[test]
+fn settings_set_before_the_first_callback_shape_the_first_task() {
+    let channel = ChannelId::parse("room-s").expect("channel");
+    let mut facts = Facts::new(channel);
+    facts.apply(&settings_event(5, |s| {
+        s.max_panes = Setting::Set(1);
+        s.background_image_url = Setting::Cleared;
+    }));
+    facts.apply(&ev("host", "h", 10, Publish));
+    facts.apply(&ev("guest", "g", 20, Publish));
+    let cfg = DecisionConfig {
+        background_image: Some(ImageUrl::parse("https://img.example.com/bg.png").expect("url")),
+        ..DecisionConfig::default()
+    };
+    // One pane allowed: the host alone (MixMode 0), the guest waits.
+    let t = target(&facts, &Record::default(), &cfg);
+    assert!(
+        matches!(
+            t,
+            Target::On {
+                shape: Shape::Single { .. },
+                ..
+            }
+        ),
+        "{t:?}"
+    );
+    assert_eq!(
+        facts.config(&cfg).background_image,
+        None,
+        "cleared: no background"
+    );
+    assert_eq!(facts.config(&cfg).max_panes, 1);
+}

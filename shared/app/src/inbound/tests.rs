@@ -22,6 +22,7 @@ fn tags(cb: &ArtcCallback) -> Vec<String> {
             RoomEvent::ChannelClosed { .. } => "close".into(),
             RoomEvent::Cdn { .. } => "cdn".into(),
             RoomEvent::HostRegistered { .. } => "host".into(),
+            RoomEvent::Settings { .. } => "settings".into(),
         })
         .collect()
 }

@@ -83,9 +83,9 @@ fn two_panes(a: &AlibabaMpu<NoApi, ManualClock>) -> Shape {
         UserId::parse("host_u1").expect("user"),
         UserId::parse("guest_u2").expect("user"),
     ];
-    Shape::Mixed {
-        layout: layout(&spec, &users),
-    }
+    let mut layout = layout(&spec, &users);
+    layout.background = cfg.background_image.clone();
+    Shape::Mixed { layout }
 }
 
 fn single() -> Shape {

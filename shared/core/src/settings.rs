@@ -1,0 +1,88 @@
+//! Per-room settings from the app's backend (`PUT /rooms/{channelId}/settings`): a room fact
+//! with a timestamp. The newest settings win as a whole (last writer wins, ties broken by
+//! content), so they merge in any order like every other fact. A field left out means the
+//! deployment's default; a field set to null means "none" where that differs (no background
+//! image, no placeholder).
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::DecisionConfig;
+use crate::ids::Timestamp;
+use crate::layout::{Canvas, ImageUrl, LayoutStyle, MAX_PANES};
+
+/// One setting: the deployment's default, explicitly none, or a value.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub enum Setting<T> {
+    #[default]
+    Default,
+    Cleared,
+    Set(T),
+}
+
+impl<T> Setting<T> {
+    fn is_default(&self) -> bool {
+        matches!(self, Setting::Default)
+    }
+
+    /// The value given the deployment's `default`.
+    pub fn or(&self, default: Option<T>) -> Option<T>
+    where
+        T: Clone,
+    {
+        match self {
+            Setting::Default => default,
+            Setting::Cleared => None,
+            Setting::Set(v) => Some(v.clone()),
+        }
+    }
+}
+
+/// What the app's backend chose for one room. Every field is optional.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub struct RoomSettings {
+    #[serde(default, skip_serializing_if = "Setting::is_default")]
+    pub layout: Setting<LayoutStyle>,
+    #[serde(default, skip_serializing_if = "Setting::is_default")]
+    pub canvas: Setting<Canvas>,
+    /// Panes in the mix, host included (1..=16).
+    #[serde(default, skip_serializing_if = "Setting::is_default")]
+    pub max_panes: Setting<u8>,
+    #[serde(default, skip_serializing_if = "Setting::is_default")]
+    pub background_image_url: Setting<ImageUrl>,
+    #[serde(default, skip_serializing_if = "Setting::is_default")]
+    pub placeholder_url: Setting<ImageUrl>,
+}
+
+impl RoomSettings {
+    /// The decision configuration of a room with these settings, starting from the
+    /// deployment's.
+    pub fn apply_to(&self, cfg: &DecisionConfig) -> DecisionConfig {
+        let mut out = cfg.clone();
+        out.style = self.layout.or(Some(cfg.style)).unwrap_or_default();
+        out.canvas = self.canvas.or(Some(cfg.canvas)).unwrap_or(cfg.canvas);
+        out.max_panes = self
+            .max_panes
+            .or(None)
+            .map_or(cfg.max_panes, |n| usize::from(n).clamp(1, MAX_PANES));
+        out.background_image = self.background_image_url.or(cfg.background_image.clone());
+        out.pane_placeholder = self.placeholder_url.or(cfg.pane_placeholder.clone());
+        out
+    }
+}
+
+/// Settings with the time the backend set them (its signed request's timestamp).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StampedSettings {
+    pub at: Timestamp,
+    pub settings: RoomSettings,
+}
+
+impl StampedSettings {
+    /// Whether `self` wins over `other`: the newer, or at the same second the larger by
+    /// content (so the winner does not depend on arrival order).
+    pub(crate) fn wins_over(&self, other: &StampedSettings) -> bool {
+        // The Debug text is a total, deterministic order on the content (no dependency needed).
+        let content = |s: &RoomSettings| format!("{s:?}");
+        (self.at, content(&self.settings)) > (other.at, content(&other.settings))
+    }
+}
