@@ -501,3 +501,76 @@ async fn room_settings_apply_to_a_live_room_with_one_update() {
     assert_eq!(again.status(), 200);
     assert_eq!(tasks(&http, &server.base).await, after);
 }
+
+/// A voice room (`audio_only: true`, set before the room's first callback): the host alone is a
+/// MixMode 0 relay of the audio track; with a co-host, a MixMode 1 audio-only mix with no Layout
+/// and every speaker's audio in UserInfos — as the simulated Live API, which checks the spec's
+/// rules, received them.
+#[tokio::test]
+async fn a_voice_room_is_audio_only_from_its_first_task() {
+    let server = start(&[], &[]);
+    let http = reqwest::Client::new();
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let body = r#"{"audio_only":true}"#;
+    let signature = costream_app::handlers::Notifier::backend_signature(
+        "local-only-backend-secret",
+        ts,
+        "PUT",
+        "/rooms/room-1001/settings",
+        body.as_bytes(),
+    );
+    let set = http
+        .put(format!("{}/rooms/room-1001/settings", server.base))
+        .header("x-costream-timestamp", ts.to_string())
+        .header("x-costream-signature", signature)
+        .body(body)
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(set.status(), 200);
+    assert!(
+        tasks(&http, &server.base).await.is_empty(),
+        "nobody publishes yet"
+    );
+    let post = |name: &str| {
+        http.post(format!("{}/artc/s3cret-path", server.base))
+            .body(fixture(name))
+            .send()
+    };
+    assert_eq!(
+        post("01_host_publish.json").await.expect("post").status(),
+        200
+    );
+    let host_alone = tasks(&http, &server.base).await;
+    assert_eq!(host_alone.len(), 1);
+    assert_eq!(host_alone[0]["mix_mode"], 0);
+    assert_eq!(
+        host_alone[0]["single_sub_params"],
+        json!({"SourceType": "camera", "StreamType": "1", "UserId": "host_u1"})
+    );
+    assert_eq!(
+        post("02_guest_publish.json").await.expect("post").status(),
+        200
+    );
+    let voices = tasks(&http, &server.base).await;
+    assert_eq!(voices.len(), 1);
+    assert_eq!(voices[0]["mix_mode"], 1);
+    assert_eq!(voices[0]["updates"], 1, "one Update, the same task");
+    let transcode = &voices[0]["transcode_params"];
+    assert!(transcode.get("Layout").is_none(), "{transcode}");
+    assert!(transcode.get("Background").is_none(), "{transcode}");
+    assert_eq!(
+        transcode["EncodeParams"],
+        json!({"AudioBitrate": "64", "AudioChannels": "2", "AudioOnly": "true", "AudioSampleRate": "48000"})
+    );
+    assert_eq!(
+        transcode["UserInfos"],
+        json!([
+            {"SourceType": "camera", "StreamType": "1", "UserId": "host_u1"},
+            {"SourceType": "camera", "StreamType": "1", "UserId": "guest_u2"},
+        ])
+    );
+}

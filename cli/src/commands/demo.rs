@@ -172,6 +172,21 @@ async fn print_room(svc: &DemoServices, result: &str) -> anyhow::Result<()> {
                 println!("      {line}");
             }
         }
+        Target::On {
+            task,
+            shape: Shape::Voice { user },
+        } => {
+            println!("   MixMode: 0, task {task} forwards {user}'s audio [{result}]");
+        }
+        Target::On {
+            task,
+            shape: Shape::VoiceMix { users },
+        } => {
+            println!(
+                "   MixMode: 1, task {task}, audio of {} speakers [{result}]",
+                users.len()
+            );
+        }
     }
     Ok(())
 }

@@ -14,8 +14,8 @@ use crate::ports::{
 use costream_alibaba::request::{
     Background, EncodeParams, Fraction, ListRtcMpuTaskDetail, Mix, MixLayout, MpuRegion,
     PaneUserInfo, RenderMode as WireRenderMode, RequestError, SingleSubParams, StartLiveMpuTask,
-    StopLiveMpuTask, StreamOutput, TaskSelector, TranscodeParams, UpdateLiveMpuTask, UserInfo,
-    UserPane, VideoCodec as WireCodec,
+    StopLiveMpuTask, StreamOutput, StreamType, TaskSelector, TranscodeParams, UpdateLiveMpuTask,
+    UserInfo, UserPane, VideoCodec as WireCodec,
 };
 use costream_alibaba::urls::StreamLocation;
 use costream_alibaba::{LiveApi, LiveRequest, MpuError, Outcome};
@@ -572,6 +572,30 @@ pub fn mix(shape: &Shape, cfg: &DecisionConfig) -> Mix {
     match shape {
         Shape::Single { user } => Mix::Single(SingleSubParams::camera(user.as_str())),
         Shape::Mixed { layout } => Mix::Transcode(transcode(layout, cfg)),
+        // Voice rooms (spec §9.2): the audio track only; an audio-only mix has no Layout and
+        // only the audio encode parameters.
+        Shape::Voice { user } => Mix::Single(SingleSubParams {
+            stream_type: Some(StreamType::AudioOnly),
+            ..SingleSubParams::camera(user.as_str())
+        }),
+        Shape::VoiceMix { users } => Mix::Transcode(TranscodeParams {
+            background: None,
+            encode_params: EncodeParams {
+                audio_bitrate: Some(cfg.encode.audio_bitrate_kbps),
+                audio_channels: Some(cfg.encode.audio_channels),
+                audio_only: Some(true),
+                audio_sample_rate: Some(cfg.encode.audio_sample_rate),
+                ..EncodeParams::default()
+            },
+            layout: None,
+            user_infos: users
+                .iter()
+                .map(|u| UserInfo {
+                    stream_type: Some(StreamType::AudioOnly),
+                    ..UserInfo::camera(u.as_str())
+                })
+                .collect(),
+        }),
     }
 }
 

@@ -103,7 +103,8 @@ impl ListedTask {
     /// Whether the task does what `shape` says: the same mode and the same users.
     pub fn matches(&self, shape: &Shape) -> bool {
         let mut want: Vec<&str> = match shape {
-            Shape::Single { user } => vec![user.as_str()],
+            Shape::Single { user } | Shape::Voice { user } => vec![user.as_str()],
+            Shape::VoiceMix { users } => users.iter().map(|u| u.as_str()).collect(),
             Shape::Mixed { layout } => layout.panes.iter().map(|p| p.user.as_str()).collect(),
         };
         let mut have: Vec<&str> = self.users.iter().map(String::as_str).collect();

@@ -906,6 +906,15 @@ pub fn describe(events: &[RoomEvent]) -> String {
 pub fn describe_command(command: &Command) -> String {
     let shape = |shape: &Shape| match shape {
         Shape::Single { user } => format!("mix_mode=0 users=[{user}]"),
+        Shape::Voice { user } => format!("mix_mode=0 audio users=[{user}]"),
+        Shape::VoiceMix { users } => format!(
+            "mix_mode=1 audio users=[{}]",
+            users
+                .iter()
+                .map(|u| u.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
         Shape::Mixed { layout } => format!(
             "mix_mode=1 users=[{}]",
             layout

@@ -231,7 +231,8 @@ impl RecordingMpu {
 /// What a task of `shape` looks like on the Live API: MixMode and the users shown, pane order.
 pub fn seen_as(shape: &Shape) -> (MixMode, Vec<UserId>) {
     match shape {
-        Shape::Single { user } => (MixMode::Single, vec![user.clone()]),
+        Shape::Single { user } | Shape::Voice { user } => (MixMode::Single, vec![user.clone()]),
+        Shape::VoiceMix { users } => (MixMode::Mixed, users.clone()),
         Shape::Mixed { layout } => (
             MixMode::Mixed,
             layout.panes.iter().map(|p| p.user.clone()).collect(),

@@ -41,13 +41,17 @@ pub enum Shape {
     Single { user: UserId },
     /// MixMode 1: mix the panes of `layout`.
     Mixed { layout: Layout },
+    /// A voice room's MixMode 0: forward `user`'s audio only.
+    Voice { user: UserId },
+    /// A voice room's MixMode 1: mix the audio of `users` (no layout, no video).
+    VoiceMix { users: Vec<UserId> },
 }
 
 impl Shape {
     pub fn mix_mode(&self) -> MixMode {
         match self {
-            Shape::Single { .. } => MixMode::Single,
-            Shape::Mixed { .. } => MixMode::Mixed,
+            Shape::Single { .. } | Shape::Voice { .. } => MixMode::Single,
+            Shape::Mixed { .. } | Shape::VoiceMix { .. } => MixMode::Mixed,
         }
     }
 }
@@ -127,7 +131,16 @@ pub fn target(facts: &Facts, record: &Record, cfg: &DecisionConfig) -> Target {
         return Target::Off;
     };
     let task = task_of(facts, record, &stage.broadcast);
-    let shape = if stage.on_stage.len() == 1 {
+    let voice = facts.settings().is_some_and(|s| s.settings.audio_only());
+    let shape = if voice && stage.on_stage.len() == 1 {
+        Shape::Voice {
+            user: stage.broadcast.host,
+        }
+    } else if voice {
+        Shape::VoiceMix {
+            users: stage.on_stage.clone(),
+        }
+    } else if stage.on_stage.len() == 1 {
         Shape::Single {
             user: stage.broadcast.host,
         }

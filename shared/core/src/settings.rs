@@ -51,9 +51,17 @@ pub struct RoomSettings {
     pub background_image_url: Setting<ImageUrl>,
     #[serde(default, skip_serializing_if = "Setting::is_default")]
     pub placeholder_url: Setting<ImageUrl>,
+    /// A voice room: the mix carries audio only (no video is pulled or encoded).
+    #[serde(default, skip_serializing_if = "Setting::is_default")]
+    pub audio_only: Setting<bool>,
 }
 
 impl RoomSettings {
+    /// Whether the room is a voice room (the deployment's default: no).
+    pub fn audio_only(&self) -> bool {
+        self.audio_only.or(None).unwrap_or(false)
+    }
+
     /// The decision configuration of a room with these settings, starting from the
     /// deployment's.
     pub fn apply_to(&self, cfg: &DecisionConfig) -> DecisionConfig {

@@ -87,6 +87,15 @@ fn show(cmds: &[Command]) -> Vec<String> {
                             .collect::<Vec<_>>()
                             .join(",")
                     ),
+                    Shape::Voice { user } => format!(" voice {user}"),
+                    Shape::VoiceMix { users } => format!(
+                        " voice mix {}",
+                        users
+                            .iter()
+                            .map(|u| u.to_string())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    ),
                 },
                 Command::Stop { .. } => String::new(),
             };

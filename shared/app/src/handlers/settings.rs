@@ -21,22 +21,18 @@ pub struct SettingsOutcome {
 }
 
 /// The fields a settings body may have, and whether this version applies them.
-const FIELDS: [&str; 5] = [
+const FIELDS: [&str; 6] = [
     "layout",
     "canvas",
     "max_panes",
     "background_image_url",
     "placeholder_url",
+    "audio_only",
 ];
 
 /// Fields the settings API defines that this version does not apply yet: refused by name, so a
 /// backend never believes a setting took effect when it did not.
-const NOT_YET: [&str; 4] = [
-    "audio_only",
-    "extra_outputs",
-    "screen_share",
-    "hide_camera_off",
-];
+const NOT_YET: [&str; 3] = ["extra_outputs", "screen_share", "hide_camera_off"];
 
 impl<S: StateStore, M: MpuPort, C: Clock> Services<S, M, C> {
     /// `PUT /rooms/{channelId}/settings` (signed like a host registration, over
@@ -145,6 +141,15 @@ pub fn parse_settings(body: &[u8]) -> Result<RoomSettings, HandlerError> {
             ),
         };
     }
+    if let Some(v) = get("audio_only")? {
+        s.audio_only = match v {
+            None => Setting::Cleared,
+            Some(v) => Setting::Set(
+                v.as_bool()
+                    .ok_or_else(|| bad("audio_only", "expected true or false"))?,
+            ),
+        };
+    }
     for (field, slot) in [
         ("background_image_url", &mut s.background_image_url),
         ("placeholder_url", &mut s.placeholder_url),
@@ -213,6 +218,10 @@ pub fn settings_json(s: &RoomSettings) -> serde_json::Value {
     put(
         "placeholder_url",
         shown(&s.placeholder_url, |u| serde_json::Value::from(u.as_str())),
+    );
+    put(
+        "audio_only",
+        shown(&s.audio_only, |b| serde_json::Value::from(*b)),
     );
     serde_json::Value::Object(out)
 }
