@@ -500,6 +500,16 @@ async fn room_settings_apply_to_a_live_room_with_one_update() {
     .expect("put");
     assert_eq!(again.status(), 200);
     assert_eq!(tasks(&http, &server.base).await, after);
+    // Older settings arriving late lose, and the answer says so and shows what is in force.
+    let late: Value = put(r#"{"layout":"grid"}"#, ts - 10)
+        .await
+        .expect("put")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(late["result"], "superseded", "{late}");
+    assert_eq!(late["settings"]["layout"], "pip", "{late}");
+    assert_eq!(tasks(&http, &server.base).await, after);
 }
 
 /// A voice room (`audio_only: true`, set before the room's first callback): the host alone is a

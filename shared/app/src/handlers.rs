@@ -571,9 +571,13 @@ impl<S: StateStore, M: MpuPort, C: Clock> Services<S, M, C> {
         path: &str,
         req: &HostRequest<'_>,
     ) -> Result<u64, HandlerError> {
-        let secret = self.config.backend_secret.as_ref().ok_or_else(|| {
-            HandlerError::Unauthenticated(format!("{method} {path} needs COSTREAM_NOTIFY_SECRET"))
-        })?;
+        let secret = self
+            .config
+            .backend_secret
+            .as_ref()
+            .ok_or(HandlerError::NotConfigured(
+                "the backend's routes need COSTREAM_NOTIFY_SECRET",
+            ))?;
         let now = self.now().secs();
         let ts: u64 = req
             .timestamp

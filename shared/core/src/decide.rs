@@ -127,11 +127,17 @@ impl Command {
 pub fn target(facts: &Facts, record: &Record, cfg: &DecisionConfig) -> Target {
     // The room's own settings over the deployment's.
     let cfg = &facts.config(cfg);
-    let Some(stage) = facts.stage(cfg.max_panes) else {
+    let voice = facts.settings().is_some_and(|s| s.settings.audio_only());
+    // A pane limit is about pictures: in a voice room every speaker is heard.
+    let limit = if voice {
+        crate::facts::MAX_MEMBERS
+    } else {
+        cfg.max_panes
+    };
+    let Some(stage) = facts.stage(limit) else {
         return Target::Off;
     };
     let task = task_of(facts, record, &stage.broadcast);
-    let voice = facts.settings().is_some_and(|s| s.settings.audio_only());
     let shape = if voice && stage.on_stage.len() == 1 {
         Shape::Voice {
             user: stage.broadcast.host,

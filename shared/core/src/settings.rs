@@ -66,7 +66,8 @@ impl RoomSettings {
     /// deployment's.
     pub fn apply_to(&self, cfg: &DecisionConfig) -> DecisionConfig {
         let mut out = cfg.clone();
-        out.style = self.layout.or(Some(cfg.style)).unwrap_or_default();
+        // A layout, canvas or pane limit can't be "none": cleared means the deployment's.
+        out.style = self.layout.or(Some(cfg.style)).unwrap_or(cfg.style);
         out.canvas = self.canvas.or(Some(cfg.canvas)).unwrap_or(cfg.canvas);
         out.max_panes = self
             .max_panes

@@ -1289,3 +1289,46 @@ fn settings_set_before_the_first_callback_shape_the_first_task() {
     );
     assert_eq!(facts.config(&cfg).max_panes, 1);
 }
+
+#[test]
+fn a_voice_room_hears_every_speaker_whatever_the_pane_limit() {
+    let channel = ChannelId::parse("room-v").expect("channel");
+    let mut facts = Facts::new(channel);
+    facts.apply(&settings_event(5, |s| {
+        s.audio_only = Setting::Set(true);
+        s.max_panes = Setting::Set(1);
+    }));
+    for (who, at) in [("host", 10), ("a", 11), ("b", 12)] {
+        facts.apply(&ev(who, who, at, Publish));
+    }
+    let t = target(&facts, &Record::default(), &DecisionConfig::default());
+    let Target::On {
+        shape: Shape::VoiceMix { users },
+        ..
+    } = t
+    else {
+        panic!("a voice mix: {t:?}");
+    };
+    assert_eq!(users, [user("host"), user("a"), user("b")]);
+}
+
+#[test]
+fn a_cleared_layout_canvas_or_pane_limit_is_the_deployments() {
+    let cfg = DecisionConfig {
+        style: LayoutStyle::Pip,
+        canvas: Canvas::LANDSCAPE_720P,
+        max_panes: 4,
+        ..DecisionConfig::default()
+    };
+    let cleared = RoomSettings {
+        layout: Setting::Cleared,
+        canvas: Setting::Cleared,
+        max_panes: Setting::Cleared,
+        ..RoomSettings::default()
+    };
+    let out = cleared.apply_to(&cfg);
+    assert_eq!(
+        (out.style, out.canvas, out.max_panes),
+        (LayoutStyle::Pip, Canvas::LANDSCAPE_720P, 4)
+    );
+}

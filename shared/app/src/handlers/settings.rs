@@ -15,7 +15,8 @@ use costream_core::{
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SettingsOutcome {
     pub channel_id: String,
-    /// The settings now in force for the room (what was stored).
+    /// The settings now in force for the room: these, or newer ones (then `result` is
+    /// `superseded`).
     pub settings: serde_json::Value,
     pub result: &'static str,
 }
@@ -66,19 +67,31 @@ impl<S: StateStore, M: MpuPort, C: Clock> Services<S, M, C> {
             at: Timestamp::from_secs(ts),
         };
         let dedupe = format!("settings:{ts}:{}", shown);
+        let key = self.key(channel.clone());
         let handled = self
             .shell
-            .handle(
-                &self.key(channel.clone()),
-                Some(&dedupe),
-                &[event],
-                invocation,
-            )
+            .handle(&key, Some(&dedupe), &[event], invocation)
             .await?;
+        // What is in force now: these settings, or newer ones that won (last writer wins, by
+        // X-Costream-Timestamp).
+        let in_force = self
+            .shell
+            .store
+            .load(&key)
+            .await
+            .map_err(|e| HandlerError::App(e.into()))?
+            .and_then(|room| room.facts.settings().cloned());
+        let superseded = in_force
+            .as_ref()
+            .is_some_and(|s| settings_json(&s.settings) != shown || s.at.secs() != ts);
         Ok(SettingsOutcome {
             channel_id: channel.to_string(),
-            settings: shown,
-            result: outcome_name(&handled),
+            settings: in_force.map_or(shown, |s| settings_json(&s.settings)),
+            result: if superseded {
+                "superseded"
+            } else {
+                outcome_name(&handled)
+            },
         })
     }
 }
