@@ -33,6 +33,16 @@ fn error(e: &HandlerError) -> Response {
     (status, Json(e.log_and_body())).into_response()
 }
 
+/// A request from the app's backend: its body and signature headers.
+fn backend_request<'a>(headers: &'a HeaderMap, body: &'a [u8]) -> HostRequest<'a> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    HostRequest {
+        body,
+        timestamp: header("x-costream-timestamp"),
+        signature: header("x-costream-signature"),
+    }
+}
+
 fn next_invocation() -> String {
     format!("local-{}", uuid::Uuid::new_v4().simple())
 }
@@ -127,12 +137,7 @@ async fn host<S: StateStore, M: MpuPort, C: Clock>(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let request = HostRequest {
-        body: &body,
-        timestamp: header("x-costream-timestamp"),
-        signature: header("x-costream-signature"),
-    };
+    let request = backend_request(&headers, &body);
     match local
         .services
         .register_host(&channel_id, &request, &next_invocation())
@@ -149,12 +154,7 @@ async fn settings<S: StateStore, M: MpuPort, C: Clock>(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let request = HostRequest {
-        body: &body,
-        timestamp: header("x-costream-timestamp"),
-        signature: header("x-costream-signature"),
-    };
+    let request = backend_request(&headers, &body);
     match local
         .services
         .put_settings(&channel_id, &request, &next_invocation())
@@ -171,12 +171,7 @@ async fn tokens<S: StateStore, M: MpuPort, C: Clock>(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let request = HostRequest {
-        body: &body,
-        timestamp: header("x-costream-timestamp"),
-        signature: header("x-costream-signature"),
-    };
+    let request = backend_request(&headers, &body);
     match local.services.issue_token(&channel_id, &request) {
         Ok(token) => Json(token).into_response(),
         Err(e) => error(&e),
@@ -188,12 +183,7 @@ async fn history<S: StateStore, M: MpuPort, C: Clock>(
     Path(channel_id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let request = HostRequest {
-        body: b"",
-        timestamp: header("x-costream-timestamp"),
-        signature: header("x-costream-signature"),
-    };
+    let request = backend_request(&headers, b"");
     match local.services.room_history(&channel_id, &request).await {
         Ok(history) => Json(history).into_response(),
         Err(e) => error(&e),

@@ -359,40 +359,20 @@ impl<L: LiveApi + Send + Sync, C: Clock> AlibabaMpu<L, C> {
     /// Tasks of other channels, or not named by costream, are never touched. Returns how many
     /// were stopped.
     async fn stop_other_tasks(&self, room: &RoomKey, keep: &str) -> Result<usize, MpuError> {
+        let listing = self.list_all().await?;
         let mut stopped = 0;
-        for page_no in 1..=MAX_LIST_PAGES {
-            let list = LiveRequest::ListTasks(ListRtcMpuTaskDetail {
-                app_id: self.settings.app_id.to_string(),
-                selector: TaskSelector::Page {
-                    page_no,
-                    page_size: LIST_PAGE_SIZE,
-                },
-            });
-            let reply = self.api.call(&list).await?;
-            let tasks = reply.body["MPUTasks"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            for t in &tasks {
-                let (Some(channel), Some(task_id)) =
-                    (t["ChannelId"].as_str(), t["TaskId"].as_str())
-                else {
-                    continue;
-                };
-                if channel != room.channel.as_str() || task_id == keep || !is_ours(room, task_id) {
-                    continue;
-                }
-                tracing::warn!(
-                    task_id,
-                    kept = keep,
-                    "stopping a task of this room that was never recorded"
-                );
-                self.stop(task_id).await?;
-                stopped += 1;
-            }
-            if tasks.len() < LIST_PAGE_SIZE as usize {
-                break;
-            }
+        for t in listing
+            .tasks
+            .iter()
+            .filter(|t| t.channel == room.channel && t.task.as_str() != keep)
+        {
+            tracing::warn!(
+                task_id = %t.task,
+                kept = keep,
+                "stopping a task of this room that was never recorded"
+            );
+            self.stop(t.task.as_str()).await?;
+            stopped += 1;
         }
         Ok(stopped)
     }
@@ -417,11 +397,6 @@ impl<L: LiveApi + Send + Sync, C: Clock> AlibabaMpu<L, C> {
 /// `ListRtcMPUTaskDetail` page size (the API's maximum) and how many pages one search reads.
 const LIST_PAGE_SIZE: u32 = 100;
 const MAX_LIST_PAGES: u32 = 10;
-
-/// Whether `task_id` is a costream task of `room`: `<channel>_<secs>` for some second.
-fn is_ours(room: &RoomKey, task_id: &str) -> bool {
-    is_task_of(&room.channel, task_id)
-}
 
 /// Whether `task_id` is the costream name of a task of `channel` (`<channel>_<secs>`).
 fn is_task_of(channel: &ChannelId, task_id: &str) -> bool {
