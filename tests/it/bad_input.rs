@@ -63,7 +63,7 @@ async fn bad_artc_bodies_are_400_and_change_nothing() {
     }
     for (name, reason) in [
         ("wrong_app.json", "AppId otherapp"),
-        ("unknown_tag.json", "unknown: UserEvent/CameraOpen"),
+        ("unknown_tag.json", "unknown: UserEvent/ScreenShareStart"),
     ] {
         let e = svc
             .artc_body(&fixture(&format!("artc/{name}")), Side::Both, "t")

@@ -150,6 +150,7 @@ async fn start_update_stop_through_the_adapter_land_in_the_simulator() {
     let start = Command::Start {
         task: task(),
         shape: single("host_u1"),
+        outputs: costream_core::Outputs::NONE,
     };
     let done = mpu.execute(&room, &start, v).await.expect("start");
     assert_eq!(
@@ -179,6 +180,8 @@ async fn start_update_stop_through_the_adapter_land_in_the_simulator() {
     let two = Command::Update {
         task: task(),
         shape: mixed(&cfg, &["host_u1", "guest_u2"]),
+        outputs: costream_core::Outputs::NONE,
+        set_outputs: false,
     };
     mpu.execute(&room, &two, v).await.expect("update");
     let running = sim.task(APP, TASK).expect("task running");
@@ -201,6 +204,7 @@ async fn start_update_stop_through_the_adapter_land_in_the_simulator() {
     let three = Command::Start {
         task: task(),
         shape: mixed(&cfg, &["host_u1", "guest_u2", "guest_u3"]),
+        outputs: costream_core::Outputs::NONE,
     };
     mpu.execute(&room, &three, v).await.expect("start again");
     let running = sim.task(APP, TASK).expect("task running");
@@ -254,6 +258,7 @@ async fn the_tasks_snapshot_is_served_as_json() {
     let start = Command::Start {
         task: task(),
         shape: single("host_u1"),
+        outputs: costream_core::Outputs::NONE,
     };
     mpu.execute(&room(), &start, Version::NONE)
         .await
@@ -273,6 +278,7 @@ async fn a_wrong_secret_is_refused_once_and_not_retried() {
     let start = Command::Start {
         task: task(),
         shape: single("host_u1"),
+        outputs: costream_core::Outputs::NONE,
     };
     let err = mpu
         .execute(&room(), &start, Version::NONE)
@@ -348,6 +354,7 @@ async fn list_calls_and_the_tea_sdk_query_layout_are_accepted() {
     let start = Command::Start {
         task: task(),
         shape: single("host_u1"),
+        outputs: costream_core::Outputs::NONE,
     };
     mpu.execute(&room(), &start, Version::NONE)
         .await

@@ -48,7 +48,9 @@ EXPECTED = {
     # The role change is judged by the functions: on stage (Role 1) or off it (Role 2).
     "roleupdate.json": {PUBLISHED, UNPUBLISHED},
     "channel_open.json": set(),
-    "camera_open_2021.json": set(),
+    # Camera state: hides camera-less co-hosts in rooms that ask for it (issue 12, item 5).
+    "camera_open_2021.json": {PUBLISHED},
+    "camera_close_2021.json": {UNPUBLISHED},
 }
 
 

@@ -157,12 +157,14 @@ async fn print_room(svc: &DemoServices, result: &str) -> anyhow::Result<()> {
         Target::On {
             task,
             shape: Shape::Single { user },
+            ..
         } => {
             println!("   MixMode: 0, task {task} forwards {user} [{result}]");
         }
         Target::On {
             task,
             shape: Shape::Mixed { layout },
+            ..
         } => {
             println!(
                 "   MixMode: 1, task {task}, {} panes [{result}]",
@@ -175,12 +177,14 @@ async fn print_room(svc: &DemoServices, result: &str) -> anyhow::Result<()> {
         Target::On {
             task,
             shape: Shape::Voice { user },
+            ..
         } => {
             println!("   MixMode: 0, task {task} forwards {user}'s audio [{result}]");
         }
         Target::On {
             task,
             shape: Shape::VoiceMix { users },
+            ..
         } => {
             println!(
                 "   MixMode: 1, task {task}, audio of {} speakers [{result}]",

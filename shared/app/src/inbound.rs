@@ -92,6 +92,8 @@ impl Side {
                 UserAction::Publish | UserAction::Join | UserAction::RoleUpdate(Role::Interactive)
             ),
             RoomEvent::ChannelClosed { .. } => false,
+            // Like a Publish and an Unpublish.
+            RoomEvent::Camera { on, .. } => *on,
             RoomEvent::Cdn { .. }
             | RoomEvent::HostRegistered { .. }
             | RoomEvent::Settings { .. } => return false,
@@ -354,6 +356,21 @@ fn parse_content(index: usize, content: &Value) -> Result<Option<RoomEvent>, Con
             .and_then(Value::as_object)
             .ok_or(InboundError::Missing("UserEvent"))?;
         let tag = string_field(ue, "EventTag")?.ok_or(InboundError::Missing("EventTag"))?;
+        // Camera state (the 2021 RTC event list's CameraOpen / CameraClose; the current
+        // CreateEventSub docs list only Join, Leave, Publish, Unpublish and Roleupdate).
+        let camera = match tag.to_ascii_lowercase().as_str() {
+            "cameraopen" => Some(true),
+            "cameraclose" => Some(false),
+            _ => None,
+        };
+        if let Some(on) = camera {
+            return Ok(Some(RoomEvent::Camera {
+                user: id(ue, "UserId", UserId::parse)?,
+                session: id(ue, "SessionId", SessionId::parse)?,
+                on,
+                at: timestamp(ue, "Timestamp")?,
+            }));
+        }
         let role_code = integer(ue, "Role")?;
         let action = match UserAction::from_tag(&tag, role_code) {
             Ok(action) => action,

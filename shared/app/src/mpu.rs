@@ -13,15 +13,15 @@ use crate::ports::{
 };
 use costream_alibaba::request::{
     Background, EncodeParams, Fraction, ListRtcMpuTaskDetail, Mix, MixLayout, MpuRegion,
-    PaneUserInfo, RenderMode as WireRenderMode, RequestError, SingleSubParams, StartLiveMpuTask,
-    StopLiveMpuTask, StreamOutput, StreamType, TaskSelector, TranscodeParams, UpdateLiveMpuTask,
-    UserInfo, UserPane, VideoCodec as WireCodec,
+    MultiStreamUrl, PaneUserInfo, RenderMode as WireRenderMode, RequestError, SingleSubParams,
+    SourceType, StartLiveMpuTask, StopLiveMpuTask, StreamOutput, StreamType, TaskSelector,
+    TranscodeParams, UpdateLiveMpuTask, UserInfo, UserPane, VideoCodec as WireCodec,
 };
 use costream_alibaba::urls::StreamLocation;
 use costream_alibaba::{LiveApi, LiveRequest, MpuError, Outcome};
 use costream_core::{
-    AppId, ChannelId, Command, DecisionConfig, Frac, Layout, MixMode, RenderMode, Shape, TaskId,
-    Timestamp, Version, VideoCodec,
+    AppId, ChannelId, Command, DecisionConfig, Frac, Layout, MixMode, Outputs, RenderMode, Shape,
+    Source, TaskId, Timestamp, Version, VideoCodec,
 };
 
 /// The suffix that turns a channel id into its CDN stream name.
@@ -132,14 +132,14 @@ impl<L: LiveApi + Send + Sync, C: Clock> AlibabaMpu<L, C> {
         room: &RoomKey,
         task: &str,
         shape: &Shape,
+        outputs: &Outputs,
     ) -> Result<LiveRequest, MpuError> {
-        let now = self.clock.now_ms() / 1000;
         Ok(LiveRequest::Start(StartLiveMpuTask {
             app_id: self.settings.app_id.to_string(),
             channel_id: room.channel.to_string(),
             task_id: task.to_owned(),
             mix: mix(shape, &self.settings.decision),
-            output: StreamOutput::Url(self.settings.ingest.stream_url(&room.channel, now)?),
+            output: self.output(room, outputs)?,
             max_idle_time: self.settings.decision.max_idle_time,
             region: self.settings.region,
             sei: None,
@@ -163,26 +163,49 @@ impl<L: LiveApi + Send + Sync, C: Clock> AlibabaMpu<L, C> {
         }))
     }
 
-    /// The re-signing Update: the complete parameters of `shape` and a freshly signed
-    /// `StreamURL` (Update accepts `StreamURL`, spec §9.1; the mode is always sent with it so
-    /// the Update can't be read as a switch to mixing).
+    /// The re-signing Update, also the one that changes the task's outputs: the complete
+    /// parameters of `shape` and the complete output list with a freshly signed own URL
+    /// (Update accepts `StreamURL` and `MultiStreamURL`, spec §9.1; the mode is always sent with
+    /// it so the Update can't be read as a switch to mixing).
     pub fn refresh_request(
         &self,
         room: &RoomKey,
         task: &str,
         shape: &Shape,
+        outputs: &Outputs,
     ) -> Result<LiveRequest, MpuError> {
-        let now = self.clock.now_ms() / 1000;
         Ok(LiveRequest::Update(UpdateLiveMpuTask {
             app_id: self.settings.app_id.to_string(),
             channel_id: room.channel.to_string(),
             task_id: task.to_owned(),
             mix: mix(shape, &self.settings.decision),
-            output: Some(StreamOutput::Url(
-                self.settings.ingest.stream_url(&room.channel, now)?,
-            )),
+            output: Some(self.output(room, outputs)?),
             sei: None,
         }))
+    }
+
+    /// Where the task pushes: the room's own (freshly signed) CDN URL alone as `StreamURL`, or,
+    /// with restreaming targets, `MultiStreamURL` — ours first with `IsAliCdn` true, then each
+    /// extra one with `IsAliCdn` false (the two are mutually exclusive, spec §3.1).
+    fn output(&self, room: &RoomKey, outputs: &Outputs) -> Result<StreamOutput, MpuError> {
+        let own = self
+            .settings
+            .ingest
+            .stream_url(&room.channel, self.clock.now_ms() / 1000)?;
+        if outputs.is_empty() {
+            return Ok(StreamOutput::Url(own));
+        }
+        Ok(StreamOutput::Multi(
+            std::iter::once(MultiStreamUrl {
+                is_ali_cdn: true,
+                url: own,
+            })
+            .chain(outputs.urls().iter().map(|u| MultiStreamUrl {
+                is_ali_cdn: false,
+                url: u.expose().to_owned(),
+            }))
+            .collect(),
+        ))
     }
 
     async fn start(
@@ -190,9 +213,10 @@ impl<L: LiveApi + Send + Sync, C: Clock> AlibabaMpu<L, C> {
         room: &RoomKey,
         task: &str,
         shape: &Shape,
+        outputs: &Outputs,
     ) -> Result<MpuDone, MpuFailure> {
         let request = self
-            .start_request(room, task, shape)
+            .start_request(room, task, shape, outputs)
             .map_err(|e| failure("start", &e))?;
         // Bounded by wall time, not by the sleeps: each busy answer can itself take up to the
         // client's deadline, and the whole Start must stay within `stream_url_wait` plus one call
@@ -229,13 +253,14 @@ impl<L: LiveApi + Send + Sync, C: Clock> AlibabaMpu<L, C> {
             Outcome::AlreadyExists => {
                 // A retried Start (or a task Alibaba has not cleared): make it match the target.
                 // Like every Start (restarts and heals included), it carries a freshly signed
-                // StreamURL: whatever URL the task had may be near its expiry.
+                // StreamURL: whatever URL the task had may be near its expiry. And the outputs:
+                // whatever the task pushes to now may be an older list.
                 tracing::info!(
                     task_id = task,
                     "task already exists; updating it to the target"
                 );
-                let resign = self.settings.ingest.push_auth_key.is_some();
-                self.update(room, task, shape, resign).await
+                let resend = self.settings.ingest.push_auth_key.is_some() || !outputs.is_empty();
+                self.update(room, task, shape, outputs, resend).await
             }
             Outcome::Applied => Ok(MpuDone::Done {
                 request_id: reply.request_id,
@@ -258,10 +283,11 @@ impl<L: LiveApi + Send + Sync, C: Clock> AlibabaMpu<L, C> {
         room: &RoomKey,
         task: &str,
         shape: &Shape,
+        outputs: &Outputs,
         resign: bool,
     ) -> Result<MpuDone, MpuFailure> {
         let request = if resign {
-            self.refresh_request(room, task, shape)
+            self.refresh_request(room, task, shape, outputs)
         } else {
             self.update_request(room, task, shape)
         }
@@ -482,8 +508,20 @@ impl<L: LiveApi + Send + Sync, C: Clock> MpuPort for AlibabaMpu<L, C> {
         _version: Version,
     ) -> Result<MpuDone, MpuFailure> {
         match command {
-            Command::Start { task, shape } => self.start(room, task.as_str(), shape).await,
-            Command::Update { task, shape } => self.update(room, task.as_str(), shape, false).await,
+            Command::Start {
+                task,
+                shape,
+                outputs,
+            } => self.start(room, task.as_str(), shape, outputs).await,
+            Command::Update {
+                task,
+                shape,
+                outputs,
+                set_outputs,
+            } => {
+                self.update(room, task.as_str(), shape, outputs, *set_outputs)
+                    .await
+            }
             Command::Stop { task } => self
                 .stop(task.as_str())
                 .await
@@ -507,9 +545,10 @@ impl<L: LiveApi + Send + Sync, C: Clock> MpuPort for AlibabaMpu<L, C> {
         room: &RoomKey,
         task: &TaskId,
         shape: &Shape,
+        outputs: &Outputs,
         _version: Version,
     ) -> Result<MpuDone, MpuFailure> {
-        self.update(room, task.as_str(), shape, true).await
+        self.update(room, task.as_str(), shape, outputs, true).await
     }
 }
 
@@ -583,7 +622,13 @@ fn transcode(layout: &Layout, cfg: &DecisionConfig) -> TranscodeParams {
             background_image_url: p.placeholder.as_ref().map(|u| u.as_str().to_owned()),
             height: frac(p.height),
             render_mode: Some(render(p.render_mode)),
-            user_info: Some(PaneUserInfo::camera(p.user.as_str())),
+            user_info: Some(match p.source {
+                Source::Camera => PaneUserInfo::camera(p.user.as_str()),
+                Source::Screen => PaneUserInfo {
+                    source_type: Some(SourceType::ShareScreen),
+                    ..PaneUserInfo::camera(p.user.as_str())
+                },
+            }),
             width: frac(p.width),
             x: frac(p.x),
             y: frac(p.y),
@@ -612,12 +657,43 @@ fn transcode(layout: &Layout, cfg: &DecisionConfig) -> TranscodeParams {
             video_width: Some(layout.canvas.width()),
         },
         layout: Some(MixLayout { user_panes }),
-        user_infos: layout
-            .panes
-            .iter()
-            .map(|p| UserInfo::camera(p.user.as_str()))
-            .collect(),
+        user_infos: user_infos(layout),
     }
+}
+
+/// Whom the mix subscribes to, and to which tracks:
+/// - a camera pane's user: audio and video (`StreamType` 0);
+/// - a shared screen: a video track (`StreamType` 2, `SourceType` shareScreen; `SourceType`
+///   applies only to video tracks, spec §9.3);
+/// - everyone heard without a camera pane (a sharer shown only by their screen, a co-host hidden
+///   with the camera off): the audio (`StreamType` 1).
+fn user_infos(layout: &Layout) -> Vec<UserInfo> {
+    let mut infos: Vec<UserInfo> = Vec::new();
+    let mut with_camera: Vec<&str> = Vec::new();
+    for p in &layout.panes {
+        let user = p.user.as_str();
+        match p.source {
+            Source::Camera if !with_camera.contains(&user) => {
+                with_camera.push(user);
+                infos.push(UserInfo::camera(user));
+            }
+            Source::Camera => {}
+            Source::Screen => infos.push(UserInfo {
+                source_type: Some(SourceType::ShareScreen),
+                stream_type: Some(StreamType::VideoOnly),
+                ..UserInfo::camera(user)
+            }),
+        }
+    }
+    for user in layout.users() {
+        if !with_camera.contains(&user.as_str()) {
+            infos.push(UserInfo {
+                stream_type: Some(StreamType::AudioOnly),
+                ..UserInfo::camera(user.as_str())
+            });
+        }
+    }
+    infos
 }
 
 #[cfg(test)]

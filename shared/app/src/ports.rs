@@ -10,7 +10,7 @@
 
 use std::future::Future;
 
-use costream_core::{AppId, ChannelId, Command, MixMode, Shape, TaskId, Version};
+use costream_core::{AppId, ChannelId, Command, MixMode, Outputs, Shape, TaskId, Version};
 
 use crate::store::{HistoryEntry, StoredRoom};
 
@@ -105,11 +105,13 @@ impl ListedTask {
         let mut want: Vec<&str> = match shape {
             Shape::Single { user } | Shape::Voice { user } => vec![user.as_str()],
             Shape::VoiceMix { users } => users.iter().map(|u| u.as_str()).collect(),
-            Shape::Mixed { layout } => layout.panes.iter().map(|p| p.user.as_str()).collect(),
+            Shape::Mixed { layout } => layout.users().into_iter().map(|u| u.as_str()).collect(),
         };
         let mut have: Vec<&str> = self.users.iter().map(String::as_str).collect();
         want.sort_unstable();
         have.sort_unstable();
+        // A user subscribed twice (screen and audio) counts once.
+        have.dedup();
         self.mix_mode == Some(shape.mix_mode()) && want == have
     }
 }
@@ -250,6 +252,7 @@ pub trait MpuPort: Send + Sync {
         room: &RoomKey,
         task: &TaskId,
         shape: &Shape,
+        outputs: &Outputs,
         version: Version,
     ) -> impl Future<Output = Result<MpuDone, MpuFailure>> + Send;
 }
@@ -277,9 +280,10 @@ impl<T: MpuPort> MpuPort for std::sync::Arc<T> {
         room: &RoomKey,
         task: &TaskId,
         shape: &Shape,
+        outputs: &Outputs,
         version: Version,
     ) -> impl Future<Output = Result<MpuDone, MpuFailure>> + Send {
-        (**self).refresh_output(room, task, shape, version)
+        (**self).refresh_output(room, task, shape, outputs, version)
     }
 }
 

@@ -229,7 +229,7 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                 }
             };
             let recorded = room.as_ref().and_then(|r| match r.record.running() {
-                Target::On { task, shape } if *task == listed.task => Some((r, shape)),
+                Target::On { task, shape, .. } if *task == listed.task => Some((r, shape)),
                 _ => None,
             });
             match recorded {

@@ -465,13 +465,19 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                     command.clone(),
                     self.mpu.execute(key, command, room.version).await,
                 ),
-                Step::Refresh { task, shape } => (
+                Step::Refresh {
+                    task,
+                    shape,
+                    outputs,
+                } => (
                     Command::Update {
                         task: task.clone(),
                         shape: shape.clone(),
+                        outputs: outputs.clone(),
+                        set_outputs: true,
                     },
                     self.mpu
-                        .refresh_output(key, task, shape, room.version)
+                        .refresh_output(key, task, shape, outputs, room.version)
                         .await,
                 ),
             };
@@ -527,7 +533,7 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                 }
                 Recorded::Next(r, next, before) => {
                     room = *r;
-                    step = Step::Command(next);
+                    step = Step::Command(*next);
                     prior = before;
                 }
                 Recorded::LeaseLost => return Ok(Handled::LeaseLost { calls }),
@@ -567,7 +573,7 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                     room.version = expected.next();
                     return Ok(match decision.command {
                         None => Recorded::Converged(Box::new(room)),
-                        Some(next) => Recorded::Next(Box::new(room), next, prior),
+                        Some(next) => Recorded::Next(Box::new(room), Box::new(next), prior),
                     });
                 }
                 Err(StoreError::VersionConflict { .. }) => {
@@ -613,7 +619,12 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
             {
                 return Ok(None);
             }
-            let Target::On { task, shape } = room.record.running().clone() else {
+            let Target::On {
+                task,
+                shape,
+                outputs,
+            } = room.record.running().clone()
+            else {
                 return Ok(None);
             };
             if room.upkeep.signed_ms.is_some_and(|s| s + after > now_ms) {
@@ -623,6 +634,8 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
             let update = Command::Update {
                 task: task.clone(),
                 shape: shape.clone(),
+                outputs: outputs.clone(),
+                set_outputs: true,
             };
             room.record.begin(&update);
             let lease = Lease {
@@ -636,7 +649,11 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                 Ok(()) => {
                     room.version = expected.next();
                     tracing::info!(task_id = %task, "re-signing the task's StreamURL");
-                    let step = Step::Refresh { task, shape };
+                    let step = Step::Refresh {
+                        task,
+                        shape,
+                        outputs,
+                    };
                     return self
                         .converge(
                             key,
@@ -892,6 +909,11 @@ pub fn describe(events: &[RoomEvent]) -> String {
                 at.secs()
             ),
             RoomEvent::Settings { at, .. } => format!("settings @{}", at.secs()),
+            RoomEvent::Camera { user, on, at, .. } => format!(
+                "camera {} {user} @{}",
+                if *on { "on" } else { "off" },
+                at.secs()
+            ),
             RoomEvent::HostRegistered { user, at } => format!(
                 "host {} @{}",
                 user.as_ref().map_or("cleared", |u| u.as_str()),
@@ -916,18 +938,56 @@ pub fn describe_command(command: &Command) -> String {
                 .join(",")
         ),
         Shape::Mixed { layout } => format!(
-            "mix_mode=1 users=[{}]",
+            "mix_mode=1 users=[{}]{}",
+            layout
+                .users()
+                .iter()
+                .map(|u| u.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
             layout
                 .panes
                 .iter()
-                .map(|p| p.user.as_str())
-                .collect::<Vec<_>>()
-                .join(",")
+                .find(|p| p.source == costream_core::Source::Screen)
+                .map(|p| format!(" screen={}", p.user))
+                .unwrap_or_default()
         ),
     };
+    // Restreaming targets are named by their masked form only (they carry stream keys).
+    let outputs = |o: &costream_core::Outputs| {
+        if o.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " outputs=[{}]",
+                o.urls()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )
+        }
+    };
     match command {
-        Command::Start { task, shape: s } => format!("start {task} {}", shape(s)),
-        Command::Update { task, shape: s } => format!("update {task} {}", shape(s)),
+        Command::Start {
+            task,
+            shape: s,
+            outputs: o,
+        } => format!("start {task} {}{}", shape(s), outputs(o)),
+        Command::Update {
+            task,
+            shape: s,
+            outputs: o,
+            set_outputs,
+        } => format!(
+            "update {task} {}{}",
+            shape(s),
+            if *set_outputs {
+                outputs(o)
+            } else {
+                String::new()
+            }
+        ),
         Command::Stop { task } => format!("stop {task}"),
     }
 }
@@ -953,7 +1013,11 @@ enum Input<'a> {
 
 enum Step {
     Command(Command),
-    Refresh { task: TaskId, shape: Shape },
+    Refresh {
+        task: TaskId,
+        shape: Shape,
+        outputs: costream_core::Outputs,
+    },
 }
 
 enum Commit {
@@ -964,7 +1028,7 @@ enum Commit {
 
 enum Recorded {
     Converged(Box<StoredRoom>),
-    Next(Box<StoredRoom>, Command, Record),
+    Next(Box<StoredRoom>, Box<Command>, Record),
     LeaseLost,
 }
 

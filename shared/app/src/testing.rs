@@ -317,11 +317,12 @@ impl MpuPort for RecordingMpu {
         room: &RoomKey,
         task: &TaskId,
         shape: &Shape,
+        outputs: &costream_core::Outputs,
         version: Version,
     ) -> Result<MpuDone, MpuFailure> {
         self.sim_clock.spacing.advance_ms(CALL_SPACING_MS);
         self.adapter
-            .refresh_output(room, task, shape, version)
+            .refresh_output(room, task, shape, outputs, version)
             .await
     }
 }
@@ -466,7 +467,7 @@ pub mod concurrency {
                 running.is_empty(),
                 "seed {seed}: tasks left running: {running:?}"
             ),
-            Target::On { task, shape } => {
+            Target::On { task, shape, .. } => {
                 assert_eq!(running.len(), 1, "seed {seed}: {running:?}");
                 assert_eq!(
                     running.get(task),

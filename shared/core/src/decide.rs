@@ -12,9 +12,11 @@ use crate::config::DecisionConfig;
 use crate::facts::Facts;
 use crate::ids::UserId;
 use crate::ids::{TaskId, Timestamp};
-use crate::layout::{layout, Layout, LayoutSpec};
+use crate::layout::{layout, screen_layout, Layout, LayoutSpec};
+use crate::output::Outputs;
 use crate::record::Record;
-use crate::stage::Broadcast;
+use crate::settings::RoomSettings;
+use crate::stage::{Broadcast, Stage};
 
 /// Alibaba's `MixMode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -64,6 +66,9 @@ pub enum Target {
     On {
         task: TaskId,
         shape: Shape,
+        /// Restreaming targets besides the room's own CDN stream.
+        #[serde(default, skip_serializing_if = "Outputs::is_empty")]
+        outputs: Outputs,
     },
 }
 
@@ -85,9 +90,25 @@ impl Target {
 /// One MPU call. Each is idempotent by `TaskId` (see the Alibaba adapter).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
-    Start { task: TaskId, shape: Shape },
-    Update { task: TaskId, shape: Shape },
-    Stop { task: TaskId },
+    Start {
+        task: TaskId,
+        shape: Shape,
+        #[serde(default, skip_serializing_if = "Outputs::is_empty")]
+        outputs: Outputs,
+    },
+    Update {
+        task: TaskId,
+        shape: Shape,
+        #[serde(default, skip_serializing_if = "Outputs::is_empty")]
+        outputs: Outputs,
+        /// The outputs differ from the running task's: the Update carries the complete output
+        /// list (otherwise it leaves the task's outputs as they are).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        set_outputs: bool,
+    },
+    Stop {
+        task: TaskId,
+    },
 }
 
 impl Command {
@@ -102,9 +123,20 @@ impl Command {
     /// What the task is once this command succeeded.
     pub fn result(&self) -> Target {
         match self {
-            Command::Start { task, shape } | Command::Update { task, shape } => Target::On {
+            Command::Start {
+                task,
+                shape,
+                outputs,
+            }
+            | Command::Update {
+                task,
+                shape,
+                outputs,
+                ..
+            } => Target::On {
                 task: task.clone(),
                 shape: shape.clone(),
+                outputs: outputs.clone(),
             },
             Command::Stop { .. } => Target::Off,
         }
@@ -127,7 +159,8 @@ impl Command {
 pub fn target(facts: &Facts, record: &Record, cfg: &DecisionConfig) -> Target {
     // The room's own settings over the deployment's.
     let cfg = &facts.config(cfg);
-    let voice = facts.settings().is_some_and(|s| s.settings.audio_only());
+    let settings = facts.settings().map(|s| &s.settings);
+    let voice = settings.is_some_and(RoomSettings::audio_only);
     // A pane limit is about pictures: in a voice room every speaker is heard.
     let limit = if voice {
         crate::facts::MAX_MEMBERS
@@ -146,22 +179,60 @@ pub fn target(facts: &Facts, record: &Record, cfg: &DecisionConfig) -> Target {
         Shape::VoiceMix {
             users: stage.on_stage.clone(),
         }
-    } else if stage.on_stage.len() == 1 {
-        Shape::Single {
-            user: stage.broadcast.host,
-        }
     } else {
-        let spec = LayoutSpec {
-            canvas: cfg.canvas,
-            style: cfg.style,
-            render_mode: cfg.render_mode,
-            placeholder: cfg.pane_placeholder.as_ref(),
-        };
-        let mut layout = layout(&spec, &stage.on_stage);
-        layout.background = cfg.background_image.clone();
-        Shape::Mixed { layout }
+        picture(facts, &stage, cfg, settings)
     };
-    Target::On { task, shape }
+    Target::On {
+        task,
+        shape,
+        outputs: settings
+            .map(RoomSettings::extra_outputs)
+            .unwrap_or_default(),
+    }
+}
+
+/// The shape of a room with video: the host alone is relayed (MixMode 0); otherwise a layout.
+///
+/// - With `screen_share` naming a user on stage, that user's screen is the main picture: alone
+///   (the host sharing with nobody else on stage), the screen fills the canvas and the host is
+///   heard; with co-hosts, every camera becomes a tile above it (see [`screen_layout`]). This is
+///   a MixMode 1 task even for the host alone: a MixMode 0 relay of a screen track
+///   (`StreamType` 2) carries no audio (spec §9.3).
+/// - With `hide_camera_off`, co-hosts whose camera is off have no pane and are mixed as audio
+///   only; the host always keeps a pane.
+fn picture(
+    facts: &Facts,
+    stage: &Stage,
+    cfg: &DecisionConfig,
+    settings: Option<&RoomSettings>,
+) -> Shape {
+    let host = &stage.broadcast.host;
+    let sharer = settings
+        .and_then(RoomSettings::screen_sharer)
+        .filter(|u| stage.on_stage.contains(u));
+    let hide = settings.is_some_and(RoomSettings::hide_camera_off);
+    let (shown, heard): (Vec<UserId>, Vec<UserId>) = stage
+        .on_stage
+        .iter()
+        .cloned()
+        .partition(|u| u == host || !hide || !facts.camera_off(u));
+    if sharer.is_none() && shown.len() == 1 && heard.is_empty() {
+        return Shape::Single { user: host.clone() };
+    }
+    let spec = LayoutSpec {
+        canvas: cfg.canvas,
+        style: cfg.style,
+        render_mode: cfg.render_mode,
+        placeholder: cfg.pane_placeholder.as_ref(),
+    };
+    let mut layout = match &sharer {
+        Some(sharer) if stage.on_stage.len() == 1 => screen_layout(&spec, sharer, &[]),
+        Some(sharer) => screen_layout(&spec, sharer, &shown),
+        None => layout(&spec, &shown),
+    };
+    layout.background = cfg.background_image.clone();
+    layout.audio = heard;
+    Shape::Mixed { layout }
 }
 
 /// The task of the live broadcast: the running one if it belongs to it, else the one named for
@@ -198,21 +269,40 @@ pub fn next_command(running: &Target, target: &Target) -> Option<Command> {
     match (running, target) {
         (Target::Off, Target::Off) => None,
         (Target::On { task, .. }, Target::Off) => Some(Command::Stop { task: task.clone() }),
-        (Target::Off, Target::On { task, shape }) => Some(Command::Start {
+        (
+            Target::Off,
+            Target::On {
+                task,
+                shape,
+                outputs,
+            },
+        ) => Some(Command::Start {
             task: task.clone(),
             shape: shape.clone(),
+            outputs: outputs.clone(),
         }),
         (Target::On { task: running, .. }, Target::On { task, .. }) if running != task => {
             Some(Command::Stop {
                 task: running.clone(),
             })
         }
-        (Target::On { shape: now, .. }, Target::On { task, shape }) => {
-            (now != shape).then(|| Command::Update {
-                task: task.clone(),
-                shape: shape.clone(),
-            })
-        }
+        (
+            Target::On {
+                shape: now,
+                outputs: now_outputs,
+                ..
+            },
+            Target::On {
+                task,
+                shape,
+                outputs,
+            },
+        ) => (now != shape || now_outputs != outputs).then(|| Command::Update {
+            task: task.clone(),
+            shape: shape.clone(),
+            outputs: outputs.clone(),
+            set_outputs: now_outputs != outputs,
+        }),
     }
 }
 
@@ -229,12 +319,15 @@ pub fn decide(facts: &Facts, record: &Record, cfg: &DecisionConfig) -> Decision 
         // The task looks right but the CDN lost its stream: Start it again (Start of an existing
         // task becomes an Update; of a vanished one, a new task).
         // Or the last call is unconfirmed: re-assert the target (idempotent upsert).
-        Target::On { task, shape } if record.needs_heal() || record.is_in_doubt() => {
-            Some(Command::Start {
-                task: task.clone(),
-                shape: shape.clone(),
-            })
-        }
+        Target::On {
+            task,
+            shape,
+            outputs,
+        } if record.needs_heal() || record.is_in_doubt() => Some(Command::Start {
+            task: task.clone(),
+            shape: shape.clone(),
+            outputs: outputs.clone(),
+        }),
         _ => None,
     });
     Decision { target, command }

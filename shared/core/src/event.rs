@@ -123,6 +123,14 @@ pub enum RoomEvent {
         settings: Box<crate::settings::RoomSettings>,
         at: Timestamp,
     },
+    /// An ARTC `UserEvent` with `EventTag` `CameraOpen` (`on`) or `CameraClose`: the user's
+    /// camera in that session. Only rooms that hide camera-less co-hosts act on it.
+    Camera {
+        user: UserId,
+        session: SessionId,
+        on: bool,
+        at: Timestamp,
+    },
 }
 
 impl RoomEvent {
@@ -133,7 +141,8 @@ impl RoomEvent {
             RoomEvent::ChannelClosed { at }
             | RoomEvent::Cdn { at, .. }
             | RoomEvent::HostRegistered { at, .. }
-            | RoomEvent::Settings { at, .. } => *at,
+            | RoomEvent::Settings { at, .. }
+            | RoomEvent::Camera { at, .. } => *at,
         }
     }
 

@@ -132,6 +132,18 @@ pub(crate) struct Member {
     /// bringing them back as if they were new.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) pruned: Vec<SessionId>,
+    /// The user's latest camera event (`CameraOpen`/`CameraClose`), of whichever session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) camera: Option<CameraMark>,
+}
+
+/// A camera event: the greatest by (time, on, session) wins, so merging is order-insensitive
+/// (within one second, "on" wins, as a Publish wins over an Unpublish).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub(crate) struct CameraMark {
+    pub(crate) at: Timestamp,
+    pub(crate) on: bool,
+    pub(crate) session: SessionId,
 }
 
 /// The latest CDN ingest callback for the room's stream.
@@ -294,6 +306,19 @@ impl Facts {
                 action: *action,
                 at: *at,
             }),
+            RoomEvent::Camera {
+                user,
+                session,
+                on,
+                at,
+            } => self.apply_camera(
+                user,
+                CameraMark {
+                    at: *at,
+                    on: *on,
+                    session: session.clone(),
+                },
+            ),
         };
         if merge == Merge::Changed {
             self.prune_members();
@@ -356,6 +381,30 @@ impl Facts {
         } else {
             // A late event of a session older than every kept one: already superseded.
             Merge::Unchanged
+        }
+    }
+
+    fn apply_camera(&mut self, user: &UserId, mark: CameraMark) -> Merge {
+        if !self.members.contains_key(user) && self.horizon.is_some_and(|h| mark.at <= h) {
+            return Merge::BeyondHorizon;
+        }
+        let member = self.members.entry(user.clone()).or_default();
+        if member.pruned.contains(&mark.session) || member.camera.as_ref() >= Some(&mark) {
+            return Merge::Unchanged;
+        }
+        member.camera = Some(mark);
+        Merge::Changed
+    }
+
+    /// Whether the user's camera is off in their current session, as far as `CameraClose`
+    /// callbacks tell (no camera event: on).
+    pub fn camera_off(&self, user: &UserId) -> bool {
+        let Some(member) = self.members.get(user) else {
+            return false;
+        };
+        match (&member.camera, member.sessions.first()) {
+            (Some(c), Some(current)) => !c.on && c.session == current.id,
+            _ => false,
         }
     }
 

@@ -72,7 +72,7 @@ impl fmt::Display for Frac {
 }
 
 /// Output canvas in pixels. Alibaba accepts 1..=1920 in each dimension.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Canvas {
     width: u32,
     height: u32,
@@ -117,7 +117,9 @@ pub enum LayoutError {
     UnknownStyle(String),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
 pub enum LayoutStyle {
     #[default]
     Grid,
@@ -148,7 +150,7 @@ pub enum RenderMode {
 }
 
 /// An image URL Alibaba can fetch (http or https, at most 2048 characters).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct ImageUrl(String);
 
@@ -194,10 +196,29 @@ pub enum ImageUrlError {
     Whitespace,
 }
 
+/// Which of a user's video tracks a pane shows (Alibaba `SourceType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub enum Source {
+    /// `camera`: the user's camera (the default).
+    #[default]
+    Camera,
+    /// `shareScreen`: the user's shared screen.
+    Screen,
+}
+
+impl Source {
+    fn is_camera(&self) -> bool {
+        *self == Source::Camera
+    }
+}
+
 /// One pane of the mixed picture.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Pane {
     pub user: UserId,
+    /// The track shown: the camera, or the shared screen.
+    #[serde(default, skip_serializing_if = "Source::is_camera")]
+    pub source: Source,
     pub x: Frac,
     pub y: Frac,
     pub width: Frac,
@@ -205,8 +226,7 @@ pub struct Pane {
     /// 0 is the bottom layer.
     pub z_order: u8,
     pub render_mode: RenderMode,
-    /// Shown while the pane's user sends no video (never on the host's pane: without the host
-    /// there is no broadcast).
+    /// Shown while the pane's user sends no video (a camera turned off, the host's included).
     pub placeholder: Option<ImageUrl>,
 }
 
@@ -218,6 +238,23 @@ pub struct Layout {
     /// The whole canvas's background image (the room's setting, else the deployment's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub background: Option<ImageUrl>,
+    /// Users on stage who are heard but have no pane (co-hosts with their camera off in a room
+    /// that hides them): mixed as audio only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audio: Vec<UserId>,
+}
+
+impl Layout {
+    /// Every user the mix subscribes to: the panes' users (once each), then the audio-only ones.
+    pub fn users(&self) -> Vec<&UserId> {
+        let mut out: Vec<&UserId> = Vec::new();
+        for u in self.panes.iter().map(|p| &p.user).chain(&self.audio) {
+            if !out.contains(&u) {
+                out.push(u);
+            }
+        }
+        out
+    }
 }
 
 /// What the engine needs besides the stage.
@@ -277,26 +314,53 @@ pub fn layout(spec: &LayoutSpec<'_>, stage: &[UserId]) -> Layout {
     let panes = stage
         .iter()
         .zip(rects)
-        .enumerate()
-        .map(|(i, (user, (r, z)))| Pane {
-            user: user.clone(),
-            x: r.x,
-            y: r.y,
-            width: r.w,
-            height: r.h,
-            z_order: z,
-            render_mode: spec.render_mode,
-            placeholder: if i == 0 {
-                None
-            } else {
-                spec.placeholder.cloned()
-            },
-        })
+        .map(|(user, (r, z))| pane(spec, user, Source::Camera, r, z))
         .collect();
     Layout {
         canvas: spec.canvas,
         panes,
         background: None,
+        audio: Vec::new(),
+    }
+}
+
+fn pane(spec: &LayoutSpec<'_>, user: &UserId, source: Source, r: Rect, z: u8) -> Pane {
+    Pane {
+        user: user.clone(),
+        source,
+        x: r.x,
+        y: r.y,
+        width: r.w,
+        height: r.h,
+        z_order: z,
+        render_mode: spec.render_mode,
+        placeholder: spec.placeholder.cloned(),
+    }
+}
+
+/// The layout while `sharer` shares their screen: the screen fills the canvas at the bottom
+/// (ZOrder 0, scaled to fit: a screen is rarely the canvas's shape), and the cameras of `cameras`
+/// (the stage, host first) are picture-in-picture tiles above it, as in `Pip` (at most
+/// [`MAX_PANES`] panes in all).
+pub fn screen_layout(spec: &LayoutSpec<'_>, sharer: &UserId, cameras: &[UserId]) -> Layout {
+    let cameras = &cameras[..cameras.len().min(MAX_PANES - 1)];
+    let screen = Pane {
+        render_mode: RenderMode::Fit,
+        ..pane(spec, sharer, Source::Screen, FULL, 0)
+    };
+    let panes = std::iter::once(screen)
+        .chain(
+            cameras
+                .iter()
+                .zip(pip_tiles(cameras.len()))
+                .map(|(user, r)| pane(spec, user, Source::Camera, r, 1)),
+        )
+        .collect();
+    Layout {
+        canvas: spec.canvas,
+        panes,
+        background: None,
+        audio: Vec::new(),
     }
 }
 

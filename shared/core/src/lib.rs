@@ -25,6 +25,7 @@ pub mod event;
 pub mod facts;
 pub mod ids;
 pub mod layout;
+pub mod output;
 pub mod record;
 pub mod settings;
 pub mod stage;
@@ -38,8 +39,10 @@ pub use event::{CdnAction, EventError, Role, RoomEvent, UserAction, UserEvent};
 pub use facts::{CdnStatus, Facts, Merge, MAX_FACTS_JSON_BYTES, MAX_MEMBERS};
 pub use ids::{AppId, ChannelId, IdError, MsgId, SessionId, TaskId, Timestamp, UserId, Version};
 pub use layout::{
-    layout, Canvas, Frac, ImageUrl, Layout, LayoutSpec, LayoutStyle, Pane, RenderMode, MAX_PANES,
+    layout, screen_layout, Canvas, Frac, ImageUrl, Layout, LayoutSpec, LayoutStyle, Pane,
+    RenderMode, Source, MAX_PANES,
 };
+pub use output::{OutputUrl, OutputUrlError, Outputs, OutputsError, MAX_EXTRA_OUTPUTS};
 pub use record::{apply, Record};
-pub use settings::{RoomSettings, Setting, StampedSettings};
+pub use settings::{RoomSettings, ScreenShare, Setting, StampedSettings};
 pub use stage::{Broadcast, Stage};

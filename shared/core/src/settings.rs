@@ -7,11 +7,12 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::DecisionConfig;
-use crate::ids::Timestamp;
+use crate::ids::{Timestamp, UserId};
 use crate::layout::{Canvas, ImageUrl, LayoutStyle, MAX_PANES};
+use crate::output::Outputs;
 
 /// One setting: the deployment's default, explicitly none, or a value.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
 pub enum Setting<T> {
     #[default]
     Default,
@@ -37,8 +38,14 @@ impl<T> Setting<T> {
     }
 }
 
+/// Whose shared screen is the main picture (`screen_share` setting).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ScreenShare {
+    pub user_id: UserId,
+}
+
 /// What the app's backend chose for one room. Every field is optional.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
 pub struct RoomSettings {
     #[serde(default, skip_serializing_if = "Setting::is_default")]
     pub layout: Setting<LayoutStyle>,
@@ -54,12 +61,37 @@ pub struct RoomSettings {
     /// A voice room: the mix carries audio only (no video is pulled or encoded).
     #[serde(default, skip_serializing_if = "Setting::is_default")]
     pub audio_only: Setting<bool>,
+    /// Restreaming targets the task also pushes to (there is no deployment default).
+    #[serde(default, skip_serializing_if = "Setting::is_default")]
+    pub extra_outputs: Setting<Outputs>,
+    /// While this user is on stage, their shared screen is the main picture.
+    #[serde(default, skip_serializing_if = "Setting::is_default")]
+    pub screen_share: Setting<ScreenShare>,
+    /// Co-hosts whose camera is off (`CameraClose`) are heard but get no pane.
+    #[serde(default, skip_serializing_if = "Setting::is_default")]
+    pub hide_camera_off: Setting<bool>,
 }
 
 impl RoomSettings {
     /// Whether the room is a voice room (the deployment's default: no).
     pub fn audio_only(&self) -> bool {
         self.audio_only.or(None).unwrap_or(false)
+    }
+
+    /// The room's restreaming targets (none unless set).
+    pub fn extra_outputs(&self) -> Outputs {
+        self.extra_outputs.or(None).unwrap_or_default()
+    }
+
+    /// The user whose screen is the main picture while on stage, if any.
+    pub fn screen_sharer(&self) -> Option<UserId> {
+        self.screen_share.or(None).map(|s| s.user_id)
+    }
+
+    /// Whether co-hosts with their camera off get no pane (the default: they keep one, with
+    /// the placeholder image).
+    pub fn hide_camera_off(&self) -> bool {
+        self.hide_camera_off.or(None).unwrap_or(false)
     }
 
     /// The decision configuration of a room with these settings, starting from the
@@ -90,8 +122,6 @@ impl StampedSettings {
     /// Whether `self` wins over `other`: the newer, or at the same second the larger by
     /// content (so the winner does not depend on arrival order).
     pub(crate) fn wins_over(&self, other: &StampedSettings) -> bool {
-        // The Debug text is a total, deterministic order on the content (no dependency needed).
-        let content = |s: &RoomSettings| format!("{s:?}");
-        (self.at, content(&self.settings)) > (other.at, content(&other.settings))
+        (self.at, &self.settings) > (other.at, &other.settings)
     }
 }

@@ -788,6 +788,7 @@ fn next_command_covers_every_pair() {
     let on = |task: &str, shape| Target::On {
         task: t(task),
         shape,
+        outputs: Outputs::NONE,
     };
     assert_eq!(next_command(&Target::Off, &Target::Off), None);
     assert_eq!(
@@ -798,7 +799,8 @@ fn next_command_covers_every_pair() {
         next_command(&Target::Off, &on("a", single("h"))),
         Some(Command::Start {
             task: t("a"),
-            shape: single("h")
+            shape: single("h"),
+            outputs: Outputs::NONE,
         })
     );
     assert_eq!(
@@ -809,7 +811,49 @@ fn next_command_covers_every_pair() {
         next_command(&on("a", single("h")), &on("a", single("x"))),
         Some(Command::Update {
             task: t("a"),
-            shape: single("x")
+            shape: single("x"),
+            outputs: Outputs::NONE,
+            set_outputs: false,
+        })
+    );
+    // A restreaming target added or removed: one Update carrying the outputs, same task.
+    let restream = Outputs::new(vec![
+        OutputUrl::parse("rtmp://a.example/live/key").expect("url")
+    ])
+    .expect("outputs");
+    let with_outputs = |task: &str, shape| Target::On {
+        task: t(task),
+        shape,
+        outputs: restream.clone(),
+    };
+    assert_eq!(
+        next_command(&on("a", single("h")), &with_outputs("a", single("h"))),
+        Some(Command::Update {
+            task: t("a"),
+            shape: single("h"),
+            outputs: restream.clone(),
+            set_outputs: true,
+        })
+    );
+    assert_eq!(
+        next_command(&with_outputs("a", single("h")), &on("a", single("h"))),
+        Some(Command::Update {
+            task: t("a"),
+            shape: single("h"),
+            outputs: Outputs::NONE,
+            set_outputs: true,
+        })
+    );
+    assert_eq!(
+        next_command(
+            &with_outputs("a", single("h")),
+            &with_outputs("a", single("x"))
+        ),
+        Some(Command::Update {
+            task: t("a"),
+            shape: single("x"),
+            outputs: restream.clone(),
+            set_outputs: false,
         })
     );
     assert_eq!(
@@ -916,8 +960,10 @@ fn landscape_pair_matches_alibabas_side_by_side() {
         .collect();
     assert_eq!(
         shown,
+        // Every pane has the placeholder, the host's included: a host who turns the camera off
+        // still broadcasts, and viewers see the image instead of black.
         [
-            "0 0 0.5 1 0 None",
+            "0 0 0.5 1 0 Some(\"https://static.example.com/pane-bg.png\")",
             "0.5 0 0.5 1 0 Some(\"https://static.example.com/pane-bg.png\")"
         ]
     );
@@ -972,6 +1018,26 @@ fn arb_event() -> impl Strategy<Value = RoomEvent> {
             action: if p { CdnAction::Publish } else { CdnAction::PublishDone },
             at: Timestamp::from_secs(at),
         }),
+        2 => (0..4u8, 0..3u8, any::<bool>(), 0..30u64).prop_map(|(u, s, on, at)| RoomEvent::Camera {
+            user: user(&format!("u{u}")),
+            session: SessionId::parse(format!("u{u}s{s}")).expect("session"),
+            on,
+            at: Timestamp::from_secs(at),
+        }),
+        1 => (prop::option::of(0..4u8), any::<bool>(), any::<bool>(), 0..30u64).prop_map(
+            |(sharer, hide, restream, at)| settings_event(at, |s| {
+                if let Some(u) = sharer {
+                    s.screen_share = Setting::Set(ScreenShare { user_id: user(&format!("u{u}")) });
+                }
+                s.hide_camera_off = Setting::Set(hide);
+                if restream {
+                    s.extra_outputs = Setting::Set(
+                        Outputs::new(vec![OutputUrl::parse("rtmp://r.example/live/k").expect("url")])
+                            .expect("outputs"),
+                    );
+                }
+            })
+        ),
     ]
 }
 
@@ -1014,7 +1080,11 @@ fn arb_record() -> impl Strategy<Value = Record> {
     ];
     let running = prop_oneof![
         1 => Just(Target::Off),
-        4 => (task, arb_shape()).prop_map(|(task, shape)| Target::On { task, shape }),
+        4 => (task, arb_shape()).prop_map(|(task, shape)| Target::On {
+            task,
+            shape,
+            outputs: Outputs::NONE,
+        }),
     ];
     (running, any::<bool>(), any::<bool>()).prop_map(|(running, heal, doubt)| {
         if doubt {
@@ -1137,7 +1207,14 @@ proptest! {
         let facts = fold(&events);
         let Some(broadcast) = facts.broadcast() else { return Ok(()) };
         let task = TaskId::for_broadcast(facts.channel(), broadcast.started);
-        let record = Record::new(Target::On { task: task.clone(), shape }, heal);
+        let record = Record::new(
+            Target::On {
+                task: task.clone(),
+                shape,
+                outputs: Outputs::NONE,
+            },
+            heal,
+        );
         let decision = decide(&facts, &record, &cfg);
         prop_assert_eq!(decision.target.task(), Some(&task));
         if let Some(cmd) = decision.command {
@@ -1331,4 +1408,202 @@ fn a_cleared_layout_canvas_or_pane_limit_is_the_deployments() {
         (out.style, out.canvas, out.max_panes),
         (LayoutStyle::Pip, Canvas::LANDSCAPE_720P, 4)
     );
+}
+
+fn camera(who: &str, session: &str, at: u64, on: bool) -> RoomEvent {
+    RoomEvent::Camera {
+        user: user(who),
+        session: SessionId::parse(session).expect("test session"),
+        on,
+        at: Timestamp::from_secs(at),
+    }
+}
+
+fn mixed(target: &Target) -> &Layout {
+    match target {
+        Target::On {
+            shape: Shape::Mixed { layout },
+            ..
+        } => layout,
+        other => panic!("expected a mix, got {other:?}"),
+    }
+}
+
+/// Screen share: the sharer's screen fills the canvas at the bottom and every camera is a tile
+/// above it; the host sharing alone is a one-pane mix (a MixMode 0 screen relay has no audio);
+/// a sharer who is not on stage changes nothing; clearing it returns to the normal layout.
+#[test]
+fn a_shared_screen_is_the_main_picture_while_its_user_is_on_stage() {
+    let channel = ChannelId::parse("room-s").expect("channel");
+    let cfg = DecisionConfig::default();
+    let share = |who: &str, at| {
+        settings_event(at, |s| {
+            s.screen_share = Setting::Set(ScreenShare { user_id: user(who) })
+        })
+    };
+    let mut facts = Facts::new(channel);
+    facts.apply(&ev("host", "h", 10, Publish));
+    facts.apply(&share("host", 11));
+    let alone = target(&facts, &Record::default(), &cfg);
+    let l = mixed(&alone);
+    assert_eq!(alone.mix_mode(), Some(MixMode::Mixed));
+    assert_eq!(l.panes.len(), 1);
+    assert_eq!(l.panes[0].source, Source::Screen);
+    assert_eq!(
+        (l.panes[0].width, l.panes[0].height, l.panes[0].z_order),
+        (Frac::ONE, Frac::ONE, 0)
+    );
+    assert_eq!(l.users(), [&user("host")], "the host is heard");
+
+    facts.apply(&ev("guest", "g", 20, Publish));
+    let two = target(&facts, &Record::default(), &cfg);
+    let l = mixed(&two);
+    let shown: Vec<(String, Source, u8)> = l
+        .panes
+        .iter()
+        .map(|p| (p.user.to_string(), p.source, p.z_order))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            ("host".to_owned(), Source::Screen, 0),
+            ("host".to_owned(), Source::Camera, 1),
+            ("guest".to_owned(), Source::Camera, 1),
+        ]
+    );
+    assert!(l.panes[1..].iter().all(|p| p.width < Frac::ONE));
+
+    // The guest shares instead: the same, with the guest's screen.
+    facts.apply(&share("guest", 30));
+    let l = mixed(&target(&facts, &Record::default(), &cfg)).clone();
+    assert_eq!(
+        (&l.panes[0].user, l.panes[0].source),
+        (&user("guest"), Source::Screen)
+    );
+    // Someone not on stage: the normal layout.
+    facts.apply(&share("nobody", 40));
+    let l = mixed(&target(&facts, &Record::default(), &cfg)).clone();
+    assert!(l.panes.iter().all(|p| p.source == Source::Camera));
+    assert_eq!(l.panes.len(), 2);
+    // Cleared: the normal layout too.
+    facts.apply(&settings_event(50, |s| s.screen_share = Setting::Cleared));
+    let cleared = target(&facts, &Record::default(), &cfg);
+    assert_eq!(mixed(&cleared).panes.len(), 2);
+    assert_eq!(mixed(&cleared), &l);
+}
+
+/// Camera off: by default the pane stays (with the placeholder); with `hide_camera_off` a
+/// co-host whose camera is off is heard without a pane, and the host always keeps theirs. A
+/// camera event of an earlier session does not count, and the order of events doesn't matter.
+#[test]
+fn camera_less_co_hosts_are_heard_and_hidden_only_when_the_room_asks() {
+    let channel = ChannelId::parse("room-c").expect("channel");
+    let cfg = DecisionConfig::default();
+    let hide = settings_event(5, |s| s.hide_camera_off = Setting::Set(true));
+    let events = [
+        ev("host", "h", 10, Publish),
+        ev("g1", "g1a", 20, Publish),
+        ev("g2", "g2a", 21, Publish),
+        camera("g1", "g1a", 30, false),
+        camera("host", "h", 31, false),
+        hide.clone(),
+    ];
+    let mut first: Option<Target> = None;
+    for order in [[0, 1, 2, 3, 4, 5], [5, 4, 3, 2, 1, 0], [3, 5, 0, 4, 2, 1]] {
+        let mut facts = Facts::new(channel.clone());
+        for i in order {
+            facts.apply(&events[i]);
+        }
+        let t = target(&facts, &Record::default(), &cfg);
+        let l = mixed(&t);
+        let panes: Vec<&str> = l.panes.iter().map(|p| p.user.as_str()).collect();
+        assert_eq!(panes, ["host", "g2"], "host kept, g1 hidden");
+        assert_eq!(l.audio, [user("g1")]);
+        assert_eq!(l.users(), [&user("host"), &user("g2"), &user("g1")]);
+        if let Some(f) = &first {
+            assert_eq!(f, &t, "order {order:?}");
+        }
+        first = Some(t);
+    }
+    // Without the setting every pane stays.
+    let mut facts = Facts::new(channel.clone());
+    for e in &events[..5] {
+        facts.apply(e);
+    }
+    assert_eq!(
+        mixed(&target(&facts, &Record::default(), &cfg)).panes.len(),
+        3
+    );
+    // With it, the camera back on brings the pane back; a new session starts with it on.
+    facts.apply(&hide);
+    facts.apply(&camera("g1", "g1a", 40, true));
+    assert_eq!(
+        mixed(&target(&facts, &Record::default(), &cfg)).panes.len(),
+        3
+    );
+    facts.apply(&camera("g1", "g1a", 50, false));
+    facts.apply(&ev("g1", "g1b", 60, Publish));
+    let l = mixed(&target(&facts, &Record::default(), &cfg)).clone();
+    assert!(l.audio.is_empty(), "{l:?}");
+    // The host alone with the camera off is still a MixMode 0 relay of the host.
+    let mut alone = Facts::new(channel);
+    alone.apply(&ev("host", "h", 10, Publish));
+    alone.apply(&camera("host", "h", 11, false));
+    alone.apply(&hide);
+    assert_eq!(
+        target(&alone, &Record::default(), &cfg).mix_mode(),
+        Some(MixMode::Single)
+    );
+    // A co-host hidden next to the host alone: a mix with one pane and two voices.
+    alone.apply(&ev("g1", "g1a", 20, Publish));
+    alone.apply(&camera("g1", "g1a", 21, false));
+    let t = target(&alone, &Record::default(), &cfg);
+    let l = mixed(&t);
+    assert_eq!(l.panes.len(), 1);
+    assert_eq!(l.users(), [&user("host"), &user("g1")]);
+}
+
+/// Restreaming targets are part of the target: set, changed or removed on a live room they
+/// are one Update of the same task.
+#[test]
+fn restream_targets_change_with_one_update() {
+    let url = |s: &str| OutputUrl::parse(s).expect("url");
+    let restream = |at, urls: Vec<OutputUrl>| {
+        settings_event(at, move |s| {
+            s.extra_outputs = Setting::Set(Outputs::new(urls).expect("outputs"))
+        })
+    };
+    let mut room = Room::new();
+    let _ = room.step(ev("host", "h", 10, Publish));
+    let task = room.record.running().task().cloned();
+    let calls = room.step(restream(20, vec![url("rtmp://a.example/live/k1")]));
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert!(matches!(
+        &calls[0],
+        Command::Update { set_outputs: true, outputs, .. } if outputs.urls().len() == 1
+    ));
+    assert_eq!(room.record.running().task().cloned(), task, "same task");
+    let calls = room.step(restream(
+        30,
+        vec![
+            url("rtmp://a.example/live/k1"),
+            url("rtmp://b.example/app/k2"),
+        ],
+    ));
+    assert!(
+        matches!(&calls[..], [Command::Update { set_outputs: true, outputs, .. }] if outputs.urls().len() == 2)
+    );
+    let calls = room.step(settings_event(40, |s| s.extra_outputs = Setting::Cleared));
+    assert!(
+        matches!(&calls[..], [Command::Update { set_outputs: true, outputs, .. }] if outputs.is_empty())
+    );
+    // A co-streamer joining leaves the outputs alone.
+    let calls = room.step(ev("guest", "g", 50, Publish));
+    assert!(matches!(
+        &calls[..],
+        [Command::Update {
+            set_outputs: false,
+            ..
+        }]
+    ));
 }

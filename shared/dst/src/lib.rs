@@ -315,7 +315,7 @@ async fn run(seed: u64) -> Result<Stats, String> {
             .shell
             .mpu
             .inner
-            .start_request(key, task, &shape)
+            .start_request(key, task, &shape, &costream_core::Outputs::NONE)
             .map_err(|e| e.to_string())?;
         sim.answer(&start)
             .map_err(|e| format!("seeding {task}: {e}"))?;

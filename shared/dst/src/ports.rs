@@ -469,12 +469,14 @@ impl<M: MpuPort> MpuPort for Recorder<M> {
         room: &RoomKey,
         task: &TaskId,
         shape: &Shape,
+        outputs: &costream_core::Outputs,
         version: Version,
     ) -> Result<MpuDone, MpuFailure> {
         VERSION
             .scope(
                 version,
-                self.inner.refresh_output(room, task, shape, version),
+                self.inner
+                    .refresh_output(room, task, shape, outputs, version),
             )
             .await
     }

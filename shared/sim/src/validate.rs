@@ -190,6 +190,10 @@ fn fraction(obj: &Map<String, Value>, path: &str, key: &str) -> Result<(), Fault
 
 fn transcode_params(obj: &Map<String, Value>) -> Result<(), Fault> {
     let mut listed = BTreeSet::new();
+    // The video tracks subscribed, as (user, source): a pane can show only those (spec §9.2:
+    // a pane's UserInfo is valid only for StreamType 0 or 2; §9.3: SourceType shareScreen only
+    // with StreamType 2).
+    let mut video: BTreeSet<(&str, &str)> = BTreeSet::new();
     match obj.get("UserInfos") {
         None => {}
         Some(Value::Array(infos)) => {
@@ -198,7 +202,25 @@ fn transcode_params(obj: &Map<String, Value>) -> Result<(), Fault> {
                 let info = info
                     .as_object()
                     .ok_or_else(|| Fault::invalid(format!("{path} must be a JSON object.")))?;
-                listed.insert(user(&path, info)?);
+                let user_id = user(&path, info)?;
+                listed.insert(user_id);
+                let stream = info
+                    .get("StreamType")
+                    .and_then(Value::as_str)
+                    .unwrap_or("0");
+                let source = info
+                    .get("SourceType")
+                    .and_then(Value::as_str)
+                    .unwrap_or("camera");
+                match (stream, source) {
+                    ("0", _) => {
+                        video.insert((user_id, "camera"));
+                    }
+                    ("2", source) => {
+                        video.insert((user_id, source));
+                    }
+                    _ => {}
+                }
             }
         }
         Some(_) => {
@@ -214,7 +236,7 @@ fn transcode_params(obj: &Map<String, Value>) -> Result<(), Fault> {
                 "TranscodeParams.Layout must be omitted for audio-only output.",
             ));
         }
-        panes(layout, &listed)?;
+        panes(layout, &listed, &video)?;
     }
     if let Some(background) = obj.get("Background") {
         let background = background
@@ -231,7 +253,11 @@ fn transcode_params(obj: &Map<String, Value>) -> Result<(), Fault> {
     Ok(())
 }
 
-fn panes(layout: &Value, listed: &BTreeSet<&str>) -> Result<(), Fault> {
+fn panes(
+    layout: &Value,
+    listed: &BTreeSet<&str>,
+    video: &BTreeSet<(&str, &str)>,
+) -> Result<(), Fault> {
     let layout = layout
         .as_object()
         .ok_or_else(|| Fault::invalid("TranscodeParams.Layout must be a JSON object."))?;
@@ -277,6 +303,15 @@ fn panes(layout: &Value, listed: &BTreeSet<&str>) -> Result<(), Fault> {
             if !listed.is_empty() && !listed.contains(user_id) {
                 return Err(Fault::invalid(format!(
                     "{info_path}.UserId {user_id} must also be listed in TranscodeParams.UserInfos."
+                )));
+            }
+            let source = info
+                .get("SourceType")
+                .and_then(Value::as_str)
+                .unwrap_or("camera");
+            if !listed.is_empty() && !video.contains(&(user_id, source)) {
+                return Err(Fault::invalid(format!(
+                    "{info_path} shows the {source} video of {user_id}, which TranscodeParams.UserInfos does not subscribe (StreamType 0 for the camera, 2 for a shareScreen source)."
                 )));
             }
         }

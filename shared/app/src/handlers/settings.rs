@@ -8,7 +8,8 @@ use super::{outcome_name, HandlerError, HostRequest, Services, MAX_SETTINGS_BODY
 use crate::inbound::InboundError;
 use crate::ports::{Clock, MpuPort, StateStore};
 use costream_core::{
-    ChannelId, ImageUrl, LayoutStyle, RoomEvent, RoomSettings, Setting, Timestamp, MAX_PANES,
+    ChannelId, ImageUrl, LayoutStyle, OutputUrl, Outputs, RoomEvent, RoomSettings, ScreenShare,
+    Setting, Timestamp, UserId, MAX_EXTRA_OUTPUTS, MAX_PANES,
 };
 
 /// What a settings request did.
@@ -21,19 +22,18 @@ pub struct SettingsOutcome {
     pub result: &'static str,
 }
 
-/// The fields a settings body may have, and whether this version applies them.
-const FIELDS: [&str; 6] = [
+/// The fields a settings body may have.
+const FIELDS: [&str; 9] = [
     "layout",
     "canvas",
     "max_panes",
     "background_image_url",
     "placeholder_url",
     "audio_only",
+    "extra_outputs",
+    "screen_share",
+    "hide_camera_off",
 ];
-
-/// Fields the settings API defines that this version does not apply yet: refused by name, so a
-/// backend never believes a setting took effect when it did not.
-const NOT_YET: [&str; 3] = ["extra_outputs", "screen_share", "hide_camera_off"];
 
 impl<S: StateStore, M: MpuPort, C: Clock> Services<S, M, C> {
     /// `PUT /rooms/{channelId}/settings` (signed like a host registration, over
@@ -62,11 +62,15 @@ impl<S: StateStore, M: MpuPort, C: Clock> Services<S, M, C> {
         })?;
         let settings = parse_settings(req.body)?;
         let shown = settings_json(&settings);
+        // The whole content (restream URLs unmasked), so two requests differing only in a
+        // stream key are not taken for one.
+        // (Plain data always serialises; the Debug text is a masked stand-in.)
+        let content = serde_json::to_string(&settings).unwrap_or_else(|_| format!("{settings:?}"));
         let event = RoomEvent::Settings {
-            settings: Box::new(settings),
+            settings: Box::new(settings.clone()),
             at: Timestamp::from_secs(ts),
         };
-        let dedupe = format!("settings:{ts}:{}", shown);
+        let dedupe = format!("settings:{ts}:{content}");
         let key = self.key(channel.clone());
         let handled = self
             .shell
@@ -83,7 +87,7 @@ impl<S: StateStore, M: MpuPort, C: Clock> Services<S, M, C> {
             .and_then(|room| room.facts.settings().cloned());
         let superseded = in_force
             .as_ref()
-            .is_some_and(|s| settings_json(&s.settings) != shown || s.at.secs() != ts);
+            .is_some_and(|s| s.settings != settings || s.at.secs() != ts);
         Ok(SettingsOutcome {
             channel_id: channel.to_string(),
             settings: in_force.map_or(shown, |s| settings_json(&s.settings)),
@@ -110,9 +114,6 @@ pub fn parse_settings(body: &[u8]) -> Result<RoomSettings, HandlerError> {
         serde_json::from_slice(body).map_err(|e| InboundError::NotJson(e.to_string()))?;
     let obj = value.as_object().ok_or(InboundError::NotObject("body"))?;
     for key in obj.keys() {
-        if let Some(field) = NOT_YET.iter().find(|f| **f == key.as_str()) {
-            return Err(bad(field, "not supported by this version yet"));
-        }
         if !FIELDS.contains(&key.as_str()) {
             return Err(InboundError::UnknownField(key.clone()).into());
         }
@@ -163,6 +164,27 @@ pub fn parse_settings(body: &[u8]) -> Result<RoomSettings, HandlerError> {
             ),
         };
     }
+    if let Some(v) = get("hide_camera_off")? {
+        s.hide_camera_off = match v {
+            None => Setting::Cleared,
+            Some(v) => Setting::Set(
+                v.as_bool()
+                    .ok_or_else(|| bad("hide_camera_off", "expected true or false"))?,
+            ),
+        };
+    }
+    if let Some(v) = get("extra_outputs")? {
+        s.extra_outputs = match v {
+            None => Setting::Cleared,
+            Some(v) => Setting::Set(outputs(v)?),
+        };
+    }
+    if let Some(v) = get("screen_share")? {
+        s.screen_share = match v {
+            None => Setting::Cleared,
+            Some(v) => Setting::Set(screen_share(v)?),
+        };
+    }
     for (field, slot) in [
         ("background_image_url", &mut s.background_image_url),
         ("placeholder_url", &mut s.placeholder_url),
@@ -175,6 +197,58 @@ pub fn parse_settings(body: &[u8]) -> Result<RoomSettings, HandlerError> {
         }
     }
     Ok(s)
+}
+
+/// `extra_outputs`: a list of at most nine distinct `rtmp://` URLs (never echoed in an error:
+/// they carry stream keys).
+fn outputs(v: &serde_json::Value) -> Result<Outputs, HandlerError> {
+    const FIELD: &str = "extra_outputs";
+    let list = v.as_array().ok_or_else(|| {
+        bad(
+            FIELD,
+            format!("expected a list of at most {MAX_EXTRA_OUTPUTS} rtmp:// URLs"),
+        )
+    })?;
+    if list.len() > MAX_EXTRA_OUTPUTS {
+        return Err(bad(
+            FIELD,
+            format!(
+                "at most {MAX_EXTRA_OUTPUTS} extra outputs, got {}",
+                list.len()
+            ),
+        ));
+    }
+    let urls = list
+        .iter()
+        .enumerate()
+        .map(|(i, u)| {
+            let text = u
+                .as_str()
+                .ok_or_else(|| bad(FIELD, format!("entry {i}: expected an rtmp:// URL")))?;
+            OutputUrl::parse(text).map_err(|e| bad(FIELD, format!("entry {i}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Outputs::new(urls).map_err(|e| bad(FIELD, e.to_string()))
+}
+
+/// `screen_share`: `{"user_id": "u1"}`.
+fn screen_share(v: &serde_json::Value) -> Result<ScreenShare, HandlerError> {
+    const FIELD: &str = "screen_share";
+    let obj = v
+        .as_object()
+        .ok_or_else(|| bad(FIELD, "expected {\"user_id\": \"...\"}"))?;
+    if let Some(other) = obj.keys().find(|k| k.as_str() != "user_id") {
+        return Err(bad(
+            FIELD,
+            format!("unknown field {other:?}; expected user_id"),
+        ));
+    }
+    let user = obj
+        .get("user_id")
+        .and_then(serde_json::Value::as_str)
+        .ok_or_else(|| bad(FIELD, "user_id is required (a string)"))?;
+    let user_id = UserId::parse(user).map_err(|e| bad(FIELD, format!("user_id: {e}")))?;
+    Ok(ScreenShare { user_id })
 }
 
 fn image(field: &'static str, v: &serde_json::Value) -> Result<ImageUrl, HandlerError> {
@@ -235,6 +309,29 @@ pub fn settings_json(s: &RoomSettings) -> serde_json::Value {
     put(
         "audio_only",
         shown(&s.audio_only, |b| serde_json::Value::from(*b)),
+    );
+    // Masked: restream URLs carry other platforms' stream keys.
+    put(
+        "extra_outputs",
+        shown(&s.extra_outputs, |o| {
+            serde_json::Value::from(
+                o.urls()
+                    .iter()
+                    .map(OutputUrl::masked)
+                    .collect::<Vec<String>>(),
+            )
+        }),
+    );
+    put(
+        "screen_share",
+        shown(
+            &s.screen_share,
+            |sh| serde_json::json!({"user_id": sh.user_id.as_str()}),
+        ),
+    );
+    put(
+        "hide_camera_off",
+        shown(&s.hide_camera_off, |b| serde_json::Value::from(*b)),
     );
     serde_json::Value::Object(out)
 }

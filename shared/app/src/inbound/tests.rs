@@ -23,6 +23,7 @@ fn tags(cb: &ArtcCallback) -> Vec<String> {
             RoomEvent::Cdn { .. } => "cdn".into(),
             RoomEvent::HostRegistered { .. } => "host".into(),
             RoomEvent::Settings { .. } => "settings".into(),
+            RoomEvent::Camera { user, on, .. } => format!("{user}:camera {on}"),
         })
         .collect()
 }
@@ -115,7 +116,7 @@ fn bad_input_is_rejected_with_a_reason() {
     );
     assert_eq!(
         err(&fixture("unknown_tag.json")),
-        "no content of the callback could be read (unknown: UserEvent/CameraOpen)"
+        "no content of the callback could be read (unknown: UserEvent/ScreenShareStart)"
     );
     // Timestamp 0 (or any absurd past) names the field.
     let ancient = br#"{"AppId":"9qb1abcd","ChannelId":"r","Contents":[{"Event":"UserEvent","UserEvent":{"UserId":"u","SessionId":"s","EventTag":"Publish","Timestamp":0}}]}"#;
@@ -231,12 +232,29 @@ fn cdn_query_parses_and_validates() {
     assert!(parse_cdn(future, NOW).is_err());
 }
 
+/// Camera state (the 2021 tags): CameraOpen goes with the published side, CameraClose with the
+/// unpublished one, like Publish and Unpublish.
+#[test]
+fn camera_tags_are_camera_facts() {
+    let body = br#"{"AppId":"9qb1abcd","ChannelId":"room-1001","MsgId":"m","Contents":[
+        {"Event":"UserEvent","UserEvent":{"UserId":"u1","SessionId":"s1","EventTag":"CameraClose","Timestamp":1704164661}},
+        {"Event":"UserEvent","UserEvent":{"UserId":"u2","SessionId":"s2","EventTag":"cameraopen","Timestamp":1704164662,"Role":1}}
+    ]}"#;
+    let both = parse_artc(body, &app(), Side::Both, NOW).expect("ok");
+    assert_eq!(tags(&both), ["u1:camera false", "u2:camera true"]);
+    assert!(both.skipped.is_empty());
+    let published = parse_artc(body, &app(), Side::Published, NOW).expect("ok");
+    assert_eq!(tags(&published), ["u2:camera true"]);
+    let unpublished = parse_artc(body, &app(), Side::Unpublished, NOW).expect("ok");
+    assert_eq!(tags(&unpublished), ["u1:camera false"]);
+}
+
 /// Defect 5: one unknown item (a tag Alibaba added later) no longer loses the callback's known
 /// events; the unknown ones are skipped and named.
 #[test]
 fn unknown_items_are_skipped_and_the_known_ones_kept() {
     let body = br#"{"AppId":"9qb1abcd","ChannelId":"room-1001","MsgId":"m","Contents":[
-        {"Event":"UserEvent","UserEvent":{"UserId":"u1","SessionId":"s1","EventTag":"CameraOpen","Timestamp":1704164661,"Role":1}},
+        {"Event":"UserEvent","UserEvent":{"UserId":"u1","SessionId":"s1","EventTag":"ScreenShareStart","Timestamp":1704164661,"Role":1}},
         {"Event":"UserEvent","UserEvent":{"UserId":"u1","SessionId":"s1","EventTag":"Publish","Timestamp":1704164662,"Role":1}},
         {"Event":"UserEvent","UserEvent":{"UserId":"u2","SessionId":"s2","EventTag":"Join","Timestamp":1704164663,"Role":7}},
         {"Event":"ChannelEvent","ChannelEvent":{"EventTag":"Pause","Timestamp":1704164664}},
@@ -247,7 +265,7 @@ fn unknown_items_are_skipped_and_the_known_ones_kept() {
     assert_eq!(
         cb.skipped,
         [
-            "UserEvent/CameraOpen",
+            "UserEvent/ScreenShareStart",
             "UserEvent/Join/Role=7",
             "ChannelEvent/Pause",
             "StreamEvent"

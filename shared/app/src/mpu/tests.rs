@@ -85,6 +85,9 @@ fn two_panes(a: &AlibabaMpu<NoApi, ManualClock>) -> Shape {
     ];
     let mut layout = layout(&spec, &users);
     layout.background = cfg.background_image.clone();
+    // The official SDK capture was made with a placeholder on the co-streamer's pane only (the
+    // layout engine now gives the host's pane one too); the capture checks the wire format.
+    layout.panes[0].placeholder = None;
     Shape::Mixed { layout }
 }
 
@@ -127,7 +130,9 @@ fn the_seed_flow_from_core_commands_matches_the_official_sdk_byte_for_byte() {
     let a = adapter(None, None);
     let task = TaskId::parse("room-1001_main").expect("task");
     let task = task.as_str();
-    let start = a.start_request(&room(), task, &single()).expect("start");
+    let start = a
+        .start_request(&room(), task, &single(), &Outputs::NONE)
+        .expect("start");
     assert_matches_capture(&start, &flow["a_start_mixmode0_single_stream"]);
     let update = a
         .update_request(&room(), task, &two_panes(&a))
@@ -145,7 +150,7 @@ fn start_in_mixing_mode_with_idle_time_and_region_matches() {
         Some("CN-Shanghai".parse::<MpuRegion>().expect("region")),
     );
     let start = a
-        .start_request(&room(), "room-1001_main", &two_panes(&a))
+        .start_request(&room(), "room-1001_main", &two_panes(&a), &Outputs::NONE)
         .expect("start");
     assert_matches_capture(
         &start,
@@ -213,6 +218,7 @@ async fn a_start_waits_for_a_held_stream_url_at_most_the_wait_plus_one_call() {
     let start = Command::Start {
         task: TaskId::parse("room-1001_1").expect("task"),
         shape: single(),
+        outputs: Outputs::NONE,
     };
     let err = mpu
         .execute(&room(), &start, Version::NONE)
@@ -326,6 +332,7 @@ mod against_the_simulator {
         let first = Command::Start {
             task: task_id("room-1001_1"),
             shape: host(),
+            outputs: Outputs::NONE,
         };
         let done = mpu
             .execute(&room, &first, Version::NONE)
@@ -343,6 +350,7 @@ mod against_the_simulator {
         let second = Command::Start {
             task: task_id("room-1001_2"),
             shape: host(),
+            outputs: Outputs::NONE,
         };
         let done = mpu
             .execute(&room, &second, Version::NONE)
@@ -376,6 +384,7 @@ mod against_the_simulator {
             &Command::Start {
                 task: task.clone(),
                 shape: host(),
+                outputs: Outputs::NONE,
             },
             Version::NONE,
         )
@@ -391,6 +400,7 @@ mod against_the_simulator {
                 &Command::Start {
                     task: task.clone(),
                     shape: guest.clone(),
+                    outputs: Outputs::NONE,
                 },
                 Version::NONE,
             )
@@ -408,6 +418,8 @@ mod against_the_simulator {
                 &Command::Update {
                     task: task.clone(),
                     shape: host(),
+                    outputs: Outputs::NONE,
+                    set_outputs: false,
                 },
                 Version::NONE,
             )
@@ -472,6 +484,8 @@ async fn task_not_found_is_confirmed_by_task_id_before_it_is_believed() {
     let update = Command::Update {
         task: TaskId::parse("room-1001_1").expect("task"),
         shape: single(),
+        outputs: Outputs::NONE,
+        set_outputs: false,
     };
     let empty = serde_json::json!({"MPUTasks": []});
     // Confirmed: the list by TaskId has no such task.
@@ -547,4 +561,119 @@ async fn the_task_list_skips_and_counts_foreign_and_malformed_entries() {
         user: UserId::parse("host_9").expect("user")
     }));
     assert!(!listing.tasks[1].matches(&single()));
+}
+
+fn params(request: &LiveRequest) -> BTreeMap<String, String> {
+    request.action_params().expect("params")
+}
+
+fn json_param(request: &LiveRequest, name: &str) -> serde_json::Value {
+    serde_json::from_str(&params(request)[name]).expect("json param")
+}
+
+/// Restreaming: with extra outputs, Start and the output-changing Update carry `MultiStreamURL`
+/// (ours first, `IsAliCdn` true, freshly signed; the others false) and never `StreamURL`; with
+/// none, `StreamURL` as before. An Update that leaves the outputs alone carries neither.
+#[test]
+fn extra_outputs_go_out_as_multi_stream_url() {
+    let a = adapter(None, None);
+    let outputs = costream_core::Outputs::new(vec![
+        costream_core::OutputUrl::parse("rtmp://a.rtmp.youtube.com/live2/yt-key").expect("url"),
+        costream_core::OutputUrl::parse("rtmp://live.twitch.tv/app/tw-key").expect("url"),
+    ])
+    .expect("outputs");
+    let start = a
+        .start_request(&room(), "room-1001_1", &single(), &outputs)
+        .expect("start");
+    assert!(!params(&start).contains_key("StreamURL"));
+    let multi = json_param(&start, "MultiStreamURL");
+    assert_eq!(
+        multi,
+        serde_json::json!([
+            {"IsAliCdn": true, "URL": "rtmp://push.example.com/live/room-1001_main?auth_key=1704164645-0-0-0a68c57090ccc68fbfc28da544fedfc3"},
+            {"IsAliCdn": false, "URL": "rtmp://a.rtmp.youtube.com/live2/yt-key"},
+            {"IsAliCdn": false, "URL": "rtmp://live.twitch.tv/app/tw-key"},
+        ])
+    );
+    let set = a
+        .refresh_request(&room(), "room-1001_1", &single(), &outputs)
+        .expect("update");
+    assert_eq!(json_param(&set, "MultiStreamURL"), multi);
+    assert_eq!(params(&set)["MixMode"], "0");
+    let removed = a
+        .refresh_request(
+            &room(),
+            "room-1001_1",
+            &single(),
+            &costream_core::Outputs::NONE,
+        )
+        .expect("update");
+    assert!(!params(&removed).contains_key("MultiStreamURL"));
+    assert!(params(&removed)["StreamURL"]
+        .starts_with("rtmp://push.example.com/live/room-1001_main?auth_key="));
+    let plain = a
+        .update_request(&room(), "room-1001_1", &two_panes(&a))
+        .expect("update");
+    assert!(!params(&plain).contains_key("StreamURL"));
+    assert!(!params(&plain).contains_key("MultiStreamURL"));
+}
+
+/// Screen share and hidden cameras in `UserInfos`: the screen as a video track (`StreamType`
+/// 2, shareScreen), cameras with audio (0), and the audio (1) of everyone heard without a
+/// camera pane.
+#[test]
+fn screen_and_audio_only_users_are_subscribed_by_track() {
+    let a = adapter(None, None);
+    let cfg = &a.settings().decision;
+    let spec = LayoutSpec {
+        canvas: cfg.canvas,
+        style: LayoutStyle::Grid,
+        render_mode: cfg.render_mode,
+        placeholder: None,
+    };
+    let u = |s: &str| UserId::parse(s).expect("user");
+    let alone = costream_core::screen_layout(&spec, &u("host_u1"), &[]);
+    let start = a
+        .start_request(
+            &room(),
+            "room-1001_1",
+            &Shape::Mixed { layout: alone },
+            &Outputs::NONE,
+        )
+        .expect("start");
+    let tp = json_param(&start, "TranscodeParams");
+    assert_eq!(
+        tp["UserInfos"],
+        serde_json::json!([
+            {"SourceType": "shareScreen", "StreamType": "2", "UserId": "host_u1"},
+            {"SourceType": "camera", "StreamType": "1", "UserId": "host_u1"},
+        ])
+    );
+    assert_eq!(
+        tp["Layout"]["UserPanes"],
+        serde_json::json!([{"Height": "1", "RenderMode": "0", "UserInfo": {"SourceType": "shareScreen", "UserId": "host_u1"}, "Width": "1", "X": "0", "Y": "0", "ZOrder": "0"}])
+    );
+    let mut both =
+        costream_core::screen_layout(&spec, &u("guest_u2"), &[u("host_u1"), u("guest_u2")]);
+    both.audio = vec![u("quiet_u3")];
+    let update = a
+        .update_request(&room(), "room-1001_1", &Shape::Mixed { layout: both })
+        .expect("update");
+    let tp = json_param(&update, "TranscodeParams");
+    assert_eq!(
+        tp["UserInfos"],
+        serde_json::json!([
+            {"SourceType": "shareScreen", "StreamType": "2", "UserId": "guest_u2"},
+            {"SourceType": "camera", "StreamType": "0", "UserId": "host_u1"},
+            {"SourceType": "camera", "StreamType": "0", "UserId": "guest_u2"},
+            {"SourceType": "camera", "StreamType": "1", "UserId": "quiet_u3"},
+        ])
+    );
+    let panes = tp["Layout"]["UserPanes"].as_array().expect("panes");
+    assert_eq!(panes.len(), 3);
+    assert_eq!(panes[0]["UserInfo"]["SourceType"], "shareScreen");
+    assert_eq!(
+        (&panes[1]["ZOrder"], &panes[2]["ZOrder"]),
+        (&serde_json::json!("1"), &serde_json::json!("1"))
+    );
 }

@@ -71,7 +71,9 @@ fn start_elsewhere(mpu: &RecordingMpu, channel: &str, task: &str) {
     let shape = Shape::Single {
         user: UserId::parse("someone").expect("user"),
     };
-    let request = other.start_request(&room, task, &shape).expect("request");
+    let request = other
+        .start_request(&room, task, &shape, &costream_core::Outputs::NONE)
+        .expect("request");
     mpu.sim().answer(&request).expect("started");
 }
 

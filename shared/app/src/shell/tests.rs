@@ -354,7 +354,7 @@ async fn an_unrecorded_task_does_not_block_the_next_broadcast() {
     let want = target(&room.facts, &room.record, &s.decision);
     assert_eq!(room.record.running(), &want);
     assert_eq!(tasks.len(), 1, "exactly one task: {tasks:?}");
-    let Target::On { task, shape } = &want else {
+    let Target::On { task, shape, .. } = &want else {
         panic!("a broadcast is live")
     };
     // The write-ahead intent recorded room-1_20 (in doubt), started during the host's
