@@ -63,6 +63,35 @@ VENV=$(cd "$VENV" && pwd)
 export PATH="$VENV/bin:$PATH"
 export SAM_CLI_TELEMETRY=0
 
+# --- Chromium for the live view's browser test (cli/tests/view.rs) -----------------------------
+# The test fails without it (it never skips): install Debian's chromium when CHROMIUM (default
+# /usr/bin/chromium) does not run, as root or through sudo; apt-get update only if that fails.
+export CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
+if [ ! -x "$CHROMIUM" ]; then
+  log "installing chromium (none at CHROMIUM=$CHROMIUM; the live view test needs it)"
+  as_root=""
+  if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null; then
+    as_root=sudo
+  fi
+  if ! command -v apt-get >/dev/null || { [ "$(id -u)" -ne 0 ] && [ -z "$as_root" ]; }; then
+    echo "cannot install Chromium (needs apt-get, and root or sudo): install it and set CHROMIUM" >&2
+    exit 1
+  fi
+  apt_install() {
+    $as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      chromium fonts-liberation
+  }
+  apt_install || { $as_root apt-get update && apt_install; } || {
+    echo "apt-get could not install chromium: install it and set CHROMIUM" >&2
+    exit 1
+  }
+  if [ ! -x "$CHROMIUM" ]; then
+    echo "chromium installed, but CHROMIUM=$CHROMIUM is not executable: set CHROMIUM" >&2
+    exit 1
+  fi
+fi
+echo "chromium: $("$CHROMIUM" --version 2>/dev/null || echo "$CHROMIUM")"
+
 # --- moto DynamoDB on a free loopback port -----------------------------------------------------
 port=$("$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
 mkdir -p target

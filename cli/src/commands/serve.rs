@@ -24,6 +24,13 @@ use crate::local::{repair_loop, router, serve_with, Local};
 /// COSTREAM_NOTIFY_SECRET), GET /rooms/{channelId}/history (signed the same way) and, with the
 /// simulator, GET /_sim/tasks (the simulated MPU tasks).
 ///
+/// Live view (local only, unsigned): GET / is a self-contained page (no external assets) that
+/// polls GET /_local/view every second and shows each room's host, stage, waiting list, MixMode,
+/// CDN liveness, settings, the layout last applied drawn to scale, and the last MPU calls. Both
+/// are served only when --listen is a loopback address, and only to requests addressed to
+/// localhost or a loopback IP (they show signed playback URLs and user ids); otherwise they
+/// answer 404 (403 for another Host).
+///
 /// The repair loop runs in-process every COSTREAM_REPAIR_INTERVAL_SECS (default 15): rooms whose
 /// MPU call was refused or unanswered converge with no new callback, and the leak sweep stops
 /// tasks no room wants.
@@ -133,12 +140,21 @@ async fn run_async(args: &ServeArgs) -> anyhow::Result<()> {
     if !stop_unknown {
         tracing::warn!("--store memory with --mpu alibaba: the repair loop's sweep leaves tasks of rooms it does not know alone");
     }
+    let view = args.listen.ip().is_loopback();
+    if view {
+        tracing::info!("live view: http://{}/", args.listen);
+    } else {
+        tracing::info!(
+            "live view off: GET / and /_local/view are only served on a loopback --listen address"
+        );
+    }
     macro_rules! start {
         ($store:expr, $mpu:expr, $sim:expr) => {{
-            let local = Arc::new(Local {
-                services: services(config, $store, $mpu, SystemClock)?,
-                sim: $sim,
-            });
+            let local = Arc::new(Local::new(
+                services(config, $store, $mpu, SystemClock)?,
+                $sim,
+                view,
+            ));
             let repair = repair_loop(local.clone(), interval, stop_unknown);
             serve_with(args.listen, router(local), repair).await
         }};

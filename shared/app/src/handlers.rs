@@ -25,6 +25,7 @@ use costream_alibaba::urls::{PlaybackUrls, StreamLocation};
 use costream_core::{CdnAction, ChannelId, Facts, MixMode, RoomEvent, Timestamp, UserId};
 
 mod settings;
+pub mod view;
 pub use settings::{parse_settings, settings_json, SettingsOutcome};
 
 /// Why a request was not handled.
