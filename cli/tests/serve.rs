@@ -417,7 +417,12 @@ async fn room_settings_apply_to_a_live_room_with_one_update() {
             "background_image_url",
         ),
         (r#"{"colour":"red"}"#, "colour"),
-        (r#"{"screen_share":{"user_id":"u1"}}"#, "screen_share"),
+        (r#"{"screen_share":{"user_id":7}}"#, "screen_share"),
+        (
+            r#"{"extra_outputs":["http://a.example/live/k"]}"#,
+            "extra_outputs",
+        ),
+        (r#"{"hide_camera_off":1}"#, "hide_camera_off"),
     ] {
         let answer = put(body, ts).await.expect("put");
         assert_eq!(answer.status(), 400, "{body}");

@@ -49,7 +49,7 @@ pub struct DecisionConfig {
     pub max_panes: usize,
     /// Whole-canvas background image (Alibaba has no background colour: use a solid image).
     pub background_image: Option<ImageUrl>,
-    /// Image shown in a co-streamer's pane while their camera is off.
+    /// Image shown in a pane (the host's included) while its camera is off.
     pub pane_placeholder: Option<ImageUrl>,
     /// Alibaba `MaxIdleTime` in seconds (10..=86400): the task stops after idling this long. `None`
     /// lets the task stop as soon as the channel closes.
