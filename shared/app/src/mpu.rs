@@ -473,12 +473,35 @@ fn listed_task(t: &serde_json::Value) -> Listed {
             })
             .unwrap_or_default(),
     };
+    let extra_outputs = match (t.get("MultiStreamURL"), t.get("StreamURL")) {
+        (Some(multi), _) => listed_outputs(multi),
+        (None, Some(_)) => Some(Vec::new()),
+        (None, None) => None,
+    };
     Listed::Ours(ListedTask {
         channel,
         task,
         mix_mode,
         users,
+        extra_outputs,
     })
+}
+
+/// The non-Alibaba-CDN URLs of a listed `MultiStreamURL` (a JSON array, or a JSON string
+/// holding one); `None` if it can't be read, so nothing is concluded from it.
+fn listed_outputs(multi: &serde_json::Value) -> Option<Vec<String>> {
+    let parsed;
+    let list = match multi {
+        serde_json::Value::String(text) => {
+            parsed = serde_json::from_str::<serde_json::Value>(text).ok()?;
+            parsed.as_array()?
+        }
+        other => other.as_array()?,
+    };
+    list.iter()
+        .filter(|t| t["IsAliCdn"].as_bool() != Some(true))
+        .map(|t| t["URL"].as_str().map(str::to_owned))
+        .collect()
 }
 
 /// How often a Start whose StreamURL is still held is retried.

@@ -97,11 +97,27 @@ pub struct ListedTask {
     pub mix_mode: Option<MixMode>,
     /// The users shown (MixMode 0: the relayed user; 1: the panes' users).
     pub users: Vec<String>,
+    /// The restreaming targets it pushes to (the `MultiStreamURL` entries with `IsAliCdn` false;
+    /// none with a `StreamURL`), or `None` when the answer shows neither.
+    pub extra_outputs: Option<Vec<String>>,
 }
 
 impl ListedTask {
-    /// Whether the task does what `shape` says: the same mode and the same users.
-    pub fn matches(&self, shape: &Shape) -> bool {
+    /// Whether the task does what `shape` and `outputs` say: the same mode, the same users and,
+    /// where the listing shows them, the same restreaming targets.
+    pub fn matches(&self, shape: &Shape, outputs: &Outputs) -> bool {
+        let same_outputs = self.extra_outputs.as_ref().is_none_or(|listed| {
+            let mut listed: Vec<&str> = listed.iter().map(String::as_str).collect();
+            let mut want: Vec<&str> = outputs.urls().iter().map(|u| u.expose()).collect();
+            listed.sort_unstable();
+            want.sort_unstable();
+            listed == want
+        });
+        same_outputs && self.shows(shape)
+    }
+
+    /// Whether the task shows what `shape` says: the same mode and the same users.
+    fn shows(&self, shape: &Shape) -> bool {
         let mut want: Vec<&str> = match shape {
             Shape::Single { user } | Shape::Voice { user } => vec![user.as_str()],
             Shape::VoiceMix { users } => users.iter().map(|u| u.as_str()).collect(),

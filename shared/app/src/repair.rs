@@ -229,16 +229,20 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                 }
             };
             let recorded = room.as_ref().and_then(|r| match r.record.running() {
-                Target::On { task, shape, .. } if *task == listed.task => Some((r, shape)),
+                Target::On {
+                    task,
+                    shape,
+                    outputs,
+                } if *task == listed.task => Some((r, shape, outputs)),
                 _ => None,
             });
             match recorded {
-                Some((r, shape)) => {
+                Some((r, shape, outputs)) => {
                     let lease_free = r
                         .lease
                         .as_ref()
                         .is_none_or(|l| l.until_ms <= self.clock.now_ms());
-                    if listed.matches(shape) || !lease_free || r.record.is_in_doubt() {
+                    if listed.matches(shape, outputs) || !lease_free || r.record.is_in_doubt() {
                         continue;
                     }
                     tracing::warn!(task_id = %listed.task, "sweep: task differs from its record; updating it");

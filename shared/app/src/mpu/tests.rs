@@ -524,7 +524,9 @@ async fn the_task_list_skips_and_counts_foreign_and_malformed_entries() {
         {"TaskId": "room-1001_1700000000", "ChannelId": "room-1001", "MixMode": "1",
          "TranscodeParams": {"UserInfos": [{"UserId": "host_u1"}, {"UserId": "guest"}]}},
         {"TaskId": "room-9_1700000000", "ChannelId": "room-9", "MixMode": "0",
-         "SingleSubParams": {"UserId": "host_9"}},
+         "SingleSubParams": {"UserId": "host_9"},
+         "MultiStreamURL": [{"IsAliCdn": true, "URL": "rtmp://push.example.com/live/room-9_main"},
+                            {"IsAliCdn": false, "URL": "rtmp://r.example/live/k"}]},
         {"TaskId": "recording-main", "ChannelId": "room-1001", "MixMode": "0"},
         {"TaskId": "room-1001_1700000000", "ChannelId": "room-2"},
         {"TaskId": 5, "ChannelId": "room-1001"},
@@ -557,10 +559,20 @@ async fn the_task_list_skips_and_counts_foreign_and_malformed_entries() {
             ("room-9_1700000000", Some(MixMode::Single), vec!["host_9"]),
         ]
     );
-    assert!(listing.tasks[1].matches(&Shape::Single {
-        user: UserId::parse("host_9").expect("user")
-    }));
-    assert!(!listing.tasks[1].matches(&single()));
+    let host_9 = Shape::Single {
+        user: UserId::parse("host_9").expect("user"),
+    };
+    let restream = Outputs::new(vec![costream_core::OutputUrl::parse(
+        "rtmp://r.example/live/k",
+    )
+    .expect("url")])
+    .expect("outputs");
+    assert!(listing.tasks[1].matches(&host_9, &restream));
+    assert!(!listing.tasks[1].matches(&single(), &restream));
+    // A task that lost (or never got) its restreaming target differs from the record.
+    assert!(!listing.tasks[1].matches(&host_9, &Outputs::NONE));
+    // The listing showed no output at all for the first: outputs are not judged.
+    assert_eq!(listing.tasks[0].extra_outputs, None);
 }
 
 fn params(request: &LiveRequest) -> BTreeMap<String, String> {

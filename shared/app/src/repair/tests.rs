@@ -398,3 +398,67 @@ async fn a_long_broadcast_gets_its_stream_url_signed_again_at_half_its_validity(
         "due again in half a validity"
     );
 }
+
+/// A task whose restreaming targets differ from the record (changed behind costream's back,
+/// here by an Update from elsewhere) is put back by the sweep with one Update: the outputs are
+/// part of what the sweep compares.
+#[tokio::test]
+async fn the_sweep_restores_restreaming_targets_a_task_lost() {
+    let s = shell(RecordingMpu::instant());
+    live_host(&s).await;
+    let settings = costream_core::RoomSettings {
+        extra_outputs: costream_core::Setting::Set(
+            costream_core::Outputs::new(vec![costream_core::OutputUrl::parse(
+                "rtmp://r.example/live/key",
+            )
+            .expect("url")])
+            .expect("outputs"),
+        ),
+        ..costream_core::RoomSettings::default()
+    };
+    s.handle(
+        &key(),
+        Some("settings"),
+        &[costream_core::RoomEvent::Settings {
+            settings: Box::new(settings),
+            at: costream_core::Timestamp::from_secs(20),
+        }],
+        "inv-2",
+    )
+    .await
+    .expect("converged");
+    let listed = |s: &TestShell<Arc<InMemoryStore>>| {
+        s.mpu.sim().tasks()[0]
+            .multi_stream_url
+            .as_ref()
+            .map(|m| m.to_string())
+    };
+    assert!(listed(&s).is_some_and(|m| m.contains("rtmp://r.example/live/key")));
+    // Someone updates the task to push to the CDN only.
+    let task = s.mpu.sim().tasks()[0].task_id.clone();
+    let other = AlibabaMpu::new(
+        Arc::new(costream_sim::SimulatedLive::default()),
+        ManualClock::at_ms(0),
+        mpu_settings(&app(), DecisionConfig::default()),
+    );
+    let host = Shape::Single {
+        user: UserId::parse("host").expect("user"),
+    };
+    let drop_targets = other
+        .refresh_request(&key(), &task, &host, &costream_core::Outputs::NONE)
+        .expect("request");
+    s.mpu.sim().answer(&drop_targets).expect("updated");
+    assert_eq!(listed(&s), None);
+
+    let report = s
+        .repair_pass(&app(), "repair-1", &RepairConfig::default())
+        .await;
+    let sweep = report.sweep.expect("swept");
+    assert_eq!(
+        (sweep.updated, sweep.restarted, sweep.leaks_stopped),
+        (1, 0, 0),
+        "{sweep:?}"
+    );
+    assert!(listed(&s).is_some_and(|m| m.contains("rtmp://r.example/live/key")));
+    assert_eq!(s.mpu.sim().tasks()[0].task_id, task, "the same task");
+}
