@@ -6,7 +6,9 @@
 //! - restreaming targets (`extra_outputs`): `MultiStreamURL` with our CDN URL and each target;
 //!   adding and removing targets on a live room is one Update each, never a Stop;
 //! - screen share (`screen_share`): the sharer's `shareScreen` track is the main pane;
-//! - camera-less co-hosts (`hide_camera_off` and `CameraClose` callbacks): heard, no pane.
+//! - camera-less co-hosts (`hide_camera_off` and `CameraClose` callbacks): heard, no pane;
+//! - cross-room PK (`PUT`/`DELETE /rooms/{channelId}/pk`): each room's task shows the peer's host
+//!   from the peer's channel, and the PK ends in both rooms when either host leaves.
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -135,29 +137,41 @@ impl Serve {
 
     /// `PUT /rooms/room-1001/settings`, signed by the backend; the status and answer.
     async fn settings(&self, body: &str, ts: u64) -> (u16, Value) {
+        self.backend("PUT", "/rooms/room-1001/settings", body, ts)
+            .await
+    }
+
+    /// A request from the app's backend, signed (`ts` 0: unsigned); the status and answer.
+    async fn backend(&self, method: &str, path: &str, body: &str, ts: u64) -> (u16, Value) {
         let signature = costream_app::handlers::Notifier::backend_signature(
             BACKEND_SECRET,
             ts,
-            "PUT",
-            "/rooms/room-1001/settings",
+            method,
+            path,
             body.as_bytes(),
         );
-        let answer = self
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut request = self
             .http
-            .put(format!("{}/rooms/room-1001/settings", self.base))
-            .header("x-costream-timestamp", ts.to_string())
-            .header("x-costream-signature", signature)
-            .body(body.to_owned())
-            .send()
-            .await
-            .expect("put");
+            .request(method, format!("{}{path}", self.base))
+            .body(body.to_owned());
+        if ts != 0 {
+            request = request
+                .header("x-costream-timestamp", ts.to_string())
+                .header("x-costream-signature", signature);
+        }
+        let answer = request.send().await.expect("request");
         let status = answer.status().as_u16();
         (status, answer.json().await.unwrap_or(Value::Null))
     }
 
     async fn status(&self) -> Value {
+        self.status_of("room-1001").await
+    }
+
+    async fn status_of(&self, channel: &str) -> Value {
         self.http
-            .get(format!("{}/rooms/room-1001", self.base))
+            .get(format!("{}/rooms/{channel}", self.base))
             .send()
             .await
             .expect("status")
@@ -176,7 +190,12 @@ fn now() -> u64 {
 
 /// One ARTC user event for room-1001, `at` seconds ago.
 fn user_event(user: &str, tag: &str, ago: u64) -> Value {
-    json!({"AppId": "9qb1abcd", "ChannelId": "room-1001", "MsgId": format!("{user}-{tag}-{ago}"),
+    user_event_in("room-1001", user, tag, ago)
+}
+
+/// One ARTC user event for `channel`, `at` seconds ago.
+fn user_event_in(channel: &str, user: &str, tag: &str, ago: u64) -> Value {
+    json!({"AppId": "9qb1abcd", "ChannelId": channel, "MsgId": format!("{channel}-{user}-{tag}-{ago}"),
         "Contents": [{"Event": "UserEvent", "UserEvent": {"UserId": user,
         "SessionId": format!("sess-{user}"), "EventTag": tag, "Timestamp": now() - ago,
         "Role": 1}}]})
@@ -444,5 +463,204 @@ async fn a_co_host_whose_camera_is_off_is_heard_without_a_pane_when_the_room_ask
         Some(3)
     );
     assert_eq!(live.count("StopLiveMPUTask"), 0);
+    assert!(live.refusals().is_empty(), "{:?}", live.refusals());
+}
+
+/// The task of `channel` on the simulated Live API.
+fn task_of(live: &Live, channel: &str) -> SimTask {
+    let tasks: Vec<SimTask> = live
+        .sim
+        .tasks()
+        .into_iter()
+        .filter(|t| t.channel_id == channel)
+        .collect();
+    assert_eq!(tasks.len(), 1, "{channel}: {tasks:?}");
+    tasks.into_iter().next().expect("one task")
+}
+
+/// The panes of a mixing task as (user, channel, x, width).
+fn pk_panes(task: &SimTask) -> Vec<(String, String, String, String)> {
+    task.transcode_params
+        .as_ref()
+        .and_then(|tp| tp["Layout"]["UserPanes"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .map(|p| {
+            let text = |v: &Value| v.as_str().unwrap_or("").to_owned();
+            (
+                text(&p["UserInfo"]["UserId"]),
+                text(&p["UserInfo"]["ChannelId"]),
+                text(&p["X"]),
+                text(&p["Width"]),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pk_shows_both_hosts_in_both_rooms_and_ends_in_both() {
+    let live = Live::start().await;
+    let serve = Serve::start(&live);
+    let ts = now();
+    serve
+        .callback(user_event_in("room-a", "host_a", "Publish", 40))
+        .await;
+    serve
+        .callback(user_event_in("room-b", "host_b", "Publish", 39))
+        .await;
+    serve
+        .callback(user_event_in("room-a", "guest_a", "Publish", 38))
+        .await;
+    serve
+        .callback(user_event_in("room-e", "host_e", "Publish", 37))
+        .await;
+    // room-d is known but nobody broadcasts there.
+    serve
+        .callback(user_event_in("room-d", "u_d", "Join", 36))
+        .await;
+    let calls_before = live.sim.calls().len();
+
+    // Bad input and refusals: a reason, nothing written, no call.
+    let link = |peer: &str| format!(r#"{{"peer_channel_id":"{peer}"}}"#);
+    for (path, body, want) in [
+        ("/rooms/room-a/pk", link("room-a"), 400),
+        ("/rooms/room-a/pk", link("bad room!"), 400),
+        ("/rooms/room-a/pk", r#"{"peer":"room-b"}"#.to_owned(), 400),
+        ("/rooms/room-a/pk", link("room-nobody"), 404),
+        ("/rooms/room-a/pk", link("room-d"), 409),
+        ("/rooms/room-d/pk", link("room-a"), 409),
+    ] {
+        let (status, answer) = serve.backend("PUT", path, &body, ts).await;
+        assert_eq!(status, want, "{path} {body}: {answer}");
+        assert!(
+            answer["reason"].as_str().is_some_and(|r| !r.is_empty()),
+            "{answer}"
+        );
+    }
+    let (status, _) = serve
+        .backend("PUT", "/rooms/room-a/pk", &link("room-b"), 0)
+        .await;
+    assert_eq!(status, 401, "unsigned");
+    let (status, _) = serve
+        .backend("PUT", "/rooms/room-a/pk", &link("room-b"), ts - 400)
+        .await;
+    assert_eq!(status, 401, "stale");
+    assert_eq!(live.sim.calls().len(), calls_before, "no MPU call");
+    assert!(serve.status_of("room-a").await.get("pk").is_none());
+    assert!(serve.status_of("room-d").await.get("pk").is_none());
+
+    let updates_a = task_of(&live, "room-a").updates;
+    let updates_b = task_of(&live, "room-b").updates;
+    let (status, answer) = serve
+        .backend("PUT", "/rooms/room-a/pk", &link("room-b"), ts)
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["result"], "linked");
+    let a = task_of(&live, "room-a");
+    let b = task_of(&live, "room-b");
+    assert_eq!(
+        (a.updates, b.updates),
+        (updates_a + 1, updates_b + 1),
+        "one Update per room"
+    );
+    let row = |u: &str, c: &str, x: &str, w: &str| {
+        (u.to_owned(), c.to_owned(), x.to_owned(), w.to_owned())
+    };
+    assert_eq!(
+        pk_panes(&a),
+        [
+            row("host_a", "", "0", "0.5"),
+            row("host_b", "room-b", "0.5", "0.5"),
+            row("guest_a", "", "0.38", "0.11"),
+        ]
+    );
+    assert_eq!(
+        pk_panes(&b),
+        [
+            row("host_b", "", "0", "0.5"),
+            row("host_a", "room-a", "0.5", "0.5")
+        ]
+    );
+    let infos = &a.transcode_params.as_ref().expect("tp")["UserInfos"];
+    assert!(
+        infos
+            .as_array()
+            .expect("infos")
+            .iter()
+            .any(|i| i["UserId"] == "host_b" && i["ChannelId"] == "room-b"),
+        "{infos}"
+    );
+    assert_eq!(
+        serve.status_of("room-a").await["pk"],
+        json!({"peer_channel_id": "room-b", "peer_host": "host_b"})
+    );
+    assert_eq!(
+        serve.status_of("room-b").await["pk"]["peer_channel_id"],
+        "room-a"
+    );
+    // Linking again is idempotent; a third room can't join either side.
+    let (status, _) = serve
+        .backend("PUT", "/rooms/room-b/pk", &link("room-a"), ts)
+        .await;
+    assert_eq!(status, 200);
+    let (status, answer) = serve
+        .backend("PUT", "/rooms/room-e/pk", &link("room-a"), ts)
+        .await;
+    assert_eq!(status, 409, "{answer}");
+    assert!(answer["reason"]
+        .as_str()
+        .is_some_and(|r| r.contains("already in a PK")));
+    assert_eq!(task_of(&live, "room-a").updates, updates_a + 1);
+
+    // room-b's host leaves: the PK ends in both rooms; room-a gets its own picture back.
+    serve
+        .callback(user_event_in("room-b", "host_b", "Leave", 5))
+        .await;
+    assert!(
+        live.sim.tasks().iter().all(|t| t.channel_id != "room-b"),
+        "room-b stopped"
+    );
+    let a = task_of(&live, "room-a");
+    assert_eq!(a.updates, updates_a + 2);
+    let own: Vec<(String, String)> = pk_panes(&a)
+        .into_iter()
+        .map(|(user, channel, _, _)| (user, channel))
+        .collect();
+    assert_eq!(
+        own,
+        [
+            ("host_a".to_owned(), String::new()),
+            ("guest_a".to_owned(), String::new())
+        ],
+        "the room's own two panes, no peer"
+    );
+    assert!(serve.status_of("room-a").await.get("pk").is_none());
+    assert!(serve.status_of("room-b").await.get("pk").is_none());
+
+    // Linked again with room-e, then ended by the backend: both back to their own picture.
+    let (status, _) = serve
+        .backend("PUT", "/rooms/room-e/pk", &link("room-a"), ts)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(task_of(&live, "room-e").mix_mode, 1);
+    let (status, answer) = serve.backend("DELETE", "/rooms/room-a/pk", "", ts).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        (
+            answer["result"].as_str(),
+            answer["peer_channel_id"].as_str()
+        ),
+        (Some("unlinked"), Some("room-e"))
+    );
+    assert_eq!(
+        task_of(&live, "room-e").mix_mode,
+        0,
+        "room-e relays its host again"
+    );
+    assert!(pk_panes(&task_of(&live, "room-a"))
+        .iter()
+        .all(|(_, c, _, _)| c.is_empty()));
+    let (status, _) = serve.backend("DELETE", "/rooms/room-a/pk", "", ts).await;
+    assert_eq!(status, 409, "not in a PK");
     assert!(live.refusals().is_empty(), "{:?}", live.refusals());
 }

@@ -419,3 +419,49 @@ async fn the_history_keeps_the_newest_decisions_in_order() {
     // The room item itself is untouched by history writes.
     assert!(store.load(&key()).await.expect("load").is_none());
 }
+
+/// Two rooms in one TransactWriteItems (a PK's link and its end): both land, or, when either
+/// version moved, neither — the other room is left exactly as it was.
+#[tokio::test]
+async fn a_pair_of_rooms_is_written_together_or_not_at_all() {
+    let (store, _) = fresh_store("pair").await;
+    let (a, b) = (room_key("room-a"), room_key("room-b"));
+    let mut ra = StoredRoom::new(a.channel.clone());
+    let mut rb = StoredRoom::new(b.channel.clone());
+    store
+        .save_pair((&a, &ra, Version::NONE), (&b, &rb, Version::NONE))
+        .await
+        .expect("both created");
+    ra = store.load(&a).await.expect("load").expect("a");
+    rb = store.load(&b).await.expect("load").expect("b");
+    assert_eq!((ra.version, rb.version), (Version::new(1), Version::new(1)));
+
+    // b moves on alone; a pair write from the old versions writes neither.
+    store.save(&b, &rb, rb.version).await.expect("b alone");
+    ra.due_ms = Some(42);
+    let stale = store
+        .save_pair((&a, &ra, ra.version), (&b, &rb, rb.version))
+        .await;
+    assert!(
+        matches!(stale, Err(StoreError::VersionConflict { .. })),
+        "{stale:?}"
+    );
+    let a_now = store.load(&a).await.expect("load").expect("a");
+    assert_eq!((a_now.version, a_now.due_ms), (Version::new(1), None));
+    let b_now = store.load(&b).await.expect("load").expect("b");
+    assert_eq!(b_now.version, Version::new(2));
+
+    // From the current versions: both.
+    store
+        .save_pair((&a, &ra, a_now.version), (&b, &b_now, b_now.version))
+        .await
+        .expect("both");
+    assert_eq!(
+        store.load(&a).await.expect("load").expect("a").due_ms,
+        Some(42)
+    );
+    assert_eq!(
+        store.load(&b).await.expect("load").expect("b").version,
+        Version::new(3)
+    );
+}

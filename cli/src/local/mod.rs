@@ -114,6 +114,10 @@ where
         .route("/rooms/{channel_id}/history", get(history::<S, M, C>))
         .route("/rooms/{channel_id}/tokens", post(tokens::<S, M, C>))
         .route("/rooms/{channel_id}/settings", put(settings::<S, M, C>))
+        .route(
+            "/rooms/{channel_id}/pk",
+            put(pk_link::<S, M, C>).delete(pk_end::<S, M, C>),
+        )
         .route("/_sim/tasks", get(sim_tasks::<S, M, C>))
         .route("/", get(view_page::<S, M, C>))
         .route("/_local/view", get(view_data::<S, M, C>))
@@ -203,6 +207,43 @@ async fn host<S: StateStore, M: MpuPort, C: Clock>(
     match local
         .services
         .register_host(&channel_id, &request, &next_invocation())
+        .await
+    {
+        Ok(outcome) => local.seen_ok(&channel_id, outcome),
+        Err(e) => error(&e),
+    }
+}
+
+async fn pk_link<S: StateStore, M: MpuPort, C: Clock>(
+    State(local): State<Shared<S, M, C>>,
+    Path(channel_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let request = backend_request(&headers, &body);
+    match local
+        .services
+        .link_pk(&channel_id, &request, &next_invocation())
+        .await
+    {
+        Ok(outcome) => {
+            local.seen.note(&outcome.peer_channel_id);
+            local.seen_ok(&channel_id, outcome)
+        }
+        Err(e) => error(&e),
+    }
+}
+
+async fn pk_end<S: StateStore, M: MpuPort, C: Clock>(
+    State(local): State<Shared<S, M, C>>,
+    Path(channel_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let request = backend_request(&headers, &body);
+    match local
+        .services
+        .unlink_pk(&channel_id, &request, &next_invocation())
         .await
     {
         Ok(outcome) => local.seen_ok(&channel_id, outcome),

@@ -6,6 +6,9 @@
 //! - `GET /rooms/{channelId}/history`: the room's last decisions (what was called, why, how it
 //!   ended).
 //! - `POST /rooms/{channelId}/tokens`: an ARTC join token for a user of the room.
+//! - `PUT /rooms/{channelId}/pk` (`{"peer_channel_id": "c2"}`) and `DELETE
+//!   /rooms/{channelId}/pk`: link two live rooms into a PK, or end it — written to both rooms in
+//!   one transaction, then each room converges (one Update each).
 
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use costream_app::handlers::HostRequest;
@@ -33,6 +36,8 @@ async fn handler(
                 timestamp,
                 signature,
             };
+            let invocation = event.context.request_id.as_str();
+            let pk_route = ev.route_key.as_deref().is_some_and(|r| r.ends_with("/pk"));
             if method == aws_lambda_events::http::Method::GET {
                 match services.room_history(channel, &request).await {
                     Ok(h) => json_response(200, &h),
@@ -43,11 +48,18 @@ async fn handler(
                     Ok(t) => json_response(200, &t),
                     Err(e) => error_response(&e),
                 }
+            } else if method == aws_lambda_events::http::Method::DELETE {
+                match services.unlink_pk(channel, &request, invocation).await {
+                    Ok(outcome) => json_response(200, &outcome),
+                    Err(e) => error_response(&e),
+                }
+            } else if pk_route {
+                match services.link_pk(channel, &request, invocation).await {
+                    Ok(outcome) => json_response(200, &outcome),
+                    Err(e) => error_response(&e),
+                }
             } else {
-                match services
-                    .register_host(channel, &request, &event.context.request_id)
-                    .await
-                {
+                match services.register_host(channel, &request, invocation).await {
                     Ok(outcome) => json_response(200, &outcome),
                     Err(e) => error_response(&e),
                 }

@@ -24,8 +24,10 @@ use costream_alibaba::callback_auth::{callback_host, CallbackAuthError, Callback
 use costream_alibaba::urls::{PlaybackUrls, StreamLocation};
 use costream_core::{CdnAction, ChannelId, Facts, MixMode, RoomEvent, Timestamp, UserId};
 
+mod pk;
 mod settings;
 pub mod view;
+pub use pk::PkRequestOutcome;
 pub use settings::{parse_settings, settings_json, SettingsOutcome};
 
 /// Why a request was not handled.
@@ -43,6 +45,9 @@ pub enum HandlerError {
     NotConfigured(&'static str),
     #[error("not found: {0}")]
     NotFound(String),
+    /// The request is valid but the rooms' state does not allow it (409).
+    #[error("conflict: {0}")]
+    Conflict(String),
     #[error(transparent)]
     App(#[from] AppError),
 }
@@ -57,6 +62,7 @@ impl HandlerError {
             HandlerError::Unauthenticated(_) => 401,
             HandlerError::NotConfigured(_) => 501,
             HandlerError::NotFound(_) => 404,
+            HandlerError::Conflict(_) => 409,
             HandlerError::App(e) if e.is_retryable() => 503,
             HandlerError::App(_) => 500,
         }
@@ -87,6 +93,7 @@ impl HandlerError {
                 | HandlerError::Unauthorized(_)
                 | HandlerError::Unauthenticated(_)
                 | HandlerError::NotFound(_)
+                | HandlerError::Conflict(_)
         )
     }
 
@@ -98,6 +105,7 @@ impl HandlerError {
             HandlerError::Unauthenticated(_) => "Unauthenticated",
             HandlerError::NotConfigured(_) => "NotConfigured",
             HandlerError::NotFound(_) => "NotFound",
+            HandlerError::Conflict(_) => "Conflict",
             HandlerError::App(_) if self.is_retryable() => "Retryable",
             HandlerError::App(_) => "NonRetryable",
         }
@@ -160,6 +168,17 @@ pub struct RoomStatus {
     /// the fields set, `null` for the ones cleared.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub settings: Option<serde_json::Value>,
+    /// The PK the room is in (`PUT /rooms/{channelId}/pk`), while it holds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pk: Option<PkStatus>,
+}
+
+/// A room's PK, as `GET /rooms/{channelId}` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PkStatus {
+    pub peer_channel_id: String,
+    /// The peer room's host, shown on the right half.
+    pub peer_host: String,
 }
 
 /// The repair state of a room, as `GET /rooms/{channelId}` shows it.
@@ -786,6 +805,10 @@ impl<S: StateStore, M: MpuPort, C: Clock> Services<S, M, C> {
             expires_at,
             repair: None,
             settings: None,
+            pk: state.pk().map(|l| PkStatus {
+                peer_channel_id: l.peer.to_string(),
+                peer_host: l.peer_host.to_string(),
+            }),
         }
     }
 
@@ -837,6 +860,7 @@ mod tests {
             expires_at: None,
             repair: None,
             settings: None,
+            pk: None,
         };
         let err = notifier
             .notify(&status, 1_700_000_000)

@@ -96,7 +96,8 @@ impl Side {
             RoomEvent::Camera { on, .. } => *on,
             RoomEvent::Cdn { .. }
             | RoomEvent::HostRegistered { .. }
-            | RoomEvent::Settings { .. } => return false,
+            | RoomEvent::Settings { .. }
+            | RoomEvent::Pk { .. } => return false,
         };
         match self {
             Side::Both => true,

@@ -645,12 +645,13 @@ fn transcode(layout: &Layout, cfg: &DecisionConfig) -> TranscodeParams {
             background_image_url: p.placeholder.as_ref().map(|u| u.as_str().to_owned()),
             height: frac(p.height),
             render_mode: Some(render(p.render_mode)),
-            user_info: Some(match p.source {
-                Source::Camera => PaneUserInfo::camera(p.user.as_str()),
-                Source::Screen => PaneUserInfo {
-                    source_type: Some(SourceType::ShareScreen),
-                    ..PaneUserInfo::camera(p.user.as_str())
-                },
+            user_info: Some(PaneUserInfo {
+                channel_id: p.channel.as_ref().map(ToString::to_string),
+                source_type: Some(match p.source {
+                    Source::Camera => SourceType::Camera,
+                    Source::Screen => SourceType::ShareScreen,
+                }),
+                user_id: p.user.as_str().to_owned(),
             }),
             width: frac(p.width),
             x: frac(p.x),
@@ -692,27 +693,44 @@ fn transcode(layout: &Layout, cfg: &DecisionConfig) -> TranscodeParams {
 ///   with the camera off): the audio (`StreamType` 1).
 fn user_infos(layout: &Layout) -> Vec<UserInfo> {
     let mut infos: Vec<UserInfo> = Vec::new();
-    let mut with_camera: Vec<&str> = Vec::new();
+    // (user, channel) of the camera tracks subscribed: a PK peer's host may share a user id
+    // with someone in this room.
+    let mut with_camera: Vec<(&str, Option<&str>)> = Vec::new();
     for p in &layout.panes {
         let user = p.user.as_str();
+        let channel = p.channel.as_ref().map(ChannelId::as_str);
+        let info = |stream_type, source_type| UserInfo {
+            channel_id: channel.map(str::to_owned),
+            source_type: Some(source_type),
+            stream_type: Some(stream_type),
+            user_id: user.to_owned(),
+        };
         match p.source {
-            Source::Camera if !with_camera.contains(&user) => {
-                with_camera.push(user);
-                infos.push(UserInfo::camera(user));
+            Source::Camera if !with_camera.contains(&(user, channel)) => {
+                with_camera.push((user, channel));
+                infos.push(info(StreamType::Original, SourceType::Camera));
             }
             Source::Camera => {}
-            Source::Screen => infos.push(UserInfo {
-                source_type: Some(SourceType::ShareScreen),
-                stream_type: Some(StreamType::VideoOnly),
-                ..UserInfo::camera(user)
-            }),
+            Source::Screen => infos.push(info(StreamType::VideoOnly, SourceType::ShareScreen)),
         }
     }
-    for user in layout.users() {
-        if !with_camera.contains(&user.as_str()) {
+    // Everyone heard without a camera pane of their own: a sharer shown only by their screen,
+    // co-hosts hidden with the camera off (all of this room).
+    let screens = layout
+        .panes
+        .iter()
+        .filter(|p| p.source == Source::Screen)
+        .map(|p| (&p.user, p.channel.as_ref()));
+    let heard = layout.audio.iter().map(|u| (u, None));
+    let mut audio_only: Vec<(&str, Option<&str>)> = Vec::new();
+    for (user, channel) in screens.chain(heard) {
+        let key = (user.as_str(), channel.map(ChannelId::as_str));
+        if !with_camera.contains(&key) && !audio_only.contains(&key) {
+            audio_only.push(key);
             infos.push(UserInfo {
+                channel_id: key.1.map(str::to_owned),
                 stream_type: Some(StreamType::AudioOnly),
-                ..UserInfo::camera(user.as_str())
+                ..UserInfo::camera(key.0)
             });
         }
     }

@@ -47,6 +47,23 @@ pub trait StateStore: Send + Sync {
         expected: Version,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// Writes two rooms at once, each only if its stored version is still the one given, or
+    /// neither ([`StoreError::VersionConflict`] when a version moved): a PK's link and its end
+    /// are never in one room only. A store that can't do it says so.
+    fn save_pair(
+        &self,
+        a: (&RoomKey, &StoredRoom, Version),
+        b: (&RoomKey, &StoredRoom, Version),
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let room = format!("{} and {}", a.0, b.0);
+        async move {
+            Err(StoreError::Failed {
+                room,
+                source: "this store cannot write two rooms in one transaction".into(),
+            })
+        }
+    }
+
     /// Rooms of `app` whose `due_ms` is at or before `now_ms`, most overdue first, at most
     /// `limit`. Read from an index (eventually consistent): the caller re-reads each room before
     /// acting.
@@ -318,6 +335,14 @@ impl<T: StateStore> StateStore for std::sync::Arc<T> {
         expected: Version,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
         (**self).save(key, room, expected)
+    }
+
+    fn save_pair(
+        &self,
+        a: (&RoomKey, &StoredRoom, Version),
+        b: (&RoomKey, &StoredRoom, Version),
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).save_pair(a, b)
     }
 
     fn due_rooms(

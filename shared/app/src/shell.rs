@@ -139,7 +139,15 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
         owner: &str,
     ) -> Result<Handled, AppError> {
         let input = Input::Events { dedupe_key, events };
-        self.run(key, &input, &describe(events), owner).await
+        let (handled, ended_pk) = self.run(key, &input, &describe(events), owner).await?;
+        if let Some(peer) = ended_pk {
+            // The PK ended with this room's broadcast: the peer room goes back to its own
+            // picture now (it was marked due in the same write, in case this fails).
+            if let Err(e) = self.run(&peer, &Input::Repair, "pk ended", owner).await {
+                tracing::warn!(room = %peer, error = %e, "pk peer left to the repair loop");
+            }
+        }
+        Ok(handled)
     }
 
     /// Converges a room the repair loop found due, with no new event: decides again from what
@@ -148,7 +156,7 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
     /// mark cleared; a converged room whose StreamURL is due for re-signing gets it re-signed.
     #[tracing::instrument(skip_all, fields(channel_id = %key.channel, app_id = %key.app, repair = true))]
     pub async fn repair(&self, key: &RoomKey, owner: &str) -> Result<Handled, AppError> {
-        let handled = self.run(key, &Input::Repair, "repair", owner).await?;
+        let (handled, _) = self.run(key, &Input::Repair, "repair", owner).await?;
         if matches!(handled, Handled::NoChange | Handled::Converged { .. }) {
             if let Some(refreshed) = self.refresh_if_due(key, owner).await? {
                 return Ok(refreshed);
@@ -169,6 +177,7 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
     ) -> Result<Handled, AppError> {
         self.run(key, &Input::Finding(finding), &finding.to_string(), owner)
             .await
+            .map(|(handled, _)| handled)
     }
 
     /// Stops `task`, a costream-named task of this room that the Live API lists, if the room
@@ -250,18 +259,24 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
         Ok(self.store.history(key).await?)
     }
 
+    /// Commits `input` and converges the room; also names the peer room of a PK that the
+    /// commit ended (this room's broadcast ended), for the caller to converge.
     async fn run(
         &self,
         key: &RoomKey,
         input: &Input<'_>,
         trigger: &str,
         owner: &str,
-    ) -> Result<Handled, AppError> {
-        let (room, step, prior) = match self.commit(key, input, owner).await? {
-            Commit::Done(handled) => return Ok(handled),
+    ) -> Result<(Handled, Option<RoomKey>), AppError> {
+        let (commit, ended_pk) = self.commit(key, input, owner).await?;
+        let (room, step, prior) = match commit {
+            Commit::Done(handled) => return Ok((handled, ended_pk)),
             Commit::Holding(room, command, prior) => (*room, Step::Command(command), prior),
         };
-        self.converge(key, room, step, prior, trigger, owner).await
+        let handled = self
+            .converge(key, room, step, prior, trigger, owner)
+            .await?;
+        Ok((handled, ended_pk))
     }
 
     async fn commit(
@@ -269,7 +284,7 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
         key: &RoomKey,
         input: &Input<'_>,
         owner: &str,
-    ) -> Result<Commit, AppError> {
+    ) -> Result<(Commit, Option<RoomKey>), AppError> {
         for _ in 0..self.config.max_conflicts {
             let mut room = self
                 .store
@@ -331,18 +346,21 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
             self.mark_due(&mut room, decision.command.is_some(), now_ms);
             let remarked = marked != (room.due_ms, room.upkeep.clone());
             if duplicate && !will_call && !remarked {
-                return Ok(Commit::Done(Handled::Duplicate));
+                return Ok((Commit::Done(Handled::Duplicate), None));
             }
             // (Only the repair loop is told: a callback's answer stays `no_change`.)
             let busy =
                 decision.command.is_some() && !lease_free && !matches!(input, Input::Events { .. });
             if !changed && !will_call && !duplicate && !remarked {
                 tracing::debug!(version = %room.version, "no change");
-                return Ok(Commit::Done(if busy {
-                    Handled::Busy
-                } else {
-                    Handled::NoChange
-                }));
+                return Ok((
+                    Commit::Done(if busy {
+                        Handled::Busy
+                    } else {
+                        Handled::NoChange
+                    }),
+                    None,
+                ));
             }
             if let Input::Events {
                 dedupe_key: Some(k),
@@ -359,9 +377,33 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                 }
             }
             let expected = room.version;
-            match self.store.save(key, &room, expected).await {
+            // A PK whose host in this room no longer broadcasts ends in both rooms, in the
+            // same write as what ended it.
+            let ended_pk = room
+                .facts
+                .pk_link()
+                .filter(|_| room.facts.pk().is_none())
+                .map(|link| RoomKey {
+                    app: key.app.clone(),
+                    channel: link.peer.clone(),
+                });
+            let saved = match &ended_pk {
+                Some(peer) => match self.unlink_both(key, &mut room, peer).await {
+                    Ok(Some(())) => Ok(()),
+                    Ok(None) => Err(StoreError::VersionConflict {
+                        room: key.to_string(),
+                        expected,
+                    }),
+                    Err(e) => Err(e),
+                },
+                None => self.store.save(key, &room, expected).await,
+            };
+            match saved {
                 Ok(()) => {
                     room.version = expected.next();
+                    if let Some(peer) = &ended_pk {
+                        tracing::info!(room = %key, peer = %peer, "pk ended with this room's broadcast");
+                    }
                     tracing::info!(
                         version = %room.version,
                         command = decision.command.as_ref().map_or("none", Command::name),
@@ -370,7 +412,7 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                         due_ms = room.due_ms,
                         "event committed"
                     );
-                    return Ok(match decision.command {
+                    let commit = match decision.command {
                         Some(cmd) if will_call => Commit::Holding(Box::new(room), cmd, prior),
                         // Only the repair mark was rewritten.
                         _ if duplicate => Commit::Done(Handled::Duplicate),
@@ -379,7 +421,8 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                         _ => Commit::Done(Handled::Committed {
                             version: room.version,
                         }),
-                    });
+                    };
+                    return Ok((commit, ended_pk));
                 }
                 Err(StoreError::VersionConflict { .. }) => {
                     metrics::count("version_conflicts");
@@ -909,6 +952,10 @@ pub fn describe(events: &[RoomEvent]) -> String {
                 at.secs()
             ),
             RoomEvent::Settings { at, .. } => format!("settings @{}", at.secs()),
+            RoomEvent::Pk { link, at } => match link {
+                Some(l) => format!("pk with {} @{}", l.peer, at.secs()),
+                None => format!("pk ended @{}", at.secs()),
+            },
             RoomEvent::Camera { user, on, at, .. } => format!(
                 "camera {} {user} @{}",
                 if *on { "on" } else { "off" },
@@ -1031,6 +1078,9 @@ enum Recorded {
     Next(Box<StoredRoom>, Box<Command>, Record),
     LeaseLost,
 }
+
+mod pk;
+pub use pk::{PkOutcome, PkRefusal};
 
 #[cfg(test)]
 mod tests;

@@ -12,7 +12,7 @@ use crate::config::DecisionConfig;
 use crate::facts::Facts;
 use crate::ids::UserId;
 use crate::ids::{TaskId, Timestamp};
-use crate::layout::{layout, screen_layout, Layout, LayoutSpec};
+use crate::layout::{layout, pk_layout, screen_layout, Layout, LayoutSpec};
 use crate::output::Outputs;
 use crate::record::Record;
 use crate::settings::RoomSettings;
@@ -200,6 +200,8 @@ pub fn target(facts: &Facts, record: &Record, cfg: &DecisionConfig) -> Target {
 ///   (`StreamType` 2) carries no audio (spec §9.3).
 /// - With `hide_camera_off`, co-hosts whose camera is off have no pane and are mixed as audio
 ///   only; the host always keeps a pane.
+/// - In a PK the host shares the picture with the peer room's host (see [`pk_layout`]); screen
+///   share and hidden cameras don't apply then.
 fn picture(
     facts: &Facts,
     stage: &Stage,
@@ -207,6 +209,17 @@ fn picture(
     settings: Option<&RoomSettings>,
 ) -> Shape {
     let host = &stage.broadcast.host;
+    let spec = LayoutSpec {
+        canvas: cfg.canvas,
+        style: cfg.style,
+        render_mode: cfg.render_mode,
+        placeholder: cfg.pane_placeholder.as_ref(),
+    };
+    if let Some(pk) = facts.pk() {
+        let mut layout = pk_layout(&spec, host, (&pk.peer, &pk.peer_host), &stage.on_stage[1..]);
+        layout.background = cfg.background_image.clone();
+        return Shape::Mixed { layout };
+    }
     let sharer = settings
         .and_then(RoomSettings::screen_sharer)
         .filter(|u| stage.on_stage.contains(u));
@@ -219,12 +232,6 @@ fn picture(
     if sharer.is_none() && shown.len() == 1 && heard.is_empty() {
         return Shape::Single { user: host.clone() };
     }
-    let spec = LayoutSpec {
-        canvas: cfg.canvas,
-        style: cfg.style,
-        render_mode: cfg.render_mode,
-        placeholder: cfg.pane_placeholder.as_ref(),
-    };
     let mut layout = match &sharer {
         Some(sharer) if stage.on_stage.len() == 1 => screen_layout(&spec, sharer, &[]),
         Some(sharer) => screen_layout(&spec, sharer, &shown),

@@ -123,6 +123,12 @@ pub enum RoomEvent {
         settings: Box<crate::settings::RoomSettings>,
         at: Timestamp,
     },
+    /// The app's backend linked the room into a PK (`Some`) or the PK ended (`None`) at `at`;
+    /// written to both rooms of the PK in one transaction.
+    Pk {
+        link: Option<crate::pk::PkLink>,
+        at: Timestamp,
+    },
     /// An ARTC `UserEvent` with `EventTag` `CameraOpen` (`on`) or `CameraClose`: the user's
     /// camera in that session. Only rooms that hide camera-less co-hosts act on it.
     Camera {
@@ -142,7 +148,8 @@ impl RoomEvent {
             | RoomEvent::Cdn { at, .. }
             | RoomEvent::HostRegistered { at, .. }
             | RoomEvent::Settings { at, .. }
-            | RoomEvent::Camera { at, .. } => *at,
+            | RoomEvent::Camera { at, .. }
+            | RoomEvent::Pk { at, .. } => *at,
         }
     }
 

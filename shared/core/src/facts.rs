@@ -199,6 +199,9 @@ pub struct Facts {
     /// The newest settings the app's backend set for the room.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     settings: Option<crate::settings::StampedSettings>,
+    /// The newest PK write (a link, or the end of one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pk: Option<crate::pk::StampedPk>,
 }
 
 impl Facts {
@@ -212,6 +215,7 @@ impl Facts {
             cdn: None,
             horizon: None,
             settings: None,
+            pk: None,
         }
     }
 
@@ -237,6 +241,23 @@ impl Facts {
     /// The room's newest settings, if the backend set any.
     pub fn settings(&self) -> Option<&crate::settings::StampedSettings> {
         self.settings.as_ref()
+    }
+
+    /// The newest PK write, if any (linked or ended).
+    pub fn pk_write(&self) -> Option<&crate::pk::StampedPk> {
+        self.pk.as_ref()
+    }
+
+    /// The room's PK link as written, whether or not it still holds.
+    pub fn pk_link(&self) -> Option<&crate::pk::PkLink> {
+        self.pk.as_ref().and_then(|p| p.link.as_ref())
+    }
+
+    /// The PK in force: the link, while the host who made it still broadcasts here.
+    pub fn pk(&self) -> Option<&crate::pk::PkLink> {
+        let link = self.pk_link()?;
+        let broadcast = self.broadcast()?;
+        (broadcast.host == link.host).then_some(link)
     }
 
     /// The decision configuration of this room: the deployment's, with the room's settings.
@@ -306,6 +327,18 @@ impl Facts {
                 action: *action,
                 at: *at,
             }),
+            RoomEvent::Pk { link, at } => {
+                let new = crate::pk::StampedPk {
+                    at: *at,
+                    link: link.clone(),
+                };
+                if self.pk.as_ref().is_none_or(|old| new > *old) {
+                    self.pk = Some(new);
+                    Merge::Changed
+                } else {
+                    Merge::Unchanged
+                }
+            }
             RoomEvent::Camera {
                 user,
                 session,

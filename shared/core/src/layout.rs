@@ -18,7 +18,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::UserId;
+use crate::ids::{ChannelId, UserId};
 
 /// Alibaba's layout limit: at most 16 panes.
 pub const MAX_PANES: usize = 16;
@@ -219,6 +219,9 @@ pub struct Pane {
     /// The track shown: the camera, or the shared screen.
     #[serde(default, skip_serializing_if = "Source::is_camera")]
     pub source: Source,
+    /// The user's channel when it is not the room's own (the PK peer's host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<ChannelId>,
     pub x: Frac,
     pub y: Frac,
     pub width: Frac,
@@ -328,6 +331,7 @@ fn pane(spec: &LayoutSpec<'_>, user: &UserId, source: Source, r: Rect, z: u8) ->
     Pane {
         user: user.clone(),
         source,
+        channel: None,
         x: r.x,
         y: r.y,
         width: r.w,
@@ -438,6 +442,64 @@ fn grid(area: Rect, n: usize, shape: Canvas) -> Vec<Rect> {
 
 fn ceil_sqrt(n: u32) -> u32 {
     (1..=n).find(|k| k * k >= n).unwrap_or(n)
+}
+
+/// The layout of a PK: this room's host on the left half, the peer room's host on the right
+/// half (pulled from the peer's channel), this room's co-hosts as picture-in-picture tiles on
+/// the host's half (22% of the half's sides, rows of four from its bottom-right corner). The same
+/// split in both orientations: a PK is two pictures side by side. At most [`MAX_PANES`] panes.
+pub fn pk_layout(
+    spec: &LayoutSpec<'_>,
+    host: &UserId,
+    peer: (&ChannelId, &UserId),
+    cohosts: &[UserId],
+) -> Layout {
+    let cohosts = &cohosts[..cohosts.len().min(MAX_PANES - 2)];
+    let half = Frac(Frac::DENOM / 2);
+    let left = Rect { w: half, ..FULL };
+    let right = Rect {
+        x: half,
+        w: half,
+        ..FULL
+    };
+    let (peer_channel, peer_host) = peer;
+    let mut panes = vec![
+        pane(spec, host, Source::Camera, left, 0),
+        Pane {
+            channel: Some(peer_channel.clone()),
+            ..pane(spec, peer_host, Source::Camera, right, 0)
+        },
+    ];
+    panes.extend(
+        cohosts
+            .iter()
+            .zip(pip_tiles(cohosts.len()))
+            .map(|(user, tile)| pane(spec, user, Source::Camera, within(left, tile), 1)),
+    );
+    Layout {
+        canvas: spec.canvas,
+        panes,
+        background: None,
+        audio: Vec::new(),
+    }
+}
+
+/// `inner` (in units of the whole canvas) mapped into `area`.
+fn within(area: Rect, inner: Rect) -> Rect {
+    let map = |origin: Frac, len: Frac, v: Frac| {
+        let scaled = u32::from(v.0) * u32::from(len.0) / u32::from(Frac::DENOM);
+        Frac(origin.0 + u16::try_from(scaled).unwrap_or(len.0))
+    };
+    let x0 = map(area.x, area.w, inner.x);
+    let y0 = map(area.y, area.h, inner.y);
+    let x1 = map(area.x, area.w, Frac(inner.x.0 + inner.w.0));
+    let y1 = map(area.y, area.h, Frac(inner.y.0 + inner.h.0));
+    Rect {
+        x: x0,
+        y: y0,
+        w: Frac(x1.0 - x0.0),
+        h: Frac(y1.0 - y0.0),
+    }
 }
 
 /// Picture-in-picture tiles: 22% of each side (so tiles keep the canvas's aspect), 2% margins,

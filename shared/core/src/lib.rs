@@ -26,6 +26,7 @@ pub mod facts;
 pub mod ids;
 pub mod layout;
 pub mod output;
+pub mod pk;
 pub mod record;
 pub mod settings;
 pub mod stage;
@@ -39,10 +40,11 @@ pub use event::{CdnAction, EventError, Role, RoomEvent, UserAction, UserEvent};
 pub use facts::{CdnStatus, Facts, Merge, MAX_FACTS_JSON_BYTES, MAX_MEMBERS};
 pub use ids::{AppId, ChannelId, IdError, MsgId, SessionId, TaskId, Timestamp, UserId, Version};
 pub use layout::{
-    layout, screen_layout, Canvas, Frac, ImageUrl, Layout, LayoutSpec, LayoutStyle, Pane,
-    RenderMode, Source, MAX_PANES,
+    layout, pk_layout, screen_layout, Canvas, Frac, ImageUrl, Layout, LayoutSpec, LayoutStyle,
+    Pane, RenderMode, Source, MAX_PANES,
 };
 pub use output::{OutputUrl, OutputUrlError, Outputs, OutputsError, MAX_EXTRA_OUTPUTS};
+pub use pk::{PkLink, StampedPk};
 pub use record::{apply, Record};
 pub use settings::{RoomSettings, ScreenShare, Setting, StampedSettings};
 pub use stage::{Broadcast, Stage};

@@ -1018,6 +1018,14 @@ fn arb_event() -> impl Strategy<Value = RoomEvent> {
             action: if p { CdnAction::Publish } else { CdnAction::PublishDone },
             at: Timestamp::from_secs(at),
         }),
+        1 => (prop::option::of((0..4u8, 0..4u8)), 0..30u64).prop_map(|(link, at)| RoomEvent::Pk {
+            link: link.map(|(h, p)| PkLink {
+                peer: ChannelId::parse("peer-room").expect("channel"),
+                peer_host: user(&format!("p{p}")),
+                host: user(&format!("u{h}")),
+            }),
+            at: Timestamp::from_secs(at),
+        }),
         2 => (0..4u8, 0..3u8, any::<bool>(), 0..30u64).prop_map(|(u, s, on, at)| RoomEvent::Camera {
             user: user(&format!("u{u}")),
             session: SessionId::parse(format!("u{u}s{s}")).expect("session"),
@@ -1606,4 +1614,138 @@ fn restream_targets_change_with_one_update() {
             ..
         }]
     ));
+}
+
+fn pk_link(host: &str, peer_host: &str) -> PkLink {
+    PkLink {
+        peer: ChannelId::parse("room-b").expect("channel"),
+        peer_host: user(peer_host),
+        host: user(host),
+    }
+}
+
+/// The PK layout, golden, in both orientations: the host on the left half, the peer's host on
+/// the right half with the peer's channel, co-hosts as tiles on the host's half.
+#[test]
+fn pk_layout_golden_in_both_orientations() {
+    for canvas in [Canvas::PORTRAIT_720P, Canvas::LANDSCAPE_720P] {
+        let spec = LayoutSpec {
+            canvas,
+            style: LayoutStyle::Grid,
+            render_mode: RenderMode::Crop,
+            placeholder: None,
+        };
+        let peer = ChannelId::parse("room-b").expect("channel");
+        let l = pk_layout(
+            &spec,
+            &user("host_a"),
+            (&peer, &user("host_b")),
+            &[user("co1"), user("co2")],
+        );
+        let shown: Vec<String> = l
+            .panes
+            .iter()
+            .map(|p| {
+                format!(
+                    "{}{} {} {} {} {} z{}",
+                    p.user,
+                    p.channel
+                        .as_ref()
+                        .map(|c| format!("@{c}"))
+                        .unwrap_or_default(),
+                    p.x,
+                    p.y,
+                    p.width,
+                    p.height,
+                    p.z_order
+                )
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "host_a 0 0 0.5 1 z0",
+                "host_b@room-b 0.5 0 0.5 1 z0",
+                "co1 0.38 0.76 0.11 0.22 z1",
+                "co2 0.26 0.76 0.11 0.22 z1",
+            ],
+            "{canvas:?}"
+        );
+    }
+}
+
+/// A PK holds while the host who made it broadcasts: the mix is the PK layout; the host
+/// leaving (or the PK ending) brings the room's own picture back; any order of events gives
+/// the same target.
+#[test]
+fn a_pk_holds_while_its_host_broadcasts() {
+    let channel = ChannelId::parse("room-a").expect("channel");
+    let cfg = DecisionConfig::default();
+    let link = RoomEvent::Pk {
+        link: Some(pk_link("host", "peer_host")),
+        at: Timestamp::from_secs(15),
+    };
+    let events = [
+        ev("host", "h", 10, Publish),
+        ev("guest", "g", 12, Publish),
+        link.clone(),
+    ];
+    let mut first: Option<Target> = None;
+    for order in [[0, 1, 2], [2, 1, 0], [1, 2, 0]] {
+        let mut facts = Facts::new(channel.clone());
+        for i in order {
+            facts.apply(&events[i]);
+        }
+        let t = target(&facts, &Record::default(), &cfg);
+        let l = mixed(&t);
+        let users: Vec<(&str, Option<&str>)> = l
+            .panes
+            .iter()
+            .map(|p| (p.user.as_str(), p.channel.as_ref().map(ChannelId::as_str)))
+            .collect();
+        assert_eq!(
+            users,
+            [
+                ("host", None),
+                ("peer_host", Some("room-b")),
+                ("guest", None)
+            ]
+        );
+        if let Some(f) = &first {
+            assert_eq!(f, &t);
+        }
+        first = Some(t);
+    }
+    // The host alone in a PK is still a mix (two hosts side by side).
+    let mut alone = Facts::new(channel.clone());
+    alone.apply(&ev("host", "h", 10, Publish));
+    alone.apply(&link);
+    assert_eq!(
+        mixed(&target(&alone, &Record::default(), &cfg)).panes.len(),
+        2
+    );
+    // The host leaves: the link no longer holds, whatever is written.
+    alone.apply(&ev("host", "h", 20, Leave));
+    assert!(alone.pk_link().is_some() && alone.pk().is_none());
+    assert_eq!(target(&alone, &Record::default(), &cfg), Target::Off);
+    // Someone else's broadcast is not in the PK.
+    alone.apply(&ev("other", "o", 30, Publish));
+    assert!(alone.pk().is_none());
+    assert_eq!(
+        target(&alone, &Record::default(), &cfg).mix_mode(),
+        Some(MixMode::Single)
+    );
+    // Ended: the newest write wins.
+    let mut ended = Facts::new(channel);
+    ended.apply(&ev("host", "h", 10, Publish));
+    ended.apply(&RoomEvent::Pk {
+        link: None,
+        at: Timestamp::from_secs(16),
+    });
+    ended.apply(&link);
+    assert!(ended.pk().is_none());
+    assert_eq!(
+        target(&ended, &Record::default(), &cfg).mix_mode(),
+        Some(MixMode::Single)
+    );
 }

@@ -38,12 +38,13 @@
 //! written whole (the decision needs all of it), the JSON is smaller than the typed-attribute
 //! encoding, and the schema evolves with serde instead of with item surgery.
 
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ScalarAttributeType, TimeToLiveSpecification,
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, Put,
+    ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem,
 };
 use aws_sdk_dynamodb::Client;
 
@@ -72,6 +73,72 @@ pub struct DynamoStore {
 }
 
 impl DynamoStore {
+    /// The room's item and the condition of writing it over `expected`.
+    fn item_of(
+        &self,
+        key: &RoomKey,
+        room: &StoredRoom,
+        expected: Version,
+    ) -> Result<(HashMap<String, AttributeValue>, WriteCondition), StoreError> {
+        let facts = serde_json::to_string(&room.facts).map_err(|e| failed(&key.to_string(), e))?;
+        let record =
+            serde_json::to_string(&room.record).map_err(|e| failed(&key.to_string(), e))?;
+        let seen = serde_json::to_string(&room.seen).map_err(|e| failed(&key.to_string(), e))?;
+        let mut item = HashMap::from([
+            ("pk".to_owned(), Self::pk(key)),
+            (
+                "version".to_owned(),
+                AttributeValue::N(expected.next().get().to_string()),
+            ),
+            ("facts".to_owned(), AttributeValue::S(facts)),
+            ("record".to_owned(), AttributeValue::S(record)),
+            ("seen".to_owned(), AttributeValue::S(seen)),
+            ("shard".to_owned(), AttributeValue::S(Self::shard(key))),
+        ]);
+        if room.record.running().task().is_none() {
+            item.insert("expires_at".to_owned(), self.expires_at());
+        }
+        if let Some(since) = room.upkeep.failing_since_ms {
+            item.insert(
+                "failing_since".to_owned(),
+                AttributeValue::N(since.to_string()),
+            );
+        }
+        if let Some(due) = room.due_ms {
+            item.insert("due_at".to_owned(), AttributeValue::N(due.to_string()));
+        }
+        if let Some(task) = room.record.running().task() {
+            item.insert("task".to_owned(), AttributeValue::S(task.to_string()));
+        }
+        if !room.upkeep.is_default() {
+            let upkeep =
+                serde_json::to_string(&room.upkeep).map_err(|e| failed(&key.to_string(), e))?;
+            item.insert("upkeep".to_owned(), AttributeValue::S(upkeep));
+        }
+        if let Some(lease) = &room.lease {
+            item.insert(
+                "lease_owner".to_owned(),
+                AttributeValue::S(lease.owner.clone()),
+            );
+            item.insert(
+                "lease_until".to_owned(),
+                AttributeValue::N(lease.until_ms.to_string()),
+            );
+        }
+        let condition = if expected == Version::NONE {
+            WriteCondition {
+                expression: "attribute_not_exists(pk)",
+                expected: None,
+            }
+        } else {
+            WriteCondition {
+                expression: "#v = :expected",
+                expected: Some(AttributeValue::N(expected.get().to_string())),
+            }
+        };
+        Ok((item, condition))
+    }
+
     /// `client` is built once per process (with timeouts) and shared.
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         DynamoStore {
@@ -255,6 +322,13 @@ fn failed(room: &str, e: impl std::error::Error + Send + Sync + 'static) -> Stor
 }
 
 /// Throttling, server errors, timeouts and connection failures are retryable; the rest is not.
+/// A room write's condition: the item must not exist, or must hold version `expected`
+/// (`#v = :expected`).
+struct WriteCondition {
+    expression: &'static str,
+    expected: Option<AttributeValue>,
+}
+
 fn classify<E, R>(room: &str, e: SdkError<E, R>) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
@@ -438,55 +512,18 @@ impl StateStore for DynamoStore {
         room: &StoredRoom,
         expected: Version,
     ) -> Result<(), StoreError> {
-        let facts = serde_json::to_string(&room.facts).map_err(|e| failed(&key.to_string(), e))?;
-        let record =
-            serde_json::to_string(&room.record).map_err(|e| failed(&key.to_string(), e))?;
-        let seen = serde_json::to_string(&room.seen).map_err(|e| failed(&key.to_string(), e))?;
+        let (item, condition) = self.item_of(key, room, expected)?;
         let mut put = self
             .client
             .put_item()
             .table_name(&self.table)
-            .item("pk", Self::pk(key))
-            .item(
-                "version",
-                AttributeValue::N(expected.next().get().to_string()),
-            )
-            .item("facts", AttributeValue::S(facts))
-            .item("record", AttributeValue::S(record))
-            .item("seen", AttributeValue::S(seen))
-            .item("shard", AttributeValue::S(Self::shard(key)));
-        if room.record.running().task().is_none() {
-            put = put.item("expires_at", self.expires_at());
-        }
-        if let Some(since) = room.upkeep.failing_since_ms {
-            put = put.item("failing_since", AttributeValue::N(since.to_string()));
-        }
-        if let Some(due) = room.due_ms {
-            put = put.item("due_at", AttributeValue::N(due.to_string()));
-        }
-        if let Some(task) = room.record.running().task() {
-            put = put.item("task", AttributeValue::S(task.to_string()));
-        }
-        if !room.upkeep.is_default() {
-            let upkeep =
-                serde_json::to_string(&room.upkeep).map_err(|e| failed(&key.to_string(), e))?;
-            put = put.item("upkeep", AttributeValue::S(upkeep));
-        }
-        if let Some(lease) = &room.lease {
+            .set_item(Some(item))
+            .condition_expression(condition.expression);
+        if let Some(v) = condition.expected {
             put = put
-                .item("lease_owner", AttributeValue::S(lease.owner.clone()))
-                .item("lease_until", AttributeValue::N(lease.until_ms.to_string()));
-        }
-        put = if expected == Version::NONE {
-            put.condition_expression("attribute_not_exists(pk)")
-        } else {
-            put.condition_expression("#v = :expected")
                 .expression_attribute_names("#v", "version")
-                .expression_attribute_values(
-                    ":expected",
-                    AttributeValue::N(expected.get().to_string()),
-                )
-        };
+                .expression_attribute_values(":expected", v);
+        }
         match put.send().await {
             Ok(_) => Ok(()),
             Err(e) if e.code() == Some("ConditionalCheckFailedException") => {
@@ -496,6 +533,48 @@ impl StateStore for DynamoStore {
                 })
             }
             Err(e) => Err(classify(&key.to_string(), e)),
+        }
+    }
+
+    /// One `TransactWriteItems` of two conditional Puts: both land or neither.
+    async fn save_pair(
+        &self,
+        a: (&RoomKey, &StoredRoom, Version),
+        b: (&RoomKey, &StoredRoom, Version),
+    ) -> Result<(), StoreError> {
+        let both = format!("{} and {}", a.0, b.0);
+        let mut items = Vec::with_capacity(2);
+        for (key, room, expected) in [a, b] {
+            let (item, condition) = self.item_of(key, room, expected)?;
+            let mut put = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression(condition.expression);
+            if let Some(v) = condition.expected {
+                put = put
+                    .expression_attribute_names("#v", "version")
+                    .expression_attribute_values(":expected", v);
+            }
+            let put = put.build().map_err(|e| failed(&both, e))?;
+            items.push(TransactWriteItem::builder().put(put).build());
+        }
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Cancelled: a condition failed (a version moved) or another transaction was on
+            // the same item at once. Either way re-read and decide again.
+            Err(e) if e.code() == Some("TransactionCanceledException") => {
+                Err(StoreError::VersionConflict {
+                    room: both,
+                    expected: a.2,
+                })
+            }
+            Err(e) => Err(classify(&both, e)),
         }
     }
 

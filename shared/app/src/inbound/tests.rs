@@ -23,6 +23,7 @@ fn tags(cb: &ArtcCallback) -> Vec<String> {
             RoomEvent::Cdn { .. } => "cdn".into(),
             RoomEvent::HostRegistered { .. } => "host".into(),
             RoomEvent::Settings { .. } => "settings".into(),
+            RoomEvent::Pk { .. } => "pk".into(),
             RoomEvent::Camera { user, on, .. } => format!("{user}:camera {on}"),
         })
         .collect()

@@ -65,6 +65,30 @@ impl StateStore for InMemoryStore {
         Ok(())
     }
 
+    async fn save_pair(
+        &self,
+        a: (&RoomKey, &StoredRoom, Version),
+        b: (&RoomKey, &StoredRoom, Version),
+    ) -> Result<(), StoreError> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        for (key, _, expected) in [a, b] {
+            let current = rooms.get(key).map_or(Version::NONE, |r| r.version);
+            if current != expected {
+                return Err(StoreError::VersionConflict {
+                    room: key.to_string(),
+                    expected,
+                });
+            }
+        }
+        for (key, room, expected) in [a, b] {
+            let mut stored = room.clone();
+            stored.version = expected.next();
+            rooms.insert(key.clone(), stored);
+        }
+        Ok(())
+    }
+
     async fn due_rooms(
         &self,
         app: &AppId,
