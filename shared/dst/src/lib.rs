@@ -21,7 +21,13 @@
 //! # Checks
 //! - Safety, all along: the Live API applies a room's requests in the order of the room versions
 //!   that decided them (no stale layout lands after a newer one); the facts stay within
-//!   `MAX_FACTS_JSON_BYTES`; at most one task per channel.
+//!   `MAX_FACTS_JSON_BYTES`; at most one task per channel; after every store write, a room
+//!   stored in a PK is linked back by its peer (never one room in a PK and the other out).
+//! - PK: in half the seeds with two rooms or more, the app's backend links rooms 0 and 1 into
+//!   a PK and ends it, 1–4 times at random moments, racing the callbacks and the faults. At the
+//!   end a stored link must name the hosts the model says broadcast in both rooms (a PK never
+//!   outlives a broadcast), and both tasks must show the PK picture (the room's host, the
+//!   peer's host, the room's co-hosts); without a link, the room's own stage.
 //! - Liveness, with no callback after the last one: the repair loop runs all along (every 60 s
 //!   as deployed, or every 15 s as under `serve`, faults and all), and once the faults stop and
 //!   the last delivery is done (`T0`), every room's task equals the model (mode, users, host
@@ -87,8 +93,19 @@ const RETRY_AFTER: [u64; 2] = [60_000, 120_000];
 
 #[derive(Debug, Clone)]
 enum Payload {
-    Artc { body: Vec<u8>, side: Side },
-    Cdn { live: bool, secs: u64 },
+    Artc {
+        body: Vec<u8>,
+        side: Side,
+    },
+    Cdn {
+        live: bool,
+        secs: u64,
+    },
+    /// The app's backend links rooms 0 and 1 into a PK (from this delivery's room), or ends
+    /// this room's PK.
+    Pk {
+        link: bool,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -234,6 +251,28 @@ async fn run(seed: u64) -> Result<Stats, String> {
                     payload: Payload::Cdn {
                         live: *live,
                         secs: *secs,
+                    },
+                    attempt: 0,
+                    id: 0,
+                    request: 0,
+                },
+            );
+        }
+    }
+    // In half the seeds with two rooms or more, the backend links rooms 0 and 1 into a PK and
+    // ends it, a few times, at random moments of the storm: racing the callbacks, the faults
+    // and each other (its own stream, so the other plans stay as they were).
+    let mut pk_rng = ChaCha8Rng::seed_from_u64(seed ^ 0x0070_6b70_6b70);
+    if rooms.len() >= 2 && pk_rng.random_bool(0.5) {
+        let last = agenda.heap.iter().map(|r| r.0 .0).max().unwrap_or(0);
+        for _ in 0..pk_rng.random_range(1..=4) {
+            deliveries += 1;
+            agenda.push(
+                pk_rng.random_range(0..=last.max(1)),
+                Delivery {
+                    room: pk_rng.random_range(0..2),
+                    payload: Payload::Pk {
+                        link: pk_rng.random_bool(0.65),
                     },
                     attempt: 0,
                     id: 0,
@@ -412,8 +451,9 @@ async fn run(seed: u64) -> Result<Stats, String> {
                             dead_letters.push(d);
                         }
                         // A synchronous CDN request nobody redelivers: what it committed
-                        // stays, what it did not finish is the repair loop's.
-                        (Payload::Cdn { .. }, _) => {}
+                        // stays, what it did not finish is the repair loop's. The same for the
+                        // backend's PK request (its 5xx is the backend's to retry or not).
+                        (Payload::Cdn { .. } | Payload::Pk { .. }, _) => {}
                     }
                 }
             }
@@ -460,8 +500,9 @@ async fn run(seed: u64) -> Result<Stats, String> {
     }
     let mut wrong_at_t0: BTreeMap<usize, &'static str> = BTreeMap::new();
     let max_panes = services.config.decision.max_panes;
+    let stored = services.shell.store.inner.rooms();
     for (r, room) in rooms.iter().enumerate() {
-        let want = model::expected(&room.history, max_panes);
+        let want = wanted(rooms.as_slice(), r, &stored, max_panes).unwrap_or(Expect::Off);
         let have = seen(&sim, &room.channel);
         let cause = match (&want, have.as_slice()) {
             (model::Expect::Off, []) => None,
@@ -489,7 +530,7 @@ async fn run(seed: u64) -> Result<Stats, String> {
     let mut leaks = Vec::new();
     while t0.elapsed() < bound + slack + period {
         tokio::time::sleep(step).await;
-        if all_right(&rooms, &sim, max_panes) {
+        if all_right(&rooms, &sim, &services, max_panes) {
             right_since.get_or_insert(t0.elapsed());
         } else {
             right_since = None;
@@ -552,15 +593,77 @@ fn expired_urls(sim: &SimulatedLive, rooms: &[workload::Room]) -> Vec<String> {
 }
 
 /// Whether every room's tasks are what the model says.
-fn all_right(rooms: &[workload::Room], sim: &SimulatedLive, max_panes: usize) -> bool {
-    rooms.iter().all(|room| {
-        let want = model::expected(&room.history, max_panes);
+fn all_right(
+    rooms: &[workload::Room],
+    sim: &SimulatedLive,
+    services: &Svc,
+    max_panes: usize,
+) -> bool {
+    let stored = services.shell.store.inner.rooms();
+    rooms.iter().enumerate().all(|(r, room)| {
+        let Ok(want) = wanted(rooms, r, &stored, max_panes) else {
+            return false;
+        };
         let have = seen(sim, &room.channel);
         match &want {
             model::Expect::Off => have.is_empty(),
             w => have.len() == 1 && &have[0] == w,
         }
     })
+}
+
+/// What room `r`'s task should be: the model's stage, or, while the room is in a PK (after the
+/// storm the stored link is settled: whether a racing link request took is not something the
+/// true history says), the PK picture — the room's host as the model says, the peer's host as
+/// the model says for the peer room, then the room's own co-hosts. `Err` when the stored link
+/// disagrees with the model (a PK that outlived either broadcast, or names other hosts).
+fn wanted(
+    rooms: &[workload::Room],
+    r: usize,
+    stored: &[(
+        costream_app::ports::RoomKey,
+        costream_app::store::StoredRoom,
+    )],
+    max_panes: usize,
+) -> Result<Expect, String> {
+    let want = model::expected(&rooms[r].history, max_panes);
+    let channel = &rooms[r].channel;
+    let Some(link) = stored
+        .iter()
+        .find(|(k, _)| k.channel.as_str() == channel)
+        .and_then(|(_, room)| room.facts.pk_link())
+    else {
+        return Ok(want);
+    };
+    let host_of = |e: &Expect| match e {
+        Expect::Off => None,
+        Expect::Single(h) => Some(h.clone()),
+        Expect::Mixed(users) => users.first().cloned(),
+    };
+    let peer = rooms
+        .iter()
+        .find(|room| room.channel == link.peer.as_str())
+        .ok_or_else(|| format!("{channel} is in a PK with an unknown room {}", link.peer))?;
+    let peer_want = model::expected(&peer.history, max_panes);
+    if host_of(&want).as_deref() != Some(link.host.as_str())
+        || host_of(&peer_want).as_deref() != Some(link.peer_host.as_str())
+    {
+        return Err(format!(
+            "{channel}: the PK with {} ({} and {}) outlived a broadcast: the model says {want:?} and {peer_want:?}",
+            link.peer, link.host, link.peer_host
+        ));
+    }
+    let mut users = vec![link.host.to_string(), link.peer_host.to_string()];
+    if let Expect::Mixed(stage) = &want {
+        users.extend(
+            stage
+                .iter()
+                .skip(1)
+                .take(costream_core::MAX_PANES - 2)
+                .cloned(),
+        );
+    }
+    Ok(Expect::Mixed(users))
 }
 
 fn spawn_invocation(
@@ -581,6 +684,15 @@ fn spawn_invocation(
     let tx2 = tx.clone();
     let invocation = format!("inv-{}", d.request);
     let channel = rooms[d.room].channel.clone();
+    let pair = rooms
+        .iter()
+        .take(2)
+        .map(|r| costream_app::ports::RoomKey {
+            app: services.config.app_id.clone(),
+            channel: ChannelId::parse(r.channel.as_str()).expect("a generated channel id"),
+        })
+        .collect::<Vec<_>>();
+    let world_pk = world.clone();
     let retry = d.clone();
     let handle = tokio::spawn(async move {
         let work = async {
@@ -606,6 +718,23 @@ fn spawn_invocation(
                         ali_signature: None,
                     };
                     svc.cdn_ingest(&req, &invocation).await.map(|_| ())
+                }
+                Payload::Pk { link } => {
+                    let (own, peer) = (&pair[d.room], &pair[1 - d.room]);
+                    lock(&world_pk).fired.pk_requests += 1;
+                    let outcome = if *link {
+                        svc.shell.link_pk(own, peer, &invocation).await
+                    } else {
+                        svc.shell.unlink_pk(own, &invocation).await
+                    };
+                    match outcome {
+                        Ok(costream_app::shell::PkOutcome::Linked) => {
+                            lock(&world_pk).fired.pk_links += 1;
+                            Ok(())
+                        }
+                        Ok(_) => Ok(()),
+                        Err(e) => Err(costream_app::handlers::HandlerError::App(e)),
+                    }
                 }
             }
         };
@@ -675,8 +804,15 @@ async fn check(
     let fired = w.fired.clone();
     drop(w);
     let max_panes = services.config.decision.max_panes;
-    for room in rooms {
-        let want = model::expected(&room.history, max_panes);
+    let stored = services.shell.store.inner.rooms();
+    for (r, room) in rooms.iter().enumerate() {
+        let want = match wanted(rooms, r, &stored, max_panes) {
+            Ok(want) => want,
+            Err(why) => {
+                problems.push(why);
+                continue;
+            }
+        };
         let have = seen(sim, &room.channel);
         if have.len() > 1 {
             problems.push(format!("{}: {} tasks", room.channel, have.len()));

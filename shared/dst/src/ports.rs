@@ -101,6 +101,9 @@ pub struct Fired {
     pub idle_stops: u64,
     pub redeliveries: u64,
     pub calls: u64,
+    /// Backend PK requests made, and links that took (both rooms live, neither in a PK).
+    pub pk_requests: u64,
+    pub pk_links: u64,
 }
 
 impl Fired {
@@ -117,6 +120,8 @@ impl Fired {
         self.idle_stops += o.idle_stops;
         self.redeliveries += o.redeliveries;
         self.calls += o.calls;
+        self.pk_requests += o.pk_requests;
+        self.pk_links += o.pk_links;
     }
 
     /// The classes that never fired, by name.
@@ -133,6 +138,7 @@ impl Fired {
             ("kills", self.kills),
             ("idle_stops", self.idle_stops),
             ("redeliveries", self.redeliveries),
+            ("pk_links", self.pk_links),
         ]
         .into_iter()
         .filter(|(_, n)| *n == 0)
@@ -187,6 +193,78 @@ pub struct GatedStore {
     pub world: Shared,
 }
 
+impl GatedStore {
+    /// A write under the seed's fates: a conflict or a timeout before it is applied, or applied
+    /// with the answer lost; else `apply`'s own result.
+    async fn write(
+        &self,
+        room: &str,
+        expected: Version,
+        apply: impl std::future::Future<Output = Result<(), StoreError>>,
+    ) -> Result<(), StoreError> {
+        let delay = lock(&self.world).latency(20);
+        tokio::time::sleep(delay).await;
+        let fate = {
+            let mut w = lock(&self.world);
+            let k = w.knobs.clone();
+            if w.draw(k.store_conflict) {
+                w.fired.store_conflict += 1;
+                1
+            } else if w.draw(k.store_unavailable) {
+                w.fired.store_unavailable += 1;
+                2
+            } else if w.draw(k.store_landed) {
+                w.fired.store_landed += 1;
+                3
+            } else {
+                0
+            }
+        };
+        match fate {
+            1 => Err(StoreError::VersionConflict {
+                room: room.to_owned(),
+                expected,
+            }),
+            2 => Err(StoreError::Unavailable {
+                room: room.to_owned(),
+                source: "injected: write timed out, not applied".into(),
+            }),
+            3 => {
+                apply.await?;
+                Err(StoreError::Unavailable {
+                    room: room.to_owned(),
+                    source: "injected: write applied, answer lost".into(),
+                })
+            }
+            _ => apply.await,
+        }
+    }
+
+    /// The PK invariant, after every write: a room whose stored facts link it to a peer is
+    /// linked back by that peer — never one room in a PK and the other out of it.
+    fn check_pk_pairs(&self) {
+        let rooms = self.inner.rooms();
+        let link_of = |channel: &costream_core::ChannelId| {
+            rooms
+                .iter()
+                .find(|(k, _)| k.channel == *channel)
+                .and_then(|(_, r)| r.facts.pk_link().map(|l| l.peer.clone()))
+        };
+        for (key, room) in &rooms {
+            if let Some(link) = room.facts.pk_link() {
+                if link_of(&link.peer).as_ref() != Some(&key.channel) {
+                    let mut w = lock(&self.world);
+                    let at = w.trace.len();
+                    w.violations.push(format!(
+                        "{key} is in a PK with {} but {} is not in one with it (after write #{at})",
+                        link.peer, link.peer
+                    ));
+                }
+            }
+        }
+    }
+}
+
 impl StateStore for GatedStore {
     async fn load(&self, key: &RoomKey) -> Result<Option<StoredRoom>, StoreError> {
         let delay = lock(&self.world).latency(20);
@@ -212,47 +290,29 @@ impl StateStore for GatedStore {
         room: &StoredRoom,
         expected: Version,
     ) -> Result<(), StoreError> {
-        let delay = lock(&self.world).latency(20);
-        tokio::time::sleep(delay).await;
         let size = serde_json::to_string(&room.facts).map_or(usize::MAX, |s| s.len());
-        let fate = {
-            let mut w = lock(&self.world);
-            if size > MAX_FACTS_JSON_BYTES {
-                w.violations
-                    .push(format!("{key}: facts of {size} bytes exceed the bound"));
-            }
-            let k = w.knobs.clone();
-            if w.draw(k.store_conflict) {
-                w.fired.store_conflict += 1;
-                1
-            } else if w.draw(k.store_unavailable) {
-                w.fired.store_unavailable += 1;
-                2
-            } else if w.draw(k.store_landed) {
-                w.fired.store_landed += 1;
-                3
-            } else {
-                0
-            }
-        };
-        match fate {
-            1 => Err(StoreError::VersionConflict {
-                room: key.to_string(),
-                expected,
-            }),
-            2 => Err(StoreError::Unavailable {
-                room: key.to_string(),
-                source: "injected: write timed out, not applied".into(),
-            }),
-            3 => {
-                self.inner.save(key, room, expected).await?;
-                Err(StoreError::Unavailable {
-                    room: key.to_string(),
-                    source: "injected: write applied, answer lost".into(),
-                })
-            }
-            _ => self.inner.save(key, room, expected).await,
+        if size > MAX_FACTS_JSON_BYTES {
+            lock(&self.world)
+                .violations
+                .push(format!("{key}: facts of {size} bytes exceed the bound"));
         }
+        let room_name = key.to_string();
+        let result = self
+            .write(&room_name, expected, self.inner.save(key, room, expected))
+            .await;
+        self.check_pk_pairs();
+        result
+    }
+
+    async fn save_pair(
+        &self,
+        a: (&RoomKey, &StoredRoom, Version),
+        b: (&RoomKey, &StoredRoom, Version),
+    ) -> Result<(), StoreError> {
+        let name = format!("{} and {}", a.0, b.0);
+        let result = self.write(&name, a.2, self.inner.save_pair(a, b)).await;
+        self.check_pk_pairs();
+        result
     }
 
     async fn due_rooms(
