@@ -123,14 +123,41 @@ fn mask_task(task: &Value) -> Value {
     if let Some(url) = task.get_mut("StreamURL") {
         mask_string(url);
     }
-    if let Some(Value::Array(targets)) = task.get_mut("MultiStreamURL") {
-        for target in targets {
-            if let Some(url) = target.get_mut("URL") {
-                mask_string(url);
+    // The list may come as a JSON array or as a string holding one.
+    if let Some(multi) = task.get_mut("MultiStreamURL") {
+        if let Some(parsed) = multi
+            .as_str()
+            .and_then(|t| serde_json::from_str::<Value>(t).ok())
+        {
+            *multi = parsed;
+        }
+        match multi {
+            Value::Array(targets) => {
+                for target in targets {
+                    let ours = target["IsAliCdn"] == Value::Bool(true);
+                    if let Some(url) = target.get_mut("URL") {
+                        if ours {
+                            mask_string(url);
+                        } else {
+                            mask_restream(url);
+                        }
+                    }
+                }
             }
+            // Unreadable: show nothing of it.
+            other => *other = Value::String("***".into()),
         }
     }
     task
+}
+
+/// Another platform's ingest URL carries its stream key: only `rtmp://host/app/***`.
+fn mask_restream(value: &mut Value) {
+    let shown = value
+        .as_str()
+        .and_then(|u| costream_core::OutputUrl::parse(u).ok())
+        .map_or_else(|| "***".to_owned(), |u| u.masked());
+    *value = Value::String(shown);
 }
 
 fn mask_string(value: &mut Value) {
@@ -165,4 +192,31 @@ pub fn run_stop(args: &StopArgs) -> anyhow::Result<()> {
         task_id: &args.task_id,
         result,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Listed tasks never show a restream stream key or our signature, whichever form the
+    /// MultiStreamURL comes in.
+    #[test]
+    fn listed_outputs_are_masked_in_both_forms() {
+        let list = serde_json::json!([
+            {"IsAliCdn": true, "URL": "rtmp://push.example.com/live/r_main?auth_key=1-0-0-abcdef"},
+            {"IsAliCdn": false, "URL": "rtmp://a.rtmp.youtube.com/live2/yt-secret"},
+        ]);
+        for multi in [list.clone(), Value::String(list.to_string())] {
+            let shown = mask_task(&serde_json::json!({"TaskId": "r_1", "MultiStreamURL": multi}))
+                .to_string();
+            assert!(!shown.contains("yt-secret"), "{shown}");
+            assert!(!shown.contains("abcdef"), "{shown}");
+            assert!(
+                shown.contains("rtmp://a.rtmp.youtube.com/live2/***"),
+                "{shown}"
+            );
+        }
+        let odd = mask_task(&serde_json::json!({"MultiStreamURL": 5}));
+        assert_eq!(odd["MultiStreamURL"], "***");
+    }
 }

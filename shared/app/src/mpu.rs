@@ -474,7 +474,7 @@ fn listed_task(t: &serde_json::Value) -> Listed {
             .unwrap_or_default(),
     };
     let extra_outputs = match (t.get("MultiStreamURL"), t.get("StreamURL")) {
-        (Some(multi), _) => listed_outputs(multi),
+        (Some(multi), _) => listed_outputs(multi, &channel),
         (None, Some(_)) => Some(Vec::new()),
         (None, None) => None,
     };
@@ -487,9 +487,11 @@ fn listed_task(t: &serde_json::Value) -> Listed {
     })
 }
 
-/// The non-Alibaba-CDN URLs of a listed `MultiStreamURL` (a JSON array, or a JSON string
-/// holding one); `None` if it can't be read, so nothing is concluded from it.
-fn listed_outputs(multi: &serde_json::Value) -> Option<Vec<String>> {
+/// The restreaming URLs of a listed `MultiStreamURL` (a JSON array, or a JSON string holding
+/// one): every entry but the room's own CDN stream, known by `IsAliCdn` or by its stream name
+/// (`<channel>_main`), however the flag is spelled. `None` if it can't be read, so nothing is
+/// concluded from it.
+fn listed_outputs(multi: &serde_json::Value, channel: &ChannelId) -> Option<Vec<String>> {
     let parsed;
     let list = match multi {
         serde_json::Value::String(text) => {
@@ -498,8 +500,18 @@ fn listed_outputs(multi: &serde_json::Value) -> Option<Vec<String>> {
         }
         other => other.as_array()?,
     };
+    let own = format!("/{}", stream_name(channel));
+    let ours = |t: &serde_json::Value| {
+        let flag = match &t["IsAliCdn"] {
+            serde_json::Value::Bool(b) => *b,
+            serde_json::Value::String(s) => s.eq_ignore_ascii_case("true"),
+            _ => false,
+        };
+        let path = t["URL"].as_str().unwrap_or_default().split('?').next();
+        flag || path.is_some_and(|p| p.ends_with(&own))
+    };
     list.iter()
-        .filter(|t| t["IsAliCdn"].as_bool() != Some(true))
+        .filter(|t| !ours(t))
         .map(|t| t["URL"].as_str().map(str::to_owned))
         .collect()
 }

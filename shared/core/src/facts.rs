@@ -253,11 +253,13 @@ impl Facts {
         self.pk.as_ref().and_then(|p| p.link.as_ref())
     }
 
-    /// The PK in force: the link, while the host who made it still broadcasts here.
+    /// The PK in force: the link, while the broadcast it was made with goes on here (the same
+    /// host, started no later) and the room shows pictures (a voice room is in no PK).
     pub fn pk(&self) -> Option<&crate::pk::PkLink> {
         let link = self.pk_link()?;
         let broadcast = self.broadcast()?;
-        (broadcast.host == link.host).then_some(link)
+        let voice = self.settings().is_some_and(|s| s.settings.audio_only());
+        (broadcast.host == link.host && broadcast.started <= link.started && !voice).then_some(link)
     }
 
     /// The decision configuration of this room: the deployment's, with the room's settings.

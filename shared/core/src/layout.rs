@@ -454,7 +454,8 @@ pub fn pk_layout(
     peer: (&ChannelId, &UserId),
     cohosts: &[UserId],
 ) -> Layout {
-    let cohosts = &cohosts[..cohosts.len().min(MAX_PANES - 2)];
+    // Co-hosts beyond the pane limit are still heard.
+    let (cohosts, heard) = cohosts.split_at(cohosts.len().min(MAX_PANES - 2));
     let half = Frac(Frac::DENOM / 2);
     let left = Rect { w: half, ..FULL };
     let right = Rect {
@@ -480,7 +481,7 @@ pub fn pk_layout(
         canvas: spec.canvas,
         panes,
         background: None,
-        audio: Vec::new(),
+        audio: heard.to_vec(),
     }
 }
 

@@ -17,6 +17,9 @@ pub struct PkLink {
     pub peer_host: UserId,
     /// This room's host when the PK was made: the PK holds while they broadcast.
     pub host: UserId,
+    /// When that broadcast started: a later broadcast (after a gap) is not the PK's, even by
+    /// the same host. (A late event can only move a broadcast's start earlier.)
+    pub started: Timestamp,
 }
 
 /// The room's latest PK write: a link, or `None` for an ended PK. The newest wins (ties by

@@ -1018,11 +1018,12 @@ fn arb_event() -> impl Strategy<Value = RoomEvent> {
             action: if p { CdnAction::Publish } else { CdnAction::PublishDone },
             at: Timestamp::from_secs(at),
         }),
-        1 => (prop::option::of((0..4u8, 0..4u8)), 0..30u64).prop_map(|(link, at)| RoomEvent::Pk {
-            link: link.map(|(h, p)| PkLink {
+        1 => (prop::option::of((0..4u8, 0..4u8, 0..30u64)), 0..30u64).prop_map(|(link, at)| RoomEvent::Pk {
+            link: link.map(|(h, p, started)| PkLink {
                 peer: ChannelId::parse("peer-room").expect("channel"),
                 peer_host: user(&format!("p{p}")),
                 host: user(&format!("u{h}")),
+                started: Timestamp::from_secs(started),
             }),
             at: Timestamp::from_secs(at),
         }),
@@ -1621,6 +1622,7 @@ fn pk_link(host: &str, peer_host: &str) -> PkLink {
         peer: ChannelId::parse("room-b").expect("channel"),
         peer_host: user(peer_host),
         host: user(host),
+        started: Timestamp::from_secs(10),
     }
 }
 
@@ -1735,6 +1737,29 @@ fn a_pk_holds_while_its_host_broadcasts() {
         target(&alone, &Record::default(), &cfg).mix_mode(),
         Some(MixMode::Single)
     );
+    // The same host's next broadcast (after a gap a late Leave revealed) is not the PK's,
+    // whatever order the events came in; nor is a voice room in a PK.
+    for late_leave_first in [false, true] {
+        let mut again = Facts::new(channel.clone());
+        again.apply(&ev("host", "h", 10, Publish));
+        again.apply(&link);
+        let leave = ev("host", "h", 30, Leave);
+        if late_leave_first {
+            again.apply(&leave);
+        }
+        again.apply(&ev("host", "h2", 40, Join));
+        again.apply(&ev("host", "h2", 41, Publish));
+        if !late_leave_first {
+            again.apply(&leave);
+        }
+        assert!(again.pk().is_none(), "late leave first: {late_leave_first}");
+    }
+    let mut voice = Facts::new(channel.clone());
+    voice.apply(&ev("host", "h", 10, Publish));
+    voice.apply(&link);
+    assert!(voice.pk().is_some());
+    voice.apply(&settings_event(20, |s| s.audio_only = Setting::Set(true)));
+    assert!(voice.pk().is_none());
     // Ended: the newest write wins.
     let mut ended = Facts::new(channel);
     ended.apply(&ev("host", "h", 10, Publish));

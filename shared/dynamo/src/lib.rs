@@ -566,15 +566,42 @@ impl StateStore for DynamoStore {
             .await
         {
             Ok(_) => Ok(()),
-            // Cancelled: a condition failed (a version moved) or another transaction was on
-            // the same item at once. Either way re-read and decide again.
-            Err(e) if e.code() == Some("TransactionCanceledException") => {
-                Err(StoreError::VersionConflict {
-                    room: both,
-                    expected: a.2,
+            Err(e) => {
+                use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+                let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
+                    e.as_service_error()
+                else {
+                    return Err(classify(&both, e));
+                };
+                // One reason per item, in order: `None` for the items that were fine.
+                let reasons: Vec<&str> = cancelled
+                    .cancellation_reasons()
+                    .iter()
+                    .map(|r| r.code().unwrap_or("None"))
+                    .collect();
+                let which = |codes: &[&str]| reasons.iter().position(|c| codes.contains(c));
+                // A version moved, or another transaction held an item: re-read and decide
+                // again.
+                if let Some(i) = which(&["ConditionalCheckFailed", "TransactionConflict"]) {
+                    let (key, _, expected) = if i == 0 { a } else { b };
+                    return Err(StoreError::VersionConflict {
+                        room: key.to_string(),
+                        expected,
+                    });
+                }
+                let throttled = which(&[
+                    "ThrottlingError",
+                    "ProvisionedThroughputExceeded",
+                    "RequestLimitExceeded",
+                ])
+                .is_some();
+                let source = format!("transaction cancelled: {}", reasons.join(", ")).into();
+                Err(if throttled {
+                    StoreError::Unavailable { room: both, source }
+                } else {
+                    StoreError::Failed { room: both, source }
                 })
             }
-            Err(e) => Err(classify(&both, e)),
         }
     }
 

@@ -314,6 +314,39 @@ mod against_the_simulator {
         }
     }
 
+    /// A re-asserted Start (after an Update in doubt) that finds the task running sends the
+    /// complete outputs: a restream target the target no longer has is removed, not left on.
+    #[tokio::test(start_paused = true)]
+    async fn a_start_that_finds_its_task_sends_the_complete_outputs() {
+        let origin = tokio::time::Instant::now();
+        let clock = || TokioClock {
+            base_ms: T0,
+            origin,
+        };
+        let sim = Arc::new(SimulatedLive::new(clock()));
+        let mpu = adapter(sim.clone(), clock());
+        let restream = Outputs::new(vec![costream_core::OutputUrl::parse(
+            "rtmp://r.example/live/key",
+        )
+        .expect("url")])
+        .expect("outputs");
+        let start = |outputs: Outputs| Command::Start {
+            task: task_id("room-1001_1"),
+            shape: host(),
+            outputs,
+        };
+        mpu.execute(&room(), &start(restream), Version::NONE)
+            .await
+            .expect("start");
+        assert!(sim.tasks()[0].multi_stream_url.is_some());
+        mpu.execute(&room(), &start(Outputs::NONE), Version::NONE)
+            .await
+            .expect("re-asserted");
+        let task = &sim.tasks()[0];
+        assert!(task.multi_stream_url.is_none(), "{task:?}");
+        assert!(task.stream_url.is_some());
+    }
+
     #[tokio::test(start_paused = true)]
     async fn the_adapter_waits_out_the_stream_url_hold_after_a_stop() {
         let origin = tokio::time::Instant::now();
@@ -573,6 +606,27 @@ async fn the_task_list_skips_and_counts_foreign_and_malformed_entries() {
     assert!(!listing.tasks[1].matches(&host_9, &Outputs::NONE));
     // The listing showed no output at all for the first: outputs are not judged.
     assert_eq!(listing.tasks[0].extra_outputs, None);
+    // Our own stream is never taken for a restream target, however the flag is spelled, and
+    // a list given as a JSON string is read the same.
+    let own = "rtmp://push.example.com/live/room-9_main?auth_key=1-0-0-x";
+    for multi in [
+        serde_json::json!([{"IsAliCdn": "true", "URL": own}, {"URL": "rtmp://r.example/live/k"}]),
+        serde_json::json!([{"URL": own}, {"IsAliCdn": false, "URL": "rtmp://r.example/live/k"}]),
+        serde_json::Value::String(
+            serde_json::json!([{"IsAliCdn": true, "URL": own}, {"URL": "rtmp://r.example/live/k"}])
+                .to_string(),
+        ),
+    ] {
+        let page = serde_json::json!({"MPUTasks": [
+            {"TaskId": "room-9_1700000000", "ChannelId": "room-9", "MixMode": "0",
+             "SingleSubParams": {"UserId": "host_9"}, "MultiStreamURL": multi}]});
+        let listing = scripted(None, page).list_tasks().await.expect("listed");
+        assert_eq!(
+            listing.tasks[0].extra_outputs,
+            Some(vec!["rtmp://r.example/live/k".to_owned()]),
+            "{multi}"
+        );
+    }
 }
 
 fn params(request: &LiveRequest) -> BTreeMap<String, String> {

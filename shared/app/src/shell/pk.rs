@@ -98,11 +98,13 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                 peer: b.channel.clone(),
                 peer_host: host_b.host.clone(),
                 host: host_a.host.clone(),
+                started: host_a.started,
             };
             let link_b = PkLink {
                 peer: a.channel.clone(),
                 peer_host: host_a.host,
                 host: host_b.host,
+                started: host_b.started,
             };
             self.write_pk(&mut ra, Some(link_a), at);
             self.write_pk(&mut rb, Some(link_b), at);
@@ -172,7 +174,16 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
         ra: &mut StoredRoom,
         b: &RoomKey,
     ) -> Result<Option<()>, StoreError> {
-        let rb = self.store.load(b).await?;
+        let rb = match self.store.load(b).await {
+            Ok(rb) => rb,
+            // A peer nobody can read: nobody sees its half either. End this room's side alone
+            // rather than never commit this room's events again; the peer stays as stored.
+            Err(e @ StoreError::Corrupt { .. }) => {
+                tracing::error!(room = %a, peer = %b, error = %e, "pk peer unreadable; ending this room's side only");
+                None
+            }
+            Err(e) => return Err(e),
+        };
         let peer_links_back = rb
             .as_ref()
             .and_then(|r| r.facts.pk_link())
@@ -219,14 +230,18 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
             .fold(now, Timestamp::max)
     }
 
-    /// Applies a PK write to the room and marks it due now: its task must change.
+    /// Applies a PK write to the room and marks it for the repair loop from what it now needs
+    /// (its task changes, unless the lease holder's call is already about it).
     fn write_pk(&self, room: &mut StoredRoom, link: Option<PkLink>, at: Timestamp) {
         apply(
             &mut room.facts,
             &mut room.record,
             &RoomEvent::Pk { link, at },
         );
+        let pending = costream_core::decide(&room.facts, &room.record, &self.decision)
+            .command
+            .is_some();
         let now_ms = self.clock.now_ms();
-        self.mark_due(room, true, now_ms);
+        self.mark_due(room, pending, now_ms);
     }
 }
