@@ -100,6 +100,10 @@ METRICS = [
     "list_items_skipped",
     # a gauge (seconds): the age of the oldest due room
     "oldest_due_age_secs",
+    # webhooks
+    "webhooks_delivered",
+    "webhooks_failed",
+    "webhooks_dropped",
 ]
 # Read as a maximum per minute; every other metric is a count, read as a sum per minute. (The code
 # publishes `*_secs` in Seconds, everything else as a Count.)
@@ -434,6 +438,8 @@ def test_routes(template):
         "GET /rooms/{channelId}/history",
         "POST /rooms/{channelId}/tokens",
         "PUT /rooms/{channelId}/settings",
+        "PUT /rooms/{channelId}/pk",
+        "DELETE /rooms/{channelId}/pk",
     }
     assert template["Parameters"]["ArtcCallbackSecret"]["NoEcho"] is True
     assert template["Parameters"]["ArtcAppKey"]["NoEcho"] is True
@@ -710,7 +716,7 @@ def test_repair_alarms_watch_the_loop_itself(template, functions):
 
 
 def test_metric_list_is_well_formed():
-    assert len(METRICS) == len(set(METRICS)) == 24
+    assert len(METRICS) == len(set(METRICS)) == 27
     assert GAUGES == {m for m in METRICS if m.endswith("_secs")}
     assert all(re.fullmatch(r"[a-z][a-z0-9_]*", m) for m in METRICS)
 
@@ -774,6 +780,8 @@ def test_alarms_on_the_functions_metrics(template):
         "RepairFailuresAlarm": ("repair_failures", "Sum", 60, 5, 2, 1, "GreaterThanOrEqualToThreshold"),
         # A room due for more than 5 minutes.
         "OldestDueRoomAlarm": ("oldest_due_age_secs", "Maximum", 60, 2, 2, 300, "GreaterThanThreshold"),
+        # Any webhook dropped undelivered.
+        "WebhooksDroppedAlarm": ("webhooks_dropped", "Sum", 300, 1, 1, 1, "GreaterThanOrEqualToThreshold"),
     }
 
 

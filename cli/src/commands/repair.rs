@@ -95,6 +95,7 @@ async fn repair(args: &RepairArgs) -> anyhow::Result<bool> {
             .shell
             .repair_pass(&app, &owner, &repair_config)
             .await;
+        services.webhook_pass().await;
         costream_app::metrics::take();
         report
     };

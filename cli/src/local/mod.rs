@@ -293,6 +293,9 @@ async fn history<S: StateStore, M: MpuPort, C: Clock>(
     }
 }
 
+/// How often `serve` retries webhooks still due.
+const WEBHOOK_RETRY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The repair loop in-process: a pass every `interval` (the first one after one interval),
 /// the leak sweep included, until the server stops.
 pub async fn repair_loop<S, M, C>(
@@ -311,29 +314,44 @@ pub async fn repair_loop<S, M, C>(
         stop_tasks_of_unknown_rooms,
         ..costream_app::repair::RepairConfig::default()
     };
-    let mut ticks = tokio::time::interval(interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticks.tick().await;
-    loop {
-        ticks.tick().await;
-        let owner = format!("repair/{}", next_invocation());
-        let app = local.services.config.app_id.clone();
-        let report = local
-            .services
-            .shell
-            .repair_pass(&app, &owner, &config)
-            .await;
-        // Nobody scrapes EMF locally: the counters are reported in the pass's log line.
-        costream_app::metrics::take();
-        if report.due > 0
-            || report
-                .sweep
-                .as_ref()
-                .is_some_and(|s| s.leaks_stopped + s.restarted + s.updated > 0)
-        {
-            tracing::info!(report = %serde_json::to_string(&report).unwrap_or_default(), "repair pass");
+    // Webhooks still due (a backend that refused or was down) are retried every second.
+    let webhooks = {
+        let local = local.clone();
+        async move {
+            let mut ticks = tokio::time::interval(WEBHOOK_RETRY_INTERVAL);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                local.services.webhook_pass().await;
+            }
         }
-    }
+    };
+    let repairs = async move {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            let owner = format!("repair/{}", next_invocation());
+            let app = local.services.config.app_id.clone();
+            let report = local
+                .services
+                .shell
+                .repair_pass(&app, &owner, &config)
+                .await;
+            // Nobody scrapes EMF locally: the counters are reported in the pass's log line.
+            costream_app::metrics::take();
+            if report.due > 0
+                || report
+                    .sweep
+                    .as_ref()
+                    .is_some_and(|s| s.leaks_stopped + s.restarted + s.updated > 0)
+            {
+                tracing::info!(report = %serde_json::to_string(&report).unwrap_or_default(), "repair pass");
+            }
+        }
+    };
+    tokio::join!(repairs, webhooks);
 }
 
 async fn sim_tasks<S: StateStore, M: MpuPort, C: Clock>(

@@ -34,6 +34,8 @@ async fn handler(
         .shell
         .repair_pass(&services.config.app_id, &owner, &config)
         .await;
+    // Webhooks the handlers could not deliver, retried with their backoff.
+    services.webhook_pass().await;
     emit_metrics("repair");
     Ok(report)
 }

@@ -208,6 +208,17 @@ pub struct TokenOutcome {
     pub token: String,
 }
 
+/// Rooms one webhook pass looks at, at most.
+const WEBHOOK_PASS_ROOMS: usize = 64;
+
+/// Whether a handled callback may have queued webhooks (it wrote the room).
+fn changed(handled: &Handled) -> bool {
+    !matches!(
+        handled,
+        Handled::Duplicate | Handled::NoChange | Handled::Busy
+    )
+}
+
 /// Join-token requests: small JSON; a token lives 1 h unless asked, at most 24 h (ARTC's limit).
 const MAX_TOKEN_BODY: usize = 16 * 1024;
 /// Settings requests: at most 16 KB.
@@ -257,8 +268,9 @@ pub struct CdnRequest<'a> {
     pub ali_signature: Option<&'a str>,
 }
 
-/// Tells the app's backend that a room went live, with an HMAC-SHA256 signature over
-/// `"<timestamp>.<body>"` in `X-Costream-Signature: sha256=<hex>`.
+/// Delivers webhooks to the app's backend (`COSTREAM_NOTIFY_URL`), each signed with
+/// HMAC-SHA256 over `"<timestamp>.<body>"` in `X-Costream-Signature: sha256=<hex>`, the delivery
+/// time in `X-Costream-Timestamp`. Any 2xx answer is a delivery.
 #[derive(Debug, Clone)]
 pub struct Notifier {
     client: reqwest::Client,
@@ -266,11 +278,13 @@ pub struct Notifier {
 }
 
 impl Notifier {
-    /// Builds the HTTP client once; 2 s total timeout keeps the CDN callback within its 5 s.
+    /// Builds the HTTP client once; a 2 s total timeout keeps a callback's handler within its
+    /// sender's deadline (what is not delivered then is retried by the repair loop).
     pub fn new(settings: NotifySettings) -> Result<Notifier, reqwest::Error> {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(800))
             .timeout(Duration::from_secs(2))
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(Notifier { client, settings })
     }
@@ -308,10 +322,15 @@ impl Notifier {
         format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
     }
 
-    /// Posts the status. The error carries no URL: reqwest's names it in its Display, and a
-    /// backend URL may hold a token in its query.
-    async fn notify(&self, status: &RoomStatus, now_secs: u64) -> Result<(), reqwest::Error> {
-        let body = serde_json::to_vec(status).expect("RoomStatus serializes");
+    /// Posts one webhook. The error carries no URL: reqwest's names it in its Display, and a
+    /// backend URL may hold a token in its query. Redirects are not followed (a 3xx is a failed
+    /// delivery), so a signed body never goes anywhere else.
+    pub async fn post(
+        &self,
+        hook: &crate::webhooks::Webhook,
+        now_secs: u64,
+    ) -> Result<(), reqwest::Error> {
+        let body = serde_json::to_vec(hook).expect("a webhook serializes");
         let signature = Self::signature(self.settings.secret.expose_secret(), now_secs, &body);
         self.client
             .post(&self.settings.url)
@@ -432,6 +451,9 @@ impl<S: StateStore, M: MpuPort, C: Clock> Services<S, M, C> {
             .shell
             .handle(&key, dedupe.as_deref(), &cb.events, invocation)
             .await?;
+        if changed(&handled) {
+            self.deliver_webhooks(&key).await;
+        }
         Ok(ArtcOutcome {
             channel_id,
             events: cb.events.len(),
@@ -497,22 +519,8 @@ impl<S: StateStore, M: MpuPort, C: Clock> Services<S, M, C> {
             .shell
             .handle(&key, Some(&cb.dedupe_key()), &[cb.event()], invocation)
             .await?;
-        if cb.action == CdnAction::Publish
-            && !matches!(handled, Handled::Duplicate | Handled::NoChange)
-        {
-            if let (Some(notifier), Ok(status)) =
-                (&self.notifier, self.room_status(channel.as_str()).await)
-            {
-                if status.live {
-                    match notifier.notify(&status, now.secs()).await {
-                        Ok(()) => tracing::info!(channel_id = %channel, "backend notified"),
-                        // `e` has no URL (see `Notifier::notify`).
-                        Err(e) => {
-                            tracing::warn!(channel_id = %channel, error = %e, "backend notification failed")
-                        }
-                    }
-                }
-            }
+        if changed(&handled) {
+            self.deliver_webhooks(&key).await;
         }
         Ok(CdnOutcome {
             result: outcome_name(&handled),
@@ -565,20 +573,72 @@ impl<S: StateStore, M: MpuPort, C: Clock> Services<S, M, C> {
             at: Timestamp::from_secs(ts),
         };
         let dedupe = format!("host:{ts}:{}", user.as_ref().map_or("", UserId::as_str));
+        let key = self.key(channel.clone());
         let handled = self
             .shell
-            .handle(
-                &self.key(channel.clone()),
-                Some(&dedupe),
-                &[event],
-                invocation,
-            )
+            .handle(&key, Some(&dedupe), &[event], invocation)
             .await?;
+        if changed(&handled) {
+            self.deliver_webhooks(&key).await;
+        }
         Ok(HostOutcome {
             channel_id: channel.to_string(),
             host: user.map(|u| u.to_string()),
             result: outcome_name(&handled),
         })
+    }
+
+    /// Delivers the room's due webhooks now (best effort: what fails stays in the outbox for the
+    /// repair loop to retry). Nothing without a backend URL.
+    pub async fn deliver_webhooks(&self, key: &RoomKey) {
+        let Some(notifier) = &self.notifier else {
+            return;
+        };
+        let now_ms = self.shell.clock.now_ms();
+        let send = |hook: crate::webhooks::Webhook| async move {
+            // The error has no URL (see `Notifier::post`).
+            notifier
+                .post(&hook, now_ms / 1000)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        if let Err(e) = crate::webhooks::deliver(
+            &self.shell.store,
+            key,
+            now_ms,
+            self.shell.config.max_conflicts,
+            send,
+        )
+        .await
+        {
+            tracing::warn!(room = %key, error = %e, "webhooks left for the next round");
+        }
+    }
+
+    /// One delivery round over every room with webhooks due (the store's due index): what the
+    /// repair loop runs after its pass, and `costream serve` every second. Returns how many
+    /// rooms it looked at.
+    pub async fn webhook_pass(&self) -> usize {
+        if self.notifier.is_none() {
+            return 0;
+        }
+        let now_ms = self.shell.clock.now_ms();
+        let due = match self
+            .shell
+            .store
+            .due_rooms(&self.config.app_id, now_ms, WEBHOOK_PASS_ROOMS)
+            .await
+        {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::warn!(error = %e, "webhook pass: due rooms unreadable");
+                return 0;
+            }
+        };
+        for room in &due {
+            self.deliver_webhooks(&room.key).await;
+        }
+        due.len()
     }
 
     /// Checks a request from the app's backend: `X-Costream-Timestamp` within 300 s of now and
@@ -848,22 +908,15 @@ mod tests {
             secret: "backend-hmac-key".to_owned().into(),
         })
         .expect("client");
-        let status = RoomStatus {
-            channel_id: "room-1".into(),
-            live: true,
-            cdn_live: true,
-            mix_mode: Some(0),
-            host: Some("host".into()),
-            on_stage: vec!["host".into()],
-            waiting: vec![],
-            playback: None,
-            expires_at: None,
-            repair: None,
-            settings: None,
-            pk: None,
+        let hook = crate::webhooks::Webhook {
+            id: "room-1:2:room.live".into(),
+            kind: "room.live".into(),
+            room: "room-1".into(),
+            time: 1_700_000_000,
+            data: serde_json::json!({"host": "host"}),
         };
         let err = notifier
-            .notify(&status, 1_700_000_000)
+            .post(&hook, 1_700_000_000)
             .await
             .expect_err("refused");
         assert!(err.url().is_none());

@@ -35,3 +35,4 @@ pub mod shell;
 pub mod store;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod webhooks;

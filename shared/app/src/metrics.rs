@@ -38,6 +38,9 @@ pub const NAMES: &[&str] = &[
     "tasks_updated",
     "list_items_skipped",
     "oldest_due_age_secs",
+    "webhooks_delivered",
+    "webhooks_failed",
+    "webhooks_dropped",
 ];
 
 static REGISTRY: Mutex<BTreeMap<&'static str, f64>> = Mutex::new(BTreeMap::new());

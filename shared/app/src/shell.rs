@@ -49,6 +49,8 @@ pub struct ShellConfig {
     /// Re-sign the running task's StreamURL this long after it was signed (half the URL's
     /// validity); `None` when the ingest domain does not sign URLs.
     pub resign_after_ms: Option<u64>,
+    /// Queue webhooks in the room's outbox (a backend URL is configured).
+    pub webhooks: bool,
 }
 
 impl Default for ShellConfig {
@@ -60,6 +62,7 @@ impl Default for ShellConfig {
             max_conflicts: 16,
             max_calls: 8,
             resign_after_ms: None,
+            webhooks: false,
         }
     }
 }
@@ -291,6 +294,7 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                 .load(key)
                 .await?
                 .unwrap_or_else(|| StoredRoom::new(key.channel.clone()));
+            let loaded = self.config.webhooks.then(|| room.clone());
             let now_ms = self.clock.now_ms();
             let now_secs = now_ms / 1000;
             // Free when absent or expired — never "ours, so free": two deliveries sharing a
@@ -387,16 +391,24 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                     app: key.app.clone(),
                     channel: link.peer.clone(),
                 });
-            let saved = match &ended_pk {
-                Some(peer) => match self.unlink_both(key, &mut room, peer).await {
-                    Ok(Some(())) => Ok(()),
-                    Ok(None) => Err(StoreError::VersionConflict {
-                        room: key.to_string(),
-                        expected,
-                    }),
-                    Err(e) => Err(e),
-                },
-                None => self.store.save(key, &room, expected).await,
+            let peer_room = match &ended_pk {
+                Some(peer) => self.end_pk(key, &mut room, peer).await,
+                None => Ok(None),
+            };
+            if let Some(loaded) = &loaded {
+                self.queue_hooks(loaded, &mut room, now_ms);
+            }
+            let saved = match (peer_room, &ended_pk) {
+                (Err(e), _) => Err(e),
+                (Ok(Some(peer_room)), Some(peer)) => {
+                    self.store
+                        .save_pair(
+                            (key, &room, expected),
+                            (peer, &peer_room, peer_room.version),
+                        )
+                        .await
+                }
+                (Ok(_), _) => self.store.save(key, &room, expected).await,
             };
             match saved {
                 Ok(()) => {
@@ -746,6 +758,7 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
         }
         let lease_ms = self.config.lease_ms;
         self.amend_own(key, Some(room), owner, |r, now_ms| {
+            let before = self.config.webhooks.then(|| r.clone());
             r.upkeep.attempts = r.upkeep.attempts.saturating_add(1);
             r.upkeep.failures = r.upkeep.failures.saturating_add(1);
             r.upkeep.failing_since_ms.get_or_insert(now_ms);
@@ -771,8 +784,22 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                 });
                 r.due_ms = Some(until_ms + DUE_MARGIN_MS);
             }
+            if let Some(before) = &before {
+                self.queue_hooks(before, r, now_ms);
+            }
         })
         .await;
+    }
+
+    /// Queues the webhooks a write from `before` to `room` means, in that same write (see
+    /// [`crate::webhooks`]); the write creates version `room.version + 1`.
+    pub(crate) fn queue_hooks(&self, before: &StoredRoom, room: &mut StoredRoom, now_ms: u64) {
+        if !self.config.webhooks {
+            return;
+        }
+        let version = room.version.next();
+        let hooks = crate::webhooks::derive(before, room, version, now_ms, &self.decision);
+        crate::webhooks::enqueue(room, hooks, now_ms);
     }
 
     /// Gives the lease back when no call of ours is in flight (a call answered but its record

@@ -13,7 +13,9 @@
 //! | `lease_until` | N    | lease expiry, epoch ms |
 //! | `expires_at`  | N    | TTL attribute: rooms untouched for `room_ttl` disappear by themselves |
 //! | `shard`       | S    | `<AppId>#<n>`, n = hash(channel) mod 8: the partition key of both indexes, spread so no index partition gets one app's whole write rate |
-//! | `due_at`      | N    | when the repair loop should look at the room (absent when nothing is pending): index `due` |
+//! | `due_at`      | N    | when the repair loop should look at the room: the earlier of its repair mark and its next webhook delivery (absent when nothing is pending): index `due` |
+//! | `repair_due`  | N    | the repair mark alone (absent when none) |
+//! | `outbox`      | S    | webhooks committed with the room's changes, not yet delivered (JSON; absent when empty) |
 //! | `task`        | S    | the task the record names (absent when none): index `tasks`, for the leak sweep |
 //! | `upkeep`      | S    | repair bookkeeping (failures in a row, last failure, StreamURL signing time), JSON; absent when empty |
 //! | `failing_since` | N  | since when the room fails to converge (absent when it does not): projected into `due`, for the age alarm |
@@ -104,8 +106,18 @@ impl DynamoStore {
                 AttributeValue::N(since.to_string()),
             );
         }
-        if let Some(due) = room.due_ms {
+        // `due_at` (the index) is when anything is due: the repair mark or the outbox;
+        // `repair_due` keeps the repair mark itself.
+        if let Some(due) = costream_app::webhooks::any_due(room) {
             item.insert("due_at".to_owned(), AttributeValue::N(due.to_string()));
+        }
+        if let Some(due) = room.due_ms {
+            item.insert("repair_due".to_owned(), AttributeValue::N(due.to_string()));
+        }
+        if !room.outbox.is_empty() {
+            let outbox =
+                serde_json::to_string(&room.outbox).map_err(|e| failed(&key.to_string(), e))?;
+            item.insert("outbox".to_owned(), AttributeValue::S(outbox));
         }
         if let Some(task) = room.record.running().task() {
             item.insert("task".to_owned(), AttributeValue::S(task.to_string()));
@@ -481,14 +493,28 @@ fn from_item(
             .map_err(|e| corrupt(key, format!("attribute upkeep does not parse: {e}")))?,
         None => Upkeep::default(),
     };
+    let outbox = match string(item, "outbox", key)? {
+        Some(o) => serde_json::from_str(o)
+            .map_err(|e| corrupt(key, format!("attribute outbox does not parse: {e}")))?,
+        None => Vec::new(),
+    };
+    // Items written before the outbox have the repair mark in `due_at` only.
+    let due_ms = match number::<u64>(item, "repair_due", key)? {
+        Some(due) => Some(due),
+        None if outbox.is_empty() && item.get("repair_due").is_none() => {
+            number::<u64>(item, "due_at", key)?
+        }
+        None => None,
+    };
     Ok(StoredRoom {
         facts,
         record,
         version: Version::new(version),
         lease,
         seen,
-        due_ms: number::<u64>(item, "due_at", key)?,
+        due_ms,
         upkeep,
+        outbox,
     })
 }
 

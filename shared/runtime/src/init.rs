@@ -54,6 +54,7 @@ pub fn shell_config(config: &Config) -> ShellConfig {
             .push_auth_key
             .as_ref()
             .map(|_| validity_ms / 2),
+        webhooks: config.notify.is_some(),
         ..ShellConfig::default()
     }
 }

@@ -77,10 +77,12 @@ impl<S: StateStore, M: MpuPort, C: Clock> Services<S, M, C> {
             }
             .into());
         }
-        let outcome = self
-            .shell
-            .link_pk(&self.key(own.clone()), &self.key(peer.clone()), invocation)
-            .await?;
+        let (own_key, peer_key) = (self.key(own.clone()), self.key(peer.clone()));
+        let outcome = self.shell.link_pk(&own_key, &peer_key, invocation).await?;
+        if outcome == PkOutcome::Linked {
+            self.deliver_webhooks(&own_key).await;
+            self.deliver_webhooks(&peer_key).await;
+        }
         match outcome {
             PkOutcome::Linked => Ok(PkRequestOutcome {
                 channel_id: own.to_string(),
@@ -111,7 +113,14 @@ impl<S: StateStore, M: MpuPort, C: Clock> Services<S, M, C> {
             .await
             .map_err(|e| HandlerError::App(e.into()))?
             .and_then(|r| r.facts.pk_link().map(|l| l.peer.to_string()));
-        match self.shell.unlink_pk(&key, invocation).await? {
+        let outcome = self.shell.unlink_pk(&key, invocation).await?;
+        if outcome == PkOutcome::Unlinked {
+            self.deliver_webhooks(&key).await;
+            if let Some(peer) = peer.as_deref().and_then(|p| ChannelId::parse(p).ok()) {
+                self.deliver_webhooks(&self.key(peer)).await;
+            }
+        }
+        match outcome {
             PkOutcome::Unlinked => Ok(PkRequestOutcome {
                 channel_id: own.to_string(),
                 peer_channel_id: peer.unwrap_or_default(),

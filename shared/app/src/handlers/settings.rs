@@ -76,6 +76,9 @@ impl<S: StateStore, M: MpuPort, C: Clock> Services<S, M, C> {
             .shell
             .handle(&key, Some(&dedupe), &[event], invocation)
             .await?;
+        if super::changed(&handled) {
+            self.deliver_webhooks(&key).await;
+        }
         // What is in force now: these settings, or newer ones that won (last writer wins, by
         // X-Costream-Timestamp).
         let in_force = self

@@ -106,8 +106,12 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                 host: host_b.host,
                 started: host_b.started,
             };
+            let (before_a, before_b) = (ra.clone(), rb.clone());
             self.write_pk(&mut ra, Some(link_a), at);
             self.write_pk(&mut rb, Some(link_b), at);
+            let now_ms = self.clock.now_ms();
+            self.queue_hooks(&before_a, &mut ra, now_ms);
+            self.queue_hooks(&before_b, &mut rb, now_ms);
             match self
                 .store
                 .save_pair((a, &ra, ra.version), (b, &rb, rb.version))
@@ -147,15 +151,28 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                 app: a.app.clone(),
                 channel: link.peer.clone(),
             };
-            match self.unlink_both(a, &mut ra, &b).await? {
-                Some(()) => {
+            let before_a = ra.clone();
+            let rb = self.end_pk(a, &mut ra, &b).await?;
+            let now_ms = self.clock.now_ms();
+            self.queue_hooks(&before_a, &mut ra, now_ms);
+            let saved = match &rb {
+                Some(rb) => {
+                    self.store
+                        .save_pair((a, &ra, ra.version), (&b, rb, rb.version))
+                        .await
+                }
+                None => self.store.save(a, &ra, ra.version).await,
+            };
+            match saved {
+                Ok(()) => {
                     tracing::info!(room = %a, peer = %b, "pk ended by the backend");
                     self.converge_both(a, &b, owner).await;
                     return Ok(PkOutcome::Unlinked);
                 }
-                None => {
+                Err(StoreError::VersionConflict { .. }) => {
                     metrics::count("version_conflicts");
                 }
+                Err(e) => return Err(e.into()),
             }
         }
         Err(AppError::Contention {
@@ -164,16 +181,15 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
         })
     }
 
-    /// Writes the end of `a`'s PK to `a` (as loaded, with whatever else the caller changed) and
-    /// to its peer `b` in one transaction; `b` only if its link still names `a`. `Ok(None)` on a
-    /// version conflict (re-read and try again). `ra.version` is left as read: on success the
-    /// stored version is one more.
-    pub(super) async fn unlink_both(
+    /// Writes the end of `a`'s PK into `ra` (as loaded, with whatever else the caller changed)
+    /// and, when its link still names `a`, into the peer `b`, which it returns (with its
+    /// webhooks queued) for the caller to save with `ra` in one transaction.
+    pub(super) async fn end_pk(
         &self,
         a: &RoomKey,
         ra: &mut StoredRoom,
         b: &RoomKey,
-    ) -> Result<Option<()>, StoreError> {
+    ) -> Result<Option<StoredRoom>, StoreError> {
         let rb = match self.store.load(b).await {
             Ok(rb) => rb,
             // A peer nobody can read: nobody sees its half either. End this room's side alone
@@ -188,25 +204,21 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
             .as_ref()
             .and_then(|r| r.facts.pk_link())
             .is_some_and(|l| l.peer == a.channel);
-        let result = match rb {
+        match rb {
             Some(mut rb) if peer_links_back => {
                 let at = self.pk_time(ra, &rb);
+                let before_b = rb.clone();
                 self.write_pk(ra, None, at);
                 self.write_pk(&mut rb, None, at);
-                self.store
-                    .save_pair((a, ra, ra.version), (b, &rb, rb.version))
-                    .await
+                let now_ms = self.clock.now_ms();
+                self.queue_hooks(&before_b, &mut rb, now_ms);
+                Ok(Some(rb))
             }
             _ => {
                 let at = self.pk_time(ra, ra);
                 self.write_pk(ra, None, at);
-                self.store.save(a, ra, ra.version).await
+                Ok(None)
             }
-        };
-        match result {
-            Ok(()) => Ok(Some(())),
-            Err(StoreError::VersionConflict { .. }) => Ok(None),
-            Err(e) => Err(e),
         }
     }
 

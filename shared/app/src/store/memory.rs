@@ -101,11 +101,13 @@ impl StateStore for InMemoryStore {
             .iter()
             .filter(|(k, _)| k.app == *app)
             .filter_map(|(k, r)| {
-                r.due_ms.filter(|d| *d <= now_ms).map(|due_ms| DueRoom {
-                    key: k.clone(),
-                    due_ms,
-                    failing_since_ms: r.upkeep.failing_since_ms,
-                })
+                crate::webhooks::any_due(r)
+                    .filter(|d| *d <= now_ms)
+                    .map(|due_ms| DueRoom {
+                        key: k.clone(),
+                        due_ms,
+                        failing_since_ms: r.upkeep.failing_since_ms,
+                    })
             })
             .collect();
         due.sort_by(|a, b| a.due_ms.cmp(&b.due_ms).then_with(|| a.key.cmp(&b.key)));

@@ -90,6 +90,8 @@ pub struct StoredRoom {
     /// The shell's bookkeeping for repairs: failures in a row, the last failure, when the task's
     /// StreamURL was signed.
     pub upkeep: Upkeep,
+    /// Webhooks committed with the room's changes and not yet delivered (see `webhooks`).
+    pub outbox: Vec<crate::webhooks::Pending>,
 }
 
 impl StoredRoom {
@@ -103,6 +105,7 @@ impl StoredRoom {
             seen: SeenKeys::default(),
             due_ms: None,
             upkeep: Upkeep::default(),
+            outbox: Vec::new(),
         }
     }
 }
