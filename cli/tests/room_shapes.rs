@@ -664,3 +664,37 @@ async fn a_pk_shows_both_hosts_in_both_rooms_and_ends_in_both() {
     assert_eq!(status, 409, "not in a PK");
     assert!(live.refusals().is_empty(), "{:?}", live.refusals());
 }
+
+/// A voice room through the signature-checking fake: set before the first callback, the host
+/// alone is a MixMode 0 relay of the audio track; with a co-host, an audio-only mix without
+/// Layout and with every speaker's audio.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_voice_room_sends_audio_only_parameters() {
+    let live = Live::start().await;
+    let serve = Serve::start(&live);
+    let (status, _) = serve.settings(r#"{"audio_only":true}"#, now()).await;
+    assert_eq!(status, 200);
+    assert!(live.sim.tasks().is_empty());
+    serve.callback(user_event("host_u1", "Publish", 30)).await;
+    let alone = live.task();
+    assert_eq!(alone.mix_mode, 0);
+    assert_eq!(
+        alone.single_sub_params,
+        Some(json!({"SourceType": "camera", "StreamType": "1", "UserId": "host_u1"}))
+    );
+    serve.callback(user_event("guest_u2", "Publish", 20)).await;
+    let mixed = live.task();
+    assert_eq!((mixed.mix_mode, mixed.updates), (1, 1));
+    let tp = mixed.transcode_params.clone().expect("transcode");
+    assert!(tp.get("Layout").is_none(), "{tp}");
+    assert_eq!(tp["EncodeParams"]["AudioOnly"], "true");
+    assert!(tp["EncodeParams"].get("VideoWidth").is_none(), "{tp}");
+    assert_eq!(
+        tp["UserInfos"],
+        json!([
+            {"SourceType": "camera", "StreamType": "1", "UserId": "host_u1"},
+            {"SourceType": "camera", "StreamType": "1", "UserId": "guest_u2"},
+        ])
+    );
+    assert!(live.refusals().is_empty(), "{:?}", live.refusals());
+}

@@ -35,14 +35,30 @@ struct Backend {
 }
 
 impl Backend {
+    /// The events accepted, once each (concurrent delivery rounds may send one twice: at
+    /// least once), in the order first accepted.
     fn accepted(&self) -> Vec<Value> {
-        self.attempts
+        let mut seen = std::collections::BTreeMap::new();
+        let mut out = Vec::new();
+        for a in self
+            .attempts
             .lock()
             .expect("lock")
             .iter()
             .filter(|a| a.accepted)
-            .map(|a| serde_json::from_slice(&a.body).expect("json body"))
-            .collect()
+        {
+            let event: Value = serde_json::from_slice(&a.body).expect("json body");
+            let id = event["id"].as_str().expect("id").to_owned();
+            match seen.get(&id) {
+                // A duplicate is the same event, byte for byte.
+                Some(first) => assert_eq!(first, &a.body, "{id} came back different"),
+                None => {
+                    seen.insert(id, a.body.clone());
+                    out.push(event);
+                }
+            }
+        }
+        out
     }
 
     fn all(&self) -> Vec<Attempt> {
@@ -89,7 +105,12 @@ impl Drop for Serve {
     }
 }
 
-fn start_serve(port: u16, table: &str, hook_url: &str) -> Serve {
+fn start_serve(port: u16, table: &str, hook_url: &str, log: &std::path::Path) -> Serve {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log file");
     let child = Command::new(env!("CARGO_BIN_EXE_costream"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .args(["--store", "dynamodb", "--create-table"])
@@ -108,9 +129,9 @@ fn start_serve(port: u16, table: &str, hook_url: &str) -> Serve {
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("AWS_REGION", "us-east-1")
         .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "info")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::from(log))
         .spawn()
         .expect("spawn costream serve");
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -172,6 +193,7 @@ async fn every_event_arrives_signed_at_least_once_across_refusals_and_a_restart(
         .expect("free port")
         .port();
     let base = format!("http://127.0.0.1:{port}");
+    let log = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{table}.log"));
     let http = reqwest::Client::new();
     let post = |name: &str| {
         http.post(format!("{base}/artc/s3cret-path"))
@@ -181,7 +203,7 @@ async fn every_event_arrives_signed_at_least_once_across_refusals_and_a_restart(
 
     // The backend refuses the first three deliveries.
     backend.refuse.store(3, Ordering::SeqCst);
-    let serve = start_serve(port, &table, &hook_url);
+    let serve = start_serve(port, &table, &hook_url, &log);
     assert_eq!(
         post("01_host_publish.json").await.expect("post").status(),
         200
@@ -291,7 +313,7 @@ async fn every_event_arrives_signed_at_least_once_across_refusals_and_a_restart(
     );
     // Back up, with a new serve on the same table: the room's end is delivered.
     backend.down.store(false, Ordering::SeqCst);
-    let _serve = start_serve(port, &table, &hook_url);
+    let _serve = start_serve(port, &table, &hook_url, &log);
     let got = wait_for(
         &backend,
         &[

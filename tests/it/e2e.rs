@@ -163,23 +163,24 @@ async fn publish_done_while_live_restarts_the_task() {
     assert_eq!(tasks[0].mix_mode, 0);
 }
 
-/// With `COSTREAM_NOTIFY_URL`, the CDN's publish is forwarded to the app's backend with the
-/// room's status and an HMAC-SHA256 signature it can verify.
+/// With `COSTREAM_NOTIFY_URL`, the room's changes reach the app's backend as webhooks with an
+/// HMAC-SHA256 signature it can verify: the broadcast's stage, then the CDN's publish as
+/// `room.live` — once each, the CDN's retry being a duplicate.
 #[tokio::test]
-async fn cdn_publish_notifies_the_backend_with_a_verifiable_signature() {
+async fn room_changes_reach_the_backend_as_signed_webhooks() {
     use wiremock::matchers::{method, path};
     use wiremock::{Mock, MockServer, ResponseTemplate};
 
     let backend = MockServer::start().await;
     Mock::given(method("POST"))
-        .and(path("/live"))
+        .and(path("/hooks"))
         .respond_with(ResponseTemplate::new(204))
-        .expect(1)
+        .expect(2)
         .mount(&backend)
         .await;
     let sim = Arc::new(SimulatedLive::new(SystemClock));
     let config = config(&[
-        ("COSTREAM_NOTIFY_URL", &format!("{}/live", backend.uri())),
+        ("COSTREAM_NOTIFY_URL", &format!("{}/hooks", backend.uri())),
         ("COSTREAM_NOTIFY_SECRET", "backend-hmac-key"),
     ]);
     let mpu = AlibabaMpu::new(sim.clone(), SystemClock, mpu_settings(&config));
@@ -192,31 +193,33 @@ async fn cdn_publish_notifies_the_backend_with_a_verifiable_signature() {
     svc.cdn_ingest(&costream_runtime::lambda::cdn_request(&ev), "cdn-1")
         .await
         .expect("cdn");
-    // The CDN's retry of the same callback is a duplicate: no second notification.
+    // The CDN's retry of the same callback is a duplicate: no second room.live.
     svc.cdn_ingest(&costream_runtime::lambda::cdn_request(&ev), "cdn-2")
         .await
         .expect("cdn retry");
 
     let received = backend.received_requests().await.expect("recorded");
-    assert_eq!(received.len(), 1);
-    let req = &received[0];
-    let ts: u64 = req.headers["x-costream-timestamp"]
-        .to_str()
-        .expect("ts")
-        .parse()
-        .expect("number");
-    let sig = req.headers["x-costream-signature"].to_str().expect("sig");
-    assert_eq!(
-        sig,
-        costream_app::handlers::Notifier::signature("backend-hmac-key", ts, &req.body)
-    );
-    let body: Value = serde_json::from_slice(&req.body).expect("json");
-    assert_eq!(body["channel_id"], "room-1001");
-    assert_eq!(body["cdn_live"], true);
-    assert!(body["playback"]["flv"]
-        .as_str()
-        .expect("flv")
-        .contains(".flv?auth_key="));
+    let mut kinds = Vec::new();
+    for req in &received {
+        let ts: u64 = req.headers["x-costream-timestamp"]
+            .to_str()
+            .expect("ts")
+            .parse()
+            .expect("number");
+        let sig = req.headers["x-costream-signature"].to_str().expect("sig");
+        assert_eq!(
+            sig,
+            costream_app::handlers::Notifier::signature("backend-hmac-key", ts, &req.body)
+        );
+        let body: Value = serde_json::from_slice(&req.body).expect("json");
+        assert_eq!(body["room"], "room-1001");
+        kinds.push(body["type"].as_str().expect("type").to_owned());
+        if body["type"] == "room.live" {
+            assert_eq!(body["data"]["host"], "host_u1");
+            assert_eq!(body["data"]["mix_mode"], 0);
+        }
+    }
+    assert_eq!(kinds, ["stage.changed", "room.live"]);
 }
 
 /// The app's backend registers a room's host: only then can that user start the broadcast, and a

@@ -62,8 +62,8 @@ ALLOWED_ACTIONS = {
 }
 
 # The table's global secondary indexes: name -> (partition key, sort key), with their types.
-INDEXES = {"due": ("shard", "due_at"), "tasks": ("shard", "task")}
-ATTRIBUTE_TYPES = {"pk": "S", "shard": "S", "due_at": "N", "task": "S"}
+INDEXES = {"due": ("shard", "due_at"), "tasks": ("shard", "task"), "hooks": ("shard", "hooks_due")}
+ATTRIBUTE_TYPES = {"pk": "S", "shard": "S", "due_at": "N", "task": "S", "hooks_due": "N"}
 
 # Every metric the functions publish (embedded metric format, no dimensions, in the namespace
 # COSTREAM_METRICS_NAMESPACE). The alarms and the dashboard may name only these, and the dashboard
@@ -740,7 +740,7 @@ def test_indexes_are_the_stores():
     """The index names, their keys and the shard count the DynamoDB store uses."""
     source = _rust_source("shared/dynamo/src/lib.rs")
     consts = dict(re.findall(r'pub const (\w+_INDEX): &str = "([^"]+)";', source))
-    assert {consts.get("DUE_INDEX"), consts.get("TASKS_INDEX")} == set(INDEXES), consts
+    assert {consts.get("DUE_INDEX"), consts.get("TASKS_INDEX"), consts.get("HOOKS_INDEX")} == set(INDEXES), consts
     assert re.search(r"pub const SHARDS: u64 = 8;", source), "the shard count changed: revisit template.yaml's comment"
     for attribute in ATTRIBUTE_TYPES:
         assert f'"{attribute}"' in source, f"the store never names the attribute {attribute!r}"

@@ -60,8 +60,15 @@ pub struct NotifySettings {
 
 impl std::fmt::Debug for NotifySettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The URL's query may carry a token: show scheme, host and path only.
-        let shown = self.url.split(['?', '#']).next().unwrap_or_default();
+        // The URL's path, query or user info may carry a token: show scheme and host only.
+        let shown = match self.url.split_once("://") {
+            Some((scheme, rest)) => {
+                let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+                let host = authority.rsplit('@').next().unwrap_or_default();
+                format!("{scheme}://{host}/…")
+            }
+            None => "…".to_owned(),
+        };
         f.debug_struct("NotifySettings")
             .field("url", &shown)
             .field("secret", &"[REDACTED]")

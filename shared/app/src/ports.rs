@@ -64,6 +64,19 @@ pub trait StateStore: Send + Sync {
         }
     }
 
+    /// Rooms of `app` with a webhook due at or before `now_ms` (the head of their outbox),
+    /// most overdue first, at most `limit`: an index of its own, so a backlog of repairs never
+    /// starves the webhooks (nor the reverse). Stores without webhooks have none.
+    fn hook_rooms(
+        &self,
+        app: &AppId,
+        now_ms: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<RoomKey>, StoreError>> + Send {
+        let _ = (app, now_ms, limit);
+        async { Ok(Vec::new()) }
+    }
+
     /// Rooms of `app` whose `due_ms` is at or before `now_ms`, most overdue first, at most
     /// `limit`. Read from an index (eventually consistent): the caller re-reads each room before
     /// acting.
@@ -359,6 +372,15 @@ impl<T: StateStore> StateStore for std::sync::Arc<T> {
         app: &AppId,
     ) -> impl Future<Output = Result<Vec<(RoomKey, TaskId)>, StoreError>> + Send {
         (**self).rooms_with_tasks(app)
+    }
+
+    fn hook_rooms(
+        &self,
+        app: &AppId,
+        now_ms: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<RoomKey>, StoreError>> + Send {
+        (**self).hook_rooms(app, now_ms, limit)
     }
 
     fn append_history(

@@ -30,7 +30,9 @@ const MAX_RETRY_MS: u64 = 300_000;
 /// One event as the backend receives it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Webhook {
-    /// Unique per event and stable across redeliveries: `<room>:<version>:<type>`.
+    /// Unique per event and stable across redeliveries: `<room>:<version>:<ms>:<type>` — the
+    /// version the write created and its time in ms (versions start over when an idle room's
+    /// item expires).
     pub id: String,
     #[serde(rename = "type")]
     pub kind: String,
@@ -68,6 +70,8 @@ impl Pending {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 struct Snapshot {
     live: bool,
+    /// When the live broadcast started: a new broadcast is a new room life.
+    started: Option<costream_core::Timestamp>,
     cdn_live: bool,
     host: Option<String>,
     on_stage: Vec<String>,
@@ -92,6 +96,7 @@ impl Snapshot {
         };
         Snapshot {
             live: stage.is_some(),
+            started: stage.as_ref().map(|s| s.broadcast.started),
             cdn_live,
             host: stage.as_ref().map(|s| s.broadcast.host.to_string()),
             on_stage: stage
@@ -124,7 +129,7 @@ pub fn derive(
     }
     let room = after.facts.channel().to_string();
     let hook = |kind: &str, data: serde_json::Value| Webhook {
-        id: format!("{room}:{}:{kind}", version.get()),
+        id: format!("{room}:{}:{now_ms}:{kind}", version.get()),
         kind: kind.to_owned(),
         room: room.clone(),
         time: now_ms / 1000,
@@ -137,10 +142,11 @@ pub fn derive(
             serde_json::json!({"host": a.host, "mix_mode": a.mix_mode, "on_stage": a.on_stage}),
         ));
     }
-    if b.live && !a.live {
+    let restarted = b.live && a.live && a.started != b.started;
+    if b.live && (!a.live || restarted) {
         out.push(hook("room.ended", serde_json::json!({"host": b.host})));
     }
-    if a.live && (a.on_stage != b.on_stage || a.mix_mode != b.mix_mode) {
+    if a.live && (a.on_stage != b.on_stage || a.mix_mode != b.mix_mode || restarted) {
         out.push(hook(
             "stage.changed",
             serde_json::json!({"host": a.host, "on_stage": a.on_stage, "mix_mode": a.mix_mode,
@@ -206,12 +212,11 @@ pub fn next_due(room: &StoredRoom) -> Option<u64> {
     room.outbox.first().map(|p| p.next_ms)
 }
 
-/// When anything about the room is due: its repair mark or its outbox (what the store indexes).
-pub fn any_due(room: &StoredRoom) -> Option<u64> {
-    match (room.due_ms, next_due(room)) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
+/// How much one delivery round may send.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    pub events: usize,
+    pub time: std::time::Duration,
 }
 
 /// What one delivery round for a room did.
@@ -231,6 +236,7 @@ pub async fn deliver<S, F, Fut>(
     store: &S,
     key: &crate::ports::RoomKey,
     now_ms: u64,
+    budget: Budget,
     max_conflicts: u32,
     send: F,
 ) -> Result<Delivered, crate::ports::StoreError>
@@ -245,7 +251,16 @@ where
     };
     let mut sent: Vec<String> = Vec::new();
     let mut failed: Option<String> = None;
-    for pending in room.outbox.iter().take_while(|p| p.next_ms <= now_ms) {
+    let started = std::time::Instant::now();
+    for pending in room
+        .outbox
+        .iter()
+        .take_while(|p| p.next_ms <= now_ms)
+        .take(budget.events)
+    {
+        if started.elapsed() >= budget.time {
+            break;
+        }
         match send(pending.hook.clone()).await {
             Ok(()) => {
                 crate::metrics::count("webhooks_delivered");

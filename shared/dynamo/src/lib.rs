@@ -13,9 +13,9 @@
 //! | `lease_until` | N    | lease expiry, epoch ms |
 //! | `expires_at`  | N    | TTL attribute: rooms untouched for `room_ttl` disappear by themselves |
 //! | `shard`       | S    | `<AppId>#<n>`, n = hash(channel) mod 8: the partition key of both indexes, spread so no index partition gets one app's whole write rate |
-//! | `due_at`      | N    | when the repair loop should look at the room: the earlier of its repair mark and its next webhook delivery (absent when nothing is pending): index `due` |
-//! | `repair_due`  | N    | the repair mark alone (absent when none) |
+//! | `due_at`      | N    | when the repair loop should look at the room (absent when nothing is pending): index `due` |
 //! | `outbox`      | S    | webhooks committed with the room's changes, not yet delivered (JSON; absent when empty) |
+//! | `hooks_due`   | N    | when the room's oldest undelivered webhook is next due (absent when none): index `hooks` |
 //! | `task`        | S    | the task the record names (absent when none): index `tasks`, for the leak sweep |
 //! | `upkeep`      | S    | repair bookkeeping (failures in a row, last failure, StreamURL signing time), JSON; absent when empty |
 //! | `failing_since` | N  | since when the room fails to converge (absent when it does not): projected into `due`, for the age alarm |
@@ -64,6 +64,9 @@ pub const DUE_INDEX: &str = "due";
 /// The index of rooms whose record names a task.
 pub const TASKS_INDEX: &str = "tasks";
 
+/// The index of rooms with webhooks waiting for delivery.
+pub const HOOKS_INDEX: &str = "hooks";
+
 /// Rooms nobody touched for this long are removed by DynamoDB's TTL.
 pub const DEFAULT_ROOM_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
@@ -106,13 +109,11 @@ impl DynamoStore {
                 AttributeValue::N(since.to_string()),
             );
         }
-        // `due_at` (the index) is when anything is due: the repair mark or the outbox;
-        // `repair_due` keeps the repair mark itself.
-        if let Some(due) = costream_app::webhooks::any_due(room) {
+        if let Some(due) = room.due_ms {
             item.insert("due_at".to_owned(), AttributeValue::N(due.to_string()));
         }
-        if let Some(due) = room.due_ms {
-            item.insert("repair_due".to_owned(), AttributeValue::N(due.to_string()));
+        if let Some(due) = costream_app::webhooks::next_due(room) {
+            item.insert("hooks_due".to_owned(), AttributeValue::N(due.to_string()));
         }
         if !room.outbox.is_empty() {
             let outbox =
@@ -187,6 +188,7 @@ impl DynamoStore {
                     ("shard", ScalarAttributeType::S),
                     ("due_at", ScalarAttributeType::N),
                     ("task", ScalarAttributeType::S),
+                    ("hooks_due", ScalarAttributeType::N),
                 ]
                 .into_iter()
                 .map(|(name, ty)| {
@@ -200,28 +202,32 @@ impl DynamoStore {
             ))
             .key_schema(key_element("pk", KeyType::Hash).map_err(|e| failed(&self.table, e))?)
             .set_global_secondary_indexes(Some(
-                [(DUE_INDEX, "due_at"), (TASKS_INDEX, "task")]
-                    .into_iter()
-                    .map(|(index, range)| {
-                        let projection = if index == DUE_INDEX {
-                            Projection::builder()
-                                .projection_type(ProjectionType::Include)
-                                .non_key_attributes("failing_since")
-                                .build()
-                        } else {
-                            Projection::builder()
-                                .projection_type(ProjectionType::KeysOnly)
-                                .build()
-                        };
-                        GlobalSecondaryIndex::builder()
-                            .index_name(index)
-                            .key_schema(key_element("shard", KeyType::Hash)?)
-                            .key_schema(key_element(range, KeyType::Range)?)
-                            .projection(projection)
+                [
+                    (DUE_INDEX, "due_at"),
+                    (TASKS_INDEX, "task"),
+                    (HOOKS_INDEX, "hooks_due"),
+                ]
+                .into_iter()
+                .map(|(index, range)| {
+                    let projection = if index == DUE_INDEX {
+                        Projection::builder()
+                            .projection_type(ProjectionType::Include)
+                            .non_key_attributes("failing_since")
                             .build()
-                    })
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| failed(&self.table, e))?,
+                    } else {
+                        Projection::builder()
+                            .projection_type(ProjectionType::KeysOnly)
+                            .build()
+                    };
+                    GlobalSecondaryIndex::builder()
+                        .index_name(index)
+                        .key_schema(key_element("shard", KeyType::Hash)?)
+                        .key_schema(key_element(range, KeyType::Range)?)
+                        .projection(projection)
+                        .build()
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| failed(&self.table, e))?,
             ))
             .send()
             .await;
@@ -285,7 +291,7 @@ impl DynamoStore {
         &self,
         index: &str,
         shard: String,
-        due_before: Option<u64>,
+        due_before: Option<(&str, u64)>,
         limit: usize,
     ) -> Result<Vec<std::collections::HashMap<String, AttributeValue>>, StoreError> {
         let mut items = Vec::new();
@@ -300,9 +306,9 @@ impl DynamoStore {
                 .expression_attribute_values(":s", AttributeValue::S(shard.clone()))
                 .set_exclusive_start_key(start.take());
             q = match due_before {
-                Some(t) => q
+                Some((attribute, t)) => q
                     .key_condition_expression("#s = :s AND #d <= :t")
-                    .expression_attribute_names("#d", "due_at")
+                    .expression_attribute_names("#d", attribute)
                     .expression_attribute_values(":t", AttributeValue::N(t.to_string())),
                 None => q.key_condition_expression("#s = :s"),
             };
@@ -498,14 +504,7 @@ fn from_item(
             .map_err(|e| corrupt(key, format!("attribute outbox does not parse: {e}")))?,
         None => Vec::new(),
     };
-    // Items written before the outbox have the repair mark in `due_at` only.
-    let due_ms = match number::<u64>(item, "repair_due", key)? {
-        Some(due) => Some(due),
-        None if outbox.is_empty() && item.get("repair_due").is_none() => {
-            number::<u64>(item, "due_at", key)?
-        }
-        None => None,
-    };
+    let due_ms = number::<u64>(item, "due_at", key)?;
     Ok(StoredRoom {
         facts,
         record,
@@ -641,7 +640,7 @@ impl StateStore for DynamoStore {
         for n in 0..SHARDS {
             let shard = format!("{app}#{n}");
             for item in self
-                .query_shard(DUE_INDEX, shard, Some(now_ms), limit)
+                .query_shard(DUE_INDEX, shard, Some(("due_at", now_ms)), limit)
                 .await?
             {
                 let room = match item.get("pk") {
@@ -665,6 +664,38 @@ impl StateStore for DynamoStore {
         due.sort_by(|a, b| a.due_ms.cmp(&b.due_ms).then_with(|| a.key.cmp(&b.key)));
         due.truncate(limit);
         Ok(due)
+    }
+
+    async fn hook_rooms(
+        &self,
+        app: &AppId,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<RoomKey>, StoreError> {
+        let mut due: Vec<(u64, RoomKey)> = Vec::new();
+        for n in 0..SHARDS {
+            let shard = format!("{app}#{n}");
+            for item in self
+                .query_shard(HOOKS_INDEX, shard, Some(("hooks_due", now_ms)), limit)
+                .await?
+            {
+                let room = match item.get("pk") {
+                    Some(AttributeValue::S(pk)) => Self::room_of(pk),
+                    _ => None,
+                };
+                let at = match item.get("hooks_due") {
+                    Some(AttributeValue::N(n)) => n.parse::<u64>().ok(),
+                    _ => None,
+                };
+                match (room, at) {
+                    (Some(key), Some(at)) => due.push((at, key)),
+                    _ => tracing::warn!("hooks index: skipping an item without a usable key"),
+                }
+            }
+        }
+        due.sort();
+        due.truncate(limit);
+        Ok(due.into_iter().map(|(_, key)| key).collect())
     }
 
     async fn rooms_with_tasks(&self, app: &AppId) -> Result<Vec<(RoomKey, TaskId)>, StoreError> {

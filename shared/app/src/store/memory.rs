@@ -89,6 +89,28 @@ impl StateStore for InMemoryStore {
         Ok(())
     }
 
+    async fn hook_rooms(
+        &self,
+        app: &AppId,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<RoomKey>, StoreError> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        let mut due: Vec<(u64, RoomKey)> = rooms
+            .iter()
+            .filter(|(k, _)| k.app == *app)
+            .filter_map(|(k, r)| {
+                crate::webhooks::next_due(r)
+                    .filter(|d| *d <= now_ms)
+                    .map(|d| (d, k.clone()))
+            })
+            .collect();
+        due.sort();
+        due.truncate(limit);
+        Ok(due.into_iter().map(|(_, k)| k).collect())
+    }
+
     async fn due_rooms(
         &self,
         app: &AppId,
@@ -101,13 +123,11 @@ impl StateStore for InMemoryStore {
             .iter()
             .filter(|(k, _)| k.app == *app)
             .filter_map(|(k, r)| {
-                crate::webhooks::any_due(r)
-                    .filter(|d| *d <= now_ms)
-                    .map(|due_ms| DueRoom {
-                        key: k.clone(),
-                        due_ms,
-                        failing_since_ms: r.upkeep.failing_since_ms,
-                    })
+                r.due_ms.filter(|d| *d <= now_ms).map(|due_ms| DueRoom {
+                    key: k.clone(),
+                    due_ms,
+                    failing_since_ms: r.upkeep.failing_since_ms,
+                })
             })
             .collect();
         due.sort_by(|a, b| a.due_ms.cmp(&b.due_ms).then_with(|| a.key.cmp(&b.key)));

@@ -45,7 +45,7 @@ fn a_rooms_life_is_its_events() {
     let mut room = StoredRoom::new(ChannelId::parse("room-1").expect("channel"));
     let live = step(&mut room, ev("host", 10, UserAction::Publish), &cfg);
     assert_eq!(kinds(&live), ["stage.changed"]);
-    assert_eq!(live[0].1, "room-1:1:stage.changed");
+    assert_eq!(live[0].1, "room-1:1:1700000000000:stage.changed");
     let cdn = step(
         &mut room,
         RoomEvent::Cdn {
@@ -136,7 +136,13 @@ async fn failed_deliveries_are_retried_with_backoff_until_accepted() {
     {
         rounds += 1;
         assert!(rounds < 20, "never delivered");
-        let done = deliver(&store, &key, now, 4, &send).await.expect("round");
+        let budget = Budget {
+            events: 8,
+            time: std::time::Duration::from_secs(5),
+        };
+        let done = deliver(&store, &key, now, budget, 4, &send)
+            .await
+            .expect("round");
         let room = store.load(&key).await.expect("load").expect("room");
         if done.failed > 0 {
             let next = next_due(&room).expect("still due");
