@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand};
 /// step). Set up and operate a deployment: `subscribe` (ARTC room callbacks), `cdn-notify` (CDN
 /// ingest callbacks), `tasks` and `stop` (bypass tasks), `repair` (the repair loop, `--once`
 /// for one pass) and `history` (a room's decisions). Debug Alibaba calls: `sign`, `url`,
-/// `token`.
+/// `token`. Viewer access: `viewer-token`.
 #[derive(Debug, Parser)]
 #[command(name = "costream", version, propagate_version = true)]
 struct Cli {
@@ -36,6 +36,7 @@ enum Command {
     Stop(commands::tasks::StopArgs),
     Repair(commands::repair::RepairArgs),
     History(commands::repair::HistoryArgs),
+    ViewerToken(commands::viewer_token::ViewerTokenArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -51,5 +52,6 @@ fn main() -> anyhow::Result<()> {
         Command::Stop(args) => commands::tasks::run_stop(&args),
         Command::Repair(args) => commands::repair::run_repair(&args),
         Command::History(args) => commands::repair::run_history(&args),
+        Command::ViewerToken(args) => commands::viewer_token::run(&args),
     }
 }

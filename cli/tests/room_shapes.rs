@@ -169,9 +169,15 @@ impl Serve {
         self.status_of("room-1001").await
     }
 
+    /// The full status, with a viewer token.
     async fn status_of(&self, channel: &str) -> Value {
+        let token =
+            costream_app::handlers::viewer::viewer_token(BACKEND_SECRET, channel, now() + 600);
         self.http
-            .get(format!("{}/rooms/{channel}", self.base))
+            .get(format!(
+                "{}/rooms/{channel}?viewer_token={token}",
+                self.base
+            ))
             .send()
             .await
             .expect("status")

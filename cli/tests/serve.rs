@@ -109,14 +109,69 @@ async fn seed_flow_over_http() {
         &["host_u1", "guest_u2"],
     );
 
-    let status: Value = http
+    // Without a viewer token: the public state only, cacheable, the same shape for any room.
+    let public = http
         .get(format!("{}/rooms/room-1001", server.base))
+        .send()
+        .await
+        .expect("status");
+    assert_eq!(
+        public.headers()["cache-control"],
+        "public, max-age=2, stale-while-revalidate=5"
+    );
+    let public: Value = public.json().await.expect("json");
+    assert_eq!(
+        public,
+        json!({"channel_id": "room-1001", "live": true, "cdn_live": false, "mix_mode": 1})
+    );
+    let unknown: Value = http
+        .get(format!("{}/rooms/room-never-seen", server.base))
         .send()
         .await
         .expect("status")
         .json()
         .await
         .expect("json");
+    assert_eq!(
+        unknown,
+        json!({"channel_id": "room-never-seen", "live": false, "cdn_live": false, "mix_mode": null})
+    );
+    // A bad, expired or another room's token: 401.
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + 600;
+    let sign = |channel: &str, exp: u64| {
+        costream_app::handlers::viewer::viewer_token("local-only-backend-secret", channel, exp)
+    };
+    for token in [
+        "nonsense".to_owned(),
+        sign("room-1001", exp - 1200),
+        sign("room-other", exp),
+        sign("room-1001", exp + 90_000),
+    ] {
+        let answer = http
+            .get(format!(
+                "{}/rooms/room-1001?viewer_token={token}",
+                server.base
+            ))
+            .send()
+            .await
+            .expect("status");
+        assert_eq!(answer.status(), 401, "{token}");
+    }
+    let full = http
+        .get(format!(
+            "{}/rooms/room-1001?viewer_token={}",
+            server.base,
+            sign("room-1001", exp)
+        ))
+        .send()
+        .await
+        .expect("status");
+    assert_eq!(full.headers()["cache-control"], "private, no-store");
+    let status: Value = full.json().await.expect("json");
     assert_eq!(status["on_stage"], json!(["host_u1", "guest_u2"]));
     assert!(status["playback"]["flv"]
         .as_str()
@@ -483,8 +538,16 @@ async fn room_settings_apply_to_a_live_room_with_one_update() {
             .expect("f")
             < 0.5
     );
+    let token = costream_app::handlers::viewer::viewer_token(
+        "local-only-backend-secret",
+        "room-1001",
+        ts + 600,
+    );
     let status: Value = http
-        .get(format!("{}/rooms/room-1001", server.base))
+        .get(format!(
+            "{}/rooms/room-1001?viewer_token={token}",
+            server.base
+        ))
         .send()
         .await
         .expect("status")

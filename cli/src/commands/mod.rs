@@ -11,6 +11,7 @@ pub mod subscribe;
 pub mod tasks;
 pub mod token;
 pub mod url;
+pub mod viewer_token;
 
 use anyhow::{bail, Context as _};
 use secrecy::SecretString;

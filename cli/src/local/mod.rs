@@ -190,9 +190,22 @@ async fn cdn<S: StateStore, M: MpuPort, C: Clock>(
 async fn room<S: StateStore, M: MpuPort, C: Clock>(
     State(local): State<Shared<S, M, C>>,
     Path(channel_id): Path<String>,
+    Query(query): Query<Vec<(String, String)>>,
 ) -> Response {
-    match local.services.room_status(&channel_id).await {
-        Ok(status) => local.seen_ok(&channel_id, status),
+    let token = query
+        .iter()
+        .find(|(k, _)| k == "viewer_token")
+        .map(|(_, v)| v.as_str());
+    match local.services.room_status_for(&channel_id, token).await {
+        Ok(answer) => {
+            let cache = answer.cache_control();
+            let mut response = local.seen_ok(&channel_id, answer);
+            response.headers_mut().insert(
+                axum::http::header::CACHE_CONTROL,
+                axum::http::HeaderValue::from_static(cache),
+            );
+            response
+        }
         Err(e) => error(&e),
     }
 }

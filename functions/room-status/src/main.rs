@@ -1,5 +1,7 @@
-//! `room-status`: `GET /rooms/{channelId}` → who is on stage, the MixMode, whether the CDN has
-//! the stream, and freshly signed playback URLs (HTTP-FLV first, RTMP, HLS) for viewer apps.
+//! `room-status`: `GET /rooms/{channelId}` for viewer apps. Without a token: whether the room is
+//! live, on the CDN, and its MixMode — the same answer for unknown rooms, cacheable for a few
+//! seconds. With `?viewer_token=<exp>.<sig>` from the app's backend: who is on stage and freshly
+//! signed playback URLs (HTTP-FLV first, RTMP, HLS), never cached.
 
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use costream_runtime::init::LambdaServices;
@@ -15,8 +17,16 @@ async fn handler(
         .path_parameters
         .get("channelId")
         .map_or("", String::as_str);
-    Ok(match services.room_status(channel).await {
-        Ok(status) => json_response(200, &status),
+    let token = event.payload.query_string_parameters.first("viewer_token");
+    Ok(match services.room_status_for(channel, token).await {
+        Ok(answer) => {
+            let mut response = json_response(200, &answer);
+            response.headers.insert(
+                aws_lambda_events::http::header::CACHE_CONTROL,
+                aws_lambda_events::http::HeaderValue::from_static(answer.cache_control()),
+            );
+            response
+        }
         Err(e) => error_response(&e),
     })
 }

@@ -27,6 +27,7 @@ use costream_core::{CdnAction, ChannelId, Facts, MixMode, RoomEvent, Timestamp, 
 mod pk;
 mod settings;
 pub mod view;
+pub mod viewer;
 pub use pk::PkRequestOutcome;
 pub use settings::{parse_settings, settings_json, SettingsOutcome};
 
