@@ -203,9 +203,11 @@ impl LiveClient {
         credentials: Credentials,
     ) -> Result<Self, ClientBuildError> {
         let endpoint = parse_endpoint(&config.endpoint, "LiveClientConfig.endpoint")?;
+        // No redirects: a 3xx would re-send the signed request (and its StreamURL) elsewhere.
         let http = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .timeout(config.attempt_timeout)
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(ClientBuildError::Http)?;
         Ok(LiveClient {

@@ -232,7 +232,43 @@ fn field<'a>(
         .filter(|s| !s.is_empty())
 }
 
+/// A service message fit for logs and errors: `auth_key` values (signed stream URLs) are masked,
+/// and a `SignatureDoesNotMatch` echo of the string-to-sign (which holds every request
+/// parameter, a signed StreamURL included) is cut off.
+pub fn redact(message: &str) -> String {
+    let lower = message.to_ascii_lowercase();
+    let cut = ["string to sign", "stringtosign", "string-to-sign"]
+        .iter()
+        .filter_map(|marker| lower.find(marker))
+        .min();
+    let (kept, cut_off) = match cut {
+        Some(i) => (&message[..i], true),
+        None => (message, false),
+    };
+    let mut out = String::with_capacity(kept.len());
+    let mut rest = kept;
+    while let Some(i) = rest.find("auth_key=") {
+        let value_start = i + "auth_key=".len();
+        out.push_str(&rest[..value_start]);
+        out.push_str("***");
+        let tail = &rest[value_start..];
+        let end = tail
+            .find(|c: char| c == '&' || c == '"' || c == '\'' || c.is_whitespace())
+            .unwrap_or(tail.len());
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    if cut_off {
+        out.push_str("string to sign [redacted]");
+    }
+    out
+}
+
 fn snippet(body: &[u8]) -> String {
+    redact(&snippet_raw(body))
+}
+
+fn snippet_raw(body: &[u8]) -> String {
     String::from_utf8_lossy(body)
         .chars()
         .take(SNIPPET_CHARS)
@@ -273,9 +309,7 @@ pub fn interpret(
     };
     let request_id = field(obj, "RequestId", "requestId").map(str::to_owned);
     let code = field(obj, "Code", "code");
-    let message = field(obj, "Message", "message")
-        .unwrap_or_default()
-        .to_owned();
+    let message = redact(field(obj, "Message", "message").unwrap_or_default());
     match code {
         Some(code) if code.starts_with("Throttling") || retry_after.is_some() => {
             Err(MpuError::Throttled {
@@ -437,6 +471,30 @@ impl fmt::Display for Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Logged service messages never carry a signed URL's key or the string-to-sign echo.
+    #[test]
+    fn service_messages_are_redacted() {
+        let echo = "Specified signature is not matched with our calculation. server string to sign is:POST&%2F&StreamURL%3Drtmp%253A%252F%252Fp%252Flive%252Fr_main%253Fauth_key%253D17-0-0-abc";
+        assert_eq!(
+            redact(echo),
+            "Specified signature is not matched with our calculation. server string to sign [redacted]"
+        );
+        assert_eq!(
+            redact("StreamURL rtmp://p/live/r_main?auth_key=1700-0-0-deadbeef&x=1 is in use"),
+            "StreamURL rtmp://p/live/r_main?auth_key=***&x=1 is in use"
+        );
+        assert_eq!(redact("plain"), "plain");
+        // Through the parser: the error's text has neither.
+        let body =
+            format!(r#"{{"RequestId":"r","Code":"SignatureDoesNotMatch","Message":"{echo}"}}"#);
+        let err = interpret("StartLiveMPUTask", 400, None, body.as_bytes()).expect_err("an error");
+        let shown = format!("{err} {err:?}");
+        assert!(
+            !shown.contains("auth_key") && !shown.contains("POST&"),
+            "{shown}"
+        );
+    }
     use crate::request::{
         Mix, SingleSubParams, StartLiveMpuTask, StopLiveMpuTask, StreamOutput, UpdateLiveMpuTask,
     };

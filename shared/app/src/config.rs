@@ -321,10 +321,24 @@ impl Config {
         let notify = match env.get("COSTREAM_NOTIFY_URL") {
             None => None,
             Some(url) => {
-                if !(url.starts_with("https://") || url.starts_with("http://")) {
+                // Webhooks carry room state and a signature: https, except to this machine
+                // (a local backend beside `costream serve`).
+                let loopback = url.strip_prefix("http://").is_some_and(|rest| {
+                    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+                    let host = authority.rsplit('@').next().unwrap_or_default();
+                    let host = host
+                        .strip_prefix('[')
+                        .and_then(|h| h.split_once(']'))
+                        .map_or_else(|| host.split(':').next().unwrap_or_default(), |(h, _)| h);
+                    host == "localhost"
+                        || host
+                            .parse::<std::net::IpAddr>()
+                            .is_ok_and(|ip| ip.is_loopback())
+                });
+                if !(url.starts_with("https://") || loopback) {
                     return Err(ConfigError::Invalid {
                         var: "COSTREAM_NOTIFY_URL",
-                        reason: "must start with https:// or http://".into(),
+                        reason: "must start with https:// (http:// only to localhost or a loopback address)".into(),
                     });
                 }
                 Some(NotifySettings {
@@ -438,6 +452,20 @@ mod tests {
                 ..
             })
         ));
+        for (url, ok) in [
+            ("http://backend.example.com/hooks", false),
+            ("ftp://backend.example.com/hooks", false),
+            ("http://127.0.0.1:8080/hooks", true),
+            ("http://localhost/hooks", true),
+            ("http://[::1]:9/hooks", true),
+            ("http://127.0.0.1.evil.example/hooks", false),
+            ("https://backend.example.com/hooks", true),
+        ] {
+            let mut vars = MINIMAL.to_vec();
+            vars.push(("COSTREAM_NOTIFY_URL", url));
+            vars.push(("COSTREAM_NOTIFY_SECRET", "s"));
+            assert_eq!(Config::from_lookup(lookup(&vars)).is_ok(), ok, "{url}");
+        }
         let mut vars = MINIMAL.to_vec();
         vars.push(("COSTREAM_NOTIFY_URL", "https://backend.example.com/live"));
         assert_eq!(
