@@ -652,3 +652,58 @@ async fn a_voice_room_is_audio_only_from_its_first_task() {
         ])
     );
 }
+
+/// Strict mode (`COSTREAM_REQUIRE_REGISTERED_HOST=true`): a publisher in a room with no
+/// registered host starts nothing (no MPU call); once the backend registers that host, the
+/// room goes live.
+#[tokio::test]
+async fn strict_mode_refuses_an_unregistered_publisher() {
+    let server = start(&[], &[("COSTREAM_REQUIRE_REGISTERED_HOST", "true")]);
+    let http = reqwest::Client::new();
+    let posted = http
+        .post(format!("{}/artc/s3cret-path", server.base))
+        .body(fixture("01_host_publish.json"))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(posted.status(), 200);
+    assert!(tasks(&http, &server.base).await.is_empty(), "no MPU call");
+    let public: Value = http
+        .get(format!("{}/rooms/room-1001", server.base))
+        .send()
+        .await
+        .expect("status")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(public["live"], false, "{public}");
+
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let body = r#"{"user_id":"host_u1"}"#;
+    let signature = costream_app::handlers::Notifier::backend_signature(
+        "local-only-backend-secret",
+        ts,
+        "PUT",
+        "/rooms/room-1001/host",
+        body.as_bytes(),
+    );
+    let registered = http
+        .put(format!("{}/rooms/room-1001/host", server.base))
+        .header("x-costream-timestamp", ts.to_string())
+        .header("x-costream-signature", signature)
+        .body(body)
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(registered.status(), 200);
+    let running = tasks(&http, &server.base).await;
+    assert_eq!(
+        running.len(),
+        1,
+        "the registered host broadcasts: {running:?}"
+    );
+    assert_eq!(running[0]["users"], json!(["host_u1"]));
+}

@@ -104,6 +104,8 @@ METRICS = [
     "webhooks_delivered",
     "webhooks_failed",
     "webhooks_dropped",
+    # strict mode
+    "starts_refused_unregistered",
 ]
 # Read as a maximum per minute; every other metric is a count, read as a sum per minute. (The code
 # publishes `*_secs` in Seconds, everything else as a Count.)
@@ -716,7 +718,7 @@ def test_repair_alarms_watch_the_loop_itself(template, functions):
 
 
 def test_metric_list_is_well_formed():
-    assert len(METRICS) == len(set(METRICS)) == 27
+    assert len(METRICS) == len(set(METRICS)) == 28
     assert GAUGES == {m for m in METRICS if m.endswith("_secs")}
     assert all(re.fullmatch(r"[a-z][a-z0-9_]*", m) for m in METRICS)
 

@@ -317,6 +317,15 @@ impl Config {
                 })?,
                 ..EncodeSettings::default()
             },
+            require_registered_host: env.parsed(
+                "COSTREAM_REQUIRE_REGISTERED_HOST",
+                false,
+                |v| match v.to_ascii_lowercase().as_str() {
+                    "true" => Ok(true),
+                    "false" => Ok(false),
+                    _ => Err(format!("{v:?} is not true or false")),
+                },
+            )?,
         };
         let notify = match env.get("COSTREAM_NOTIFY_URL") {
             None => None,

@@ -837,7 +837,7 @@ impl<S: StateStore, M: MpuPort, C: Clock> Services<S, M, C> {
     }
 
     fn status_of(&self, state: &Facts) -> RoomStatus {
-        let stage = state.stage(state.config(&self.config.decision).max_panes);
+        let stage = costream_core::live_stage(state, &self.config.decision);
         let live = stage.is_some();
         let cdn_live = match (&stage, state.cdn()) {
             (Some(s), Some(c)) => c.action == CdnAction::Publish && c.at >= s.broadcast.started,

@@ -41,6 +41,7 @@ pub const NAMES: &[&str] = &[
     "webhooks_delivered",
     "webhooks_failed",
     "webhooks_dropped",
+    "starts_refused_unregistered",
 ];
 
 static REGISTRY: Mutex<BTreeMap<&'static str, f64>> = Mutex::new(BTreeMap::new());

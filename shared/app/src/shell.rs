@@ -331,6 +331,16 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                 }
             }
             let decision = decide(&room.facts, &room.record, &self.decision);
+            if changed
+                && self.decision.require_registered_host
+                && room.facts.registered_host().is_none()
+                && room.facts.broadcast().is_some()
+            {
+                metrics::count("starts_refused_unregistered");
+                tracing::warn!(
+                    "a publisher with no registered host: no broadcast (COSTREAM_REQUIRE_REGISTERED_HOST)"
+                );
+            }
             // A command only matters to us if we can take the lease; otherwise its holder will
             // see our committed state and act on it.
             let will_call = decision.command.is_some() && lease_free;

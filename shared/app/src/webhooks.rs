@@ -84,7 +84,7 @@ struct Snapshot {
 impl Snapshot {
     fn of(facts: &Facts, attempts: u32, cfg: &DecisionConfig) -> Snapshot {
         let target = costream_core::target(facts, &Record::default(), cfg);
-        let stage = facts.stage(facts.config(cfg).max_panes);
+        let stage = costream_core::live_stage(facts, cfg);
         let names = |users: &[costream_core::UserId]| {
             users.iter().map(ToString::to_string).collect::<Vec<_>>()
         };

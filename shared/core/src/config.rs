@@ -55,6 +55,9 @@ pub struct DecisionConfig {
     /// lets the task stop as soon as the channel closes.
     pub max_idle_time: Option<u32>,
     pub encode: EncodeSettings,
+    /// Strict mode: only a host the app's backend registered can start a broadcast (a room
+    /// with no registration stays off, whoever publishes).
+    pub require_registered_host: bool,
 }
 
 impl Default for DecisionConfig {
@@ -68,6 +71,7 @@ impl Default for DecisionConfig {
             pane_placeholder: None,
             max_idle_time: None,
             encode: EncodeSettings::default(),
+            require_registered_host: false,
         }
     }
 }

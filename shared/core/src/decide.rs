@@ -156,20 +156,31 @@ impl Command {
 ///
 /// The facts say who is on stage; the record matters only for the task's name: a running task
 /// that belongs to the live broadcast keeps its name (see [`running_task_of`]).
-pub fn target(facts: &Facts, record: &Record, cfg: &DecisionConfig) -> Target {
-    // The room's own settings over the deployment's.
-    let cfg = &facts.config(cfg);
-    let settings = facts.settings().map(|s| &s.settings);
-    let voice = settings.is_some_and(RoomSettings::audio_only);
-    // A pane limit is about pictures: in a voice room every speaker is heard.
+/// The room's live stage under `cfg` and its own settings: none without a broadcast (or, in
+/// strict mode, without a registered host); every speaker in a voice room (a pane limit is
+/// about pictures), else at most the room's `max_panes`.
+pub fn live_stage(facts: &Facts, cfg: &DecisionConfig) -> Option<Stage> {
+    let cfg = facts.config(cfg);
+    if cfg.require_registered_host && facts.registered_host().is_none() {
+        return None;
+    }
+    let voice = facts.settings().is_some_and(|s| s.settings.audio_only());
     let limit = if voice {
         crate::facts::MAX_MEMBERS
     } else {
         cfg.max_panes
     };
-    let Some(stage) = facts.stage(limit) else {
+    facts.stage(limit)
+}
+
+pub fn target(facts: &Facts, record: &Record, cfg: &DecisionConfig) -> Target {
+    let Some(stage) = live_stage(facts, cfg) else {
         return Target::Off;
     };
+    // The room's own settings over the deployment's.
+    let cfg = &facts.config(cfg);
+    let settings = facts.settings().map(|s| &s.settings);
+    let voice = settings.is_some_and(RoomSettings::audio_only);
     let task = task_of(facts, record, &stage.broadcast);
     let shape = if voice && stage.on_stage.len() == 1 {
         Shape::Voice {

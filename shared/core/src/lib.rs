@@ -35,7 +35,9 @@ pub mod stage;
 mod tests;
 
 pub use config::{DecisionConfig, EncodeSettings, VideoCodec};
-pub use decide::{decide, next_command, target, Command, Decision, MixMode, Shape, Target};
+pub use decide::{
+    decide, live_stage, next_command, target, Command, Decision, MixMode, Shape, Target,
+};
 pub use event::{CdnAction, EventError, Role, RoomEvent, UserAction, UserEvent};
 pub use facts::{CdnStatus, Facts, Merge, MAX_FACTS_JSON_BYTES, MAX_MEMBERS};
 pub use ids::{AppId, ChannelId, IdError, MsgId, SessionId, TaskId, Timestamp, UserId, Version};

@@ -1774,3 +1774,31 @@ fn a_pk_holds_while_its_host_broadcasts() {
         Some(MixMode::Single)
     );
 }
+
+/// Strict mode: without a registered host nobody's publish starts a broadcast; the registered
+/// host does.
+#[test]
+fn strict_mode_needs_a_registered_host() {
+    let cfg = DecisionConfig {
+        require_registered_host: true,
+        ..DecisionConfig::default()
+    };
+    let mut facts = Facts::new(ChannelId::parse("room-x").expect("channel"));
+    facts.apply(&ev("intruder", "i", 10, Publish));
+    assert_eq!(target(&facts, &Record::default(), &cfg), Target::Off);
+    assert!(live_stage(&facts, &cfg).is_none());
+    assert!(
+        live_stage(&facts, &DecisionConfig::default()).is_some(),
+        "not strict: the first publisher hosts"
+    );
+    facts.apply(&RoomEvent::HostRegistered {
+        user: Some(user("host")),
+        at: Timestamp::from_secs(20),
+    });
+    assert_eq!(target(&facts, &Record::default(), &cfg), Target::Off);
+    facts.apply(&ev("host", "h", 30, Publish));
+    // The registered host hosts; whoever else publishes is a co-streamer of theirs.
+    let stage = live_stage(&facts, &cfg).expect("live");
+    assert_eq!(stage.broadcast.host, user("host"));
+    assert_eq!(stage.on_stage, [user("host"), user("intruder")]);
+}
