@@ -323,3 +323,60 @@ async fn host_registration_from_the_backend() {
     assert_eq!(status.host.as_deref(), Some("host_u1"));
     assert_eq!(status.on_stage, ["host_u1", "guest_u2"]);
 }
+
+/// The CDN's signature covers the timestamp and host, not the query: a captured (timestamp,
+/// signature) pair is accepted once per room and action. Replayed with another query it is a
+/// duplicate that changes nothing; the genuine callback's retry is one too.
+#[tokio::test]
+async fn a_captured_cdn_signature_is_accepted_once_per_room_and_action() {
+    let (svc, _sim) = deployed_like(InMemoryStore::new()).await;
+    deliver(&svc, "01_host_publish.json").await;
+    let ev = cdn_event("cdn_publish.json", "yourkey");
+    let first = svc
+        .cdn_ingest(&costream_runtime::lambda::cdn_request(&ev), "cdn-1")
+        .await
+        .expect("cdn publish");
+    assert_ne!(first.result, "duplicate");
+    let facts_before = svc
+        .shell
+        .store
+        .load(&costream_app::ports::RoomKey {
+            app: svc.config.app_id.clone(),
+            channel: costream_core::ChannelId::parse("room-1001").expect("channel"),
+        })
+        .await
+        .expect("load")
+        .expect("room")
+        .facts;
+    // The same headers on another query: two later publishes.
+    for (action, time) in [("publish", "1704164700"), ("publish", "1704164999")] {
+        let mut replay = ev.clone();
+        let mut query = std::collections::HashMap::new();
+        for (k, v) in ev.query_string_parameters.iter() {
+            query.insert(k.to_owned(), vec![v.to_owned()]);
+        }
+        query.insert("action".to_owned(), vec![action.to_owned()]);
+        query.insert("time".to_owned(), vec![time.to_owned()]);
+        replay.query_string_parameters = query.into();
+        let out = svc
+            .cdn_ingest(
+                &costream_runtime::lambda::cdn_request(&replay),
+                "cdn-replay",
+            )
+            .await
+            .expect("answered");
+        assert_eq!(out.result, "duplicate", "{action} {time}");
+    }
+    let facts_after = svc
+        .shell
+        .store
+        .load(&costream_app::ports::RoomKey {
+            app: svc.config.app_id.clone(),
+            channel: costream_core::ChannelId::parse("room-1001").expect("channel"),
+        })
+        .await
+        .expect("load")
+        .expect("room")
+        .facts;
+    assert_eq!(facts_before, facts_after, "the replays changed nothing");
+}

@@ -1,5 +1,6 @@
 //! `cdn-ingest`: Alibaba CDN ingest callbacks (`GET /cdn/ingest?action=publish|publish_done&...`)
-//! through the HTTP API. Verifies `ALI-LIVE-SIGNATURE` when a notify key is configured, records
+//! through the HTTP API. Verifies `ALI-LIVE-SIGNATURE` (it does not start without the key; a
+//! signature pair is accepted once per room and action), records
 //! the room's CDN liveness (and tells the app's backend), re-starts the task when the CDN lost a
 //! stream the room still wants. Answers fast: Alibaba waits 5 s.
 
@@ -25,5 +26,13 @@ async fn handler(
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let services = costream_runtime::lambda::start().await?;
+    // Fail closed: on Lambda the CDN's callbacks are always verified (only `costream serve` may
+    // take them unsigned, on its local defaults).
+    if services.config.cdn_notify_auth_key.is_none() {
+        return Err(
+            "COSTREAM_CDN_NOTIFY_AUTH_KEY is not set: cdn-ingest refuses to take unsigned callbacks"
+                .into(),
+        );
+    }
     lambda_runtime::run(service_fn(|event| handler(&services, event))).await
 }

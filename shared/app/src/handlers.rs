@@ -486,6 +486,9 @@ impl<S: StateStore, M: MpuPort, C: Clock> Services<S, M, C> {
         invocation: &str,
     ) -> Result<CdnOutcome, HandlerError> {
         let now = self.now();
+        // The verified (timestamp, signature) pair: the signature does not cover the query, so
+        // a pair is accepted once per room and action (see the dedupe key below).
+        let mut signed_pair: Option<String> = None;
         if let Some(key) = &self.config.cdn_notify_auth_key {
             let host = self
                 .config
@@ -505,6 +508,7 @@ impl<S: StateStore, M: MpuPort, C: Clock> Services<S, M, C> {
             CallbackVerifier::new(host, key.clone())
                 .verify(ts, sig, now_i)
                 .map_err(|e: CallbackAuthError| HandlerError::Unauthorized(e.to_string()))?;
+            signed_pair = Some(format!("{}:{}", ts.trim(), sig.trim()));
         }
         let cb = parse_cdn(req.query.iter().copied(), now)?;
         // Ours: our AppName and (when the CDN names it) our ingest domain. Another domain's
@@ -522,10 +526,21 @@ impl<S: StateStore, M: MpuPort, C: Clock> Services<S, M, C> {
             });
         };
         let key = self.key(channel.clone());
+        // Signed: the pair is the callback's identity, remembered for the room (an hour, longer
+        // than the signature's window), so a captured pair replayed with another query — another
+        // time, say — is a duplicate that changes nothing. Unsigned (serve's local defaults):
+        // the callback's own fields.
+        let dedupe = match &signed_pair {
+            Some(pair) => format!("cdnsig:{}:{pair}", cb.action_name()),
+            None => cb.dedupe_key(),
+        };
         let handled = self
             .shell
-            .handle(&key, Some(&cb.dedupe_key()), &[cb.event()], invocation)
+            .handle(&key, Some(&dedupe), &[cb.event()], invocation)
             .await?;
+        if matches!(handled, Handled::Duplicate) && signed_pair.is_some() {
+            tracing::info!(channel_id = %channel, "cdn callback's signature seen before for this room and action: ignored");
+        }
         if changed(&handled) {
             self.deliver_webhooks(&key).await;
         }

@@ -437,11 +437,16 @@ pub struct CdnCallback {
 
 impl CdnCallback {
     /// The callback's natural key (Alibaba retries it 5 times, identically).
-    pub fn dedupe_key(&self) -> String {
-        let action = match self.action {
+    /// `publish` or `publish_done`.
+    pub fn action_name(&self) -> &'static str {
+        match self.action {
             CdnAction::Publish => "publish",
             CdnAction::PublishDone => "publish_done",
-        };
+        }
+    }
+
+    pub fn dedupe_key(&self) -> String {
+        let action = self.action_name();
         format!(
             "cdn:{}:{}:{}:{action}:{}",
             self.domain, self.app_name, self.stream, self.at
