@@ -328,3 +328,22 @@ fn viewer_token_is_the_documented_hmac() {
     let no_secret = run(&["viewer-token", "room-7"], &[], "");
     assert!(String::from_utf8_lossy(&no_secret.stderr).contains("COSTREAM_NOTIFY_SECRET"));
 }
+
+/// `serve --mpu alibaba` never runs on the (public) local default secrets.
+#[test]
+fn serve_with_the_real_live_api_refuses_local_default_secrets() {
+    let out = run(
+        &["serve", "--mpu", "alibaba", "--listen", "127.0.0.1:0"],
+        &[("COSTREAM_PUSH_AUTH_KEY", "a-real-key")],
+        "",
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("COSTREAM_PLAY_AUTH_KEY")
+            && err.contains("COSTREAM_ARTC_CALLBACK_SECRET")
+            && err.contains("COSTREAM_NOTIFY_SECRET")
+            && !err.contains("COSTREAM_PUSH_AUTH_KEY,"),
+        "{err}"
+    );
+}

@@ -863,3 +863,61 @@ def test_samconfig_has_sane_defaults_and_no_secrets(template):
         assert name not in text, f"samconfig.toml mentions the secret parameter {name}"
     for key in SECRET_KEYS:
         assert key not in text
+
+
+# Template parameter -> the variable the functions parse it from, for the numeric ones.
+NUMERIC_PARAMETERS = {
+    "MaxPanes": "COSTREAM_MAX_PANES",
+    "VideoFps": "COSTREAM_VIDEO_FPS",
+    "VideoBitrateKbps": "COSTREAM_VIDEO_BITRATE_KBPS",
+    "MaxIdleTime": "COSTREAM_MAX_IDLE_TIME",
+}
+
+
+def test_numeric_parameters_accept_exactly_what_the_code_accepts(template):
+    """A value the template accepts but the code refuses would crash-loop every function at
+    start; one the code accepts but the template refuses is a needless limit. Both must agree."""
+    source = _rust_source("shared/app/src/config.rs")
+    for param, var in NUMERIC_PARAMETERS.items():
+        m = re.search(rf'env\.number\("{var}", [0-9_]+, ([0-9_]+)\.\.=([0-9_]+)\)', source)
+        assert m, f"no range for {var} in shared/app/src/config.rs"
+        low, high = (int(g.replace("_", "")) for g in m.groups())
+        p = template["Parameters"][param]
+        if "AllowedPattern" in p:
+            pattern = re.compile(p["AllowedPattern"])
+            accepted = {n for n in range(0, high * 2) if pattern.fullmatch(str(n))}
+            assert accepted == set(range(low, high + 1)), param
+        else:
+            assert (p["MinValue"], p["MaxValue"]) == (low, high), param
+
+
+def test_the_canvas_parameter_accepts_exactly_the_sides_the_code_accepts(template):
+    """Each side 1-1920 in the code (Canvas::MAX_SIDE); the template's two-digit minimum is
+    stricter on purpose (a canvas under 10 px is a typo)."""
+    source = _rust_source("shared/core/src/layout.rs")
+    assert re.search(r"pub const MAX_SIDE: u32 = 1920;", source)
+    pattern = re.compile(template["Parameters"]["Canvas"]["AllowedPattern"])
+    sides = {n for n in range(0, 4000) if pattern.fullmatch(f"{n}x720")}
+    assert sides == set(range(10, 1921))
+    assert pattern.fullmatch("720x1280") and not pattern.fullmatch("720x1921")
+
+
+def test_the_bus_admits_only_the_integration_role_and_the_role_only_this_api(template):
+    res = template["Resources"]
+    (policy,) = resources_of_type(template, "AWS::Events::EventBusPolicy").values()
+    st = policy["Properties"]["Statement"]
+    assert (st["Effect"], st["Principal"], st["Action"]) == ("Deny", "*", "events:PutEvents")
+    assert getatt_target(st["Condition"]["ArnNotEquals"]["aws:PrincipalArn"]) == "ArtcCallbackIntegrationRole"
+    trust = _statements(res["ArtcCallbackIntegrationRole"]["Properties"]["AssumeRolePolicyDocument"])
+    (statement,) = trust
+    source = statement["Condition"]["ArnLike"]["aws:SourceArn"]["Fn::Sub"]
+    assert source.endswith(":${HttpApi}/*"), source
+
+
+def test_callbacks_are_archived_briefly_and_the_table_outlives_the_stack(template):
+    res = template["Resources"]
+    archive = res["ArtcEventArchive"]["Properties"]
+    assert archive["RetentionDays"] == {"Ref": "ArchiveRetentionDays"}
+    assert template["Parameters"]["ArchiveRetentionDays"]["Default"] == 1
+    table = res["RoomsTable"]
+    assert table["DeletionPolicy"] == table["UpdateReplacePolicy"] == "Retain"

@@ -104,6 +104,31 @@ pub fn local_config() -> anyhow::Result<Config> {
     Ok(Config::from_lookup(with_local_defaults(env))?)
 }
 
+/// The secrets `serve` would otherwise take from its local defaults.
+const LOCAL_DEFAULT_SECRETS: [&str; 4] = [
+    "COSTREAM_PUSH_AUTH_KEY",
+    "COSTREAM_PLAY_AUTH_KEY",
+    "COSTREAM_ARTC_CALLBACK_SECRET",
+    "COSTREAM_NOTIFY_SECRET",
+];
+
+/// With the real Live API, every secret must be set: the local defaults are public (they are
+/// in this repository), and a stream signed with them, or a callback path guessable from them,
+/// would be a real deployment's hole.
+pub fn refuse_local_secrets(env: &impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+    let unset: Vec<&str> = LOCAL_DEFAULT_SECRETS
+        .into_iter()
+        .filter(|var| env(var).is_none_or(|v| v.is_empty()))
+        .collect();
+    if !unset.is_empty() {
+        anyhow::bail!(
+            "--mpu alibaba needs real secrets, not the local defaults: set {}",
+            unset.join(", ")
+        );
+    }
+    Ok(())
+}
+
 /// `COSTREAM_REPAIR_INTERVAL_SECS`: how often `serve` runs the repair loop (default 15 s, 1–3600).
 pub fn repair_interval(
     env: &impl Fn(&str) -> Option<String>,
@@ -128,6 +153,9 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn run_async(args: &ServeArgs) -> anyhow::Result<()> {
+    if args.mpu == MpuKind::Alibaba {
+        refuse_local_secrets(&env_lookup())?;
+    }
     let config = local_config()?;
     let sim = Arc::new(SimulatedLive::default());
     let settings = mpu_settings(&config);
