@@ -465,3 +465,19 @@ async fn a_pair_of_rooms_is_written_together_or_not_at_all() {
         Version::new(3)
     );
 }
+
+/// The per-app starts counter: one conditional increment per Start, at most `cap` a minute,
+/// per app; the next minute starts afresh.
+#[tokio::test]
+async fn the_starts_counter_admits_at_most_the_cap_a_minute() {
+    let (store, _) = fresh_store("starts").await;
+    let app = room_key("room-a").app;
+    let other = costream_core::AppId::parse("otherapp").expect("app");
+    let mut admitted = Vec::new();
+    for _ in 0..4 {
+        admitted.push(store.take_start(&app, 1_000, 3).await.expect("counted"));
+    }
+    assert_eq!(admitted, [true, true, true, false]);
+    assert!(store.take_start(&other, 1_000, 3).await.expect("other app"));
+    assert!(store.take_start(&app, 1_001, 3).await.expect("next minute"));
+}

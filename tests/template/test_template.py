@@ -104,8 +104,9 @@ METRICS = [
     "webhooks_delivered",
     "webhooks_failed",
     "webhooks_dropped",
-    # strict mode
+    # abuse limits: strict mode, the starts-per-minute cap
     "starts_refused_unregistered",
+    "starts_capped",
 ]
 # Read as a maximum per minute; every other metric is a count, read as a sum per minute. (The code
 # publishes `*_secs` in Seconds, everything else as a Count.)
@@ -718,7 +719,7 @@ def test_repair_alarms_watch_the_loop_itself(template, functions):
 
 
 def test_metric_list_is_well_formed():
-    assert len(METRICS) == len(set(METRICS)) == 28
+    assert len(METRICS) == len(set(METRICS)) == 29
     assert GAUGES == {m for m in METRICS if m.endswith("_secs")}
     assert all(re.fullmatch(r"[a-z][a-z0-9_]*", m) for m in METRICS)
 
@@ -784,6 +785,8 @@ def test_alarms_on_the_functions_metrics(template):
         "OldestDueRoomAlarm": ("oldest_due_age_secs", "Maximum", 60, 2, 2, 300, "GreaterThanThreshold"),
         # Any webhook dropped undelivered.
         "WebhooksDroppedAlarm": ("webhooks_dropped", "Sum", 300, 1, 1, 1, "GreaterThanOrEqualToThreshold"),
+        # Any Start refused by the per-app cap.
+        "StartsCappedAlarm": ("starts_capped", "Sum", 60, 1, 1, 1, "GreaterThanOrEqualToThreshold"),
     }
 
 
@@ -871,6 +874,7 @@ NUMERIC_PARAMETERS = {
     "VideoFps": "COSTREAM_VIDEO_FPS",
     "VideoBitrateKbps": "COSTREAM_VIDEO_BITRATE_KBPS",
     "MaxIdleTime": "COSTREAM_MAX_IDLE_TIME",
+    "MaxStartsPerMinute": "COSTREAM_MAX_STARTS_PER_MINUTE",
 }
 
 

@@ -101,6 +101,9 @@ pub struct Config {
     /// `COSTREAM_ARTC_APP_KEY`: the ARTC AppKey, for join tokens (`POST /rooms/{channelId}/tokens`).
     pub artc_app_key: Option<SecretString>,
     pub region: Option<MpuRegion>,
+    /// `COSTREAM_MAX_STARTS_PER_MINUTE`: task Starts the whole app may make per minute (1 to
+    /// 100000, default 120); beyond it a Start is refused, counted and retried later.
+    pub max_starts_per_minute: u32,
 }
 
 impl std::fmt::Debug for Config {
@@ -130,6 +133,7 @@ impl std::fmt::Debug for Config {
                 &self.artc_app_key.as_ref().map(|_| "[REDACTED]"),
             )
             .field("region", &self.region)
+            .field("max_starts_per_minute", &self.max_starts_per_minute)
             .finish()
     }
 }
@@ -395,6 +399,11 @@ impl Config {
             region: env.parsed("COSTREAM_MPU_REGION", None, |v| {
                 v.parse::<MpuRegion>().map(Some).map_err(|e| e.to_string())
             })?,
+            max_starts_per_minute: env.number(
+                "COSTREAM_MAX_STARTS_PER_MINUTE",
+                120,
+                1..=100_000,
+            )?,
         })
     }
 

@@ -42,6 +42,7 @@ pub const NAMES: &[&str] = &[
     "webhooks_failed",
     "webhooks_dropped",
     "starts_refused_unregistered",
+    "starts_capped",
 ];
 
 static REGISTRY: Mutex<BTreeMap<&'static str, f64>> = Mutex::new(BTreeMap::new());

@@ -64,6 +64,19 @@ pub trait StateStore: Send + Sync {
         }
     }
 
+    /// Counts one task Start of `app` in minute `minute` (unix minutes) if fewer than `cap` were
+    /// counted there: `true` when counted, `false` when the minute is full. Shared by every
+    /// process (one conditional increment). A store without the counter admits every Start.
+    fn take_start(
+        &self,
+        app: &AppId,
+        minute: u64,
+        cap: u32,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        let _ = (app, minute, cap);
+        async { Ok(true) }
+    }
+
     /// Rooms of `app` with a webhook due at or before `now_ms` (the head of their outbox),
     /// most overdue first, at most `limit`: an index of its own, so a backlog of repairs never
     /// starves the webhooks (nor the reverse). Stores without webhooks have none.
@@ -381,6 +394,15 @@ impl<T: StateStore> StateStore for std::sync::Arc<T> {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<RoomKey>, StoreError>> + Send {
         (**self).hook_rooms(app, now_ms, limit)
+    }
+
+    fn take_start(
+        &self,
+        app: &AppId,
+        minute: u64,
+        cap: u32,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        (**self).take_start(app, minute, cap)
     }
 
     fn append_history(

@@ -51,6 +51,8 @@ pub struct ShellConfig {
     pub resign_after_ms: Option<u64>,
     /// Queue webhooks in the room's outbox (a backend URL is configured).
     pub webhooks: bool,
+    /// At most this many task Starts per minute for the whole app (`None`: no cap).
+    pub max_starts_per_minute: Option<u32>,
 }
 
 impl Default for ShellConfig {
@@ -63,6 +65,7 @@ impl Default for ShellConfig {
             max_calls: 8,
             resign_after_ms: None,
             webhooks: false,
+            max_starts_per_minute: None,
         }
     }
 }
@@ -528,7 +531,10 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
             let (command, done) = match &step {
                 Step::Command(command) => (
                     command.clone(),
-                    self.mpu.execute(key, command, room.version).await,
+                    match self.start_capped(key, command).await {
+                        Some(refused) => Err(refused),
+                        None => self.mpu.execute(key, command, room.version).await,
+                    },
                 ),
                 Step::Refresh {
                     task,
@@ -799,6 +805,34 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
             }
         })
         .await;
+    }
+
+    /// The app's cap on task Starts per minute: a Start beyond it is refused before it is sent
+    /// (retryable: the room is marked and the repair loop tries again after its backoff).
+    /// `None` when the call may go ahead. A counter that can't be read lets it through: the cap
+    /// guards against floods, and a store outage must not stop every broadcast.
+    async fn start_capped(&self, key: &RoomKey, command: &Command) -> Option<MpuFailure> {
+        let (Command::Start { .. }, Some(cap)) = (command, self.config.max_starts_per_minute)
+        else {
+            return None;
+        };
+        let minute = self.clock.now_ms() / 60_000;
+        match self.store.take_start(&key.app, minute, cap).await {
+            Ok(true) => None,
+            Ok(false) => {
+                metrics::count("starts_capped");
+                tracing::warn!(cap, "task start refused: the app's starts per minute are used up (COSTREAM_MAX_STARTS_PER_MINUTE)");
+                Some(MpuFailure {
+                    kind: crate::ports::MpuFailureKind::Refused { retryable: true },
+                    action: "start",
+                    reason: format!("the app's cap of {cap} task starts per minute is reached"),
+                })
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "start counter unreadable; starting anyway");
+                None
+            }
+        }
     }
 
     /// Queues the webhooks a write from `before` to `room` means, in that same write (see

@@ -666,6 +666,34 @@ impl StateStore for DynamoStore {
         Ok(due)
     }
 
+    /// One conditional UpdateItem on `STARTS#<app>#<minute>`: `n + 1` only while `n < cap`; the
+    /// item expires an hour later.
+    async fn take_start(&self, app: &AppId, minute: u64, cap: u32) -> Result<bool, StoreError> {
+        let pk = format!("STARTS#{app}#{minute}");
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(pk.clone()))
+            .update_expression("SET #n = if_not_exists(#n, :zero) + :one, expires_at = :exp")
+            .condition_expression("attribute_not_exists(#n) OR #n < :cap")
+            .expression_attribute_names("#n", "n")
+            .expression_attribute_values(":zero", AttributeValue::N("0".into()))
+            .expression_attribute_values(":one", AttributeValue::N("1".into()))
+            .expression_attribute_values(":cap", AttributeValue::N(cap.to_string()))
+            .expression_attribute_values(
+                ":exp",
+                AttributeValue::N((minute * 60 + 3_600).to_string()),
+            )
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(true),
+            Err(e) if e.code() == Some("ConditionalCheckFailedException") => Ok(false),
+            Err(e) => Err(classify(&pk, e)),
+        }
+    }
+
     async fn hook_rooms(
         &self,
         app: &AppId,

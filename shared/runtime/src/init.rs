@@ -55,6 +55,7 @@ pub fn shell_config(config: &Config) -> ShellConfig {
             .as_ref()
             .map(|_| validity_ms / 2),
         webhooks: config.notify.is_some(),
+        max_starts_per_minute: Some(config.max_starts_per_minute),
         ..ShellConfig::default()
     }
 }

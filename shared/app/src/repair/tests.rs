@@ -462,3 +462,45 @@ async fn the_sweep_restores_restreaming_targets_a_task_lost() {
     assert!(listed(&s).is_some_and(|m| m.contains("rtmp://r.example/live/key")));
     assert_eq!(s.mpu.sim().tasks()[0].task_id, task, "the same task");
 }
+
+/// The per-app cap on task Starts per minute: beyond it a Start is refused before it is sent
+/// (no MPU call), counted, and the room is marked; in the next minute the loop starts it.
+#[tokio::test]
+async fn starts_beyond_the_per_minute_cap_wait_for_the_next_minute() {
+    let mut s = shell(RecordingMpu::instant());
+    s.config.max_starts_per_minute = Some(2);
+    let room = |n: usize| RoomKey {
+        app: app(),
+        channel: ChannelId::parse(format!("room-{n}")).expect("channel"),
+    };
+    let mut outcomes = Vec::new();
+    for n in 0..3 {
+        outcomes.push(
+            s.handle(
+                &room(n),
+                Some(&format!("m{n}")),
+                &[ev(&format!("host{n}"), 10, UserAction::Publish)],
+                "inv",
+            )
+            .await
+            .is_ok(),
+        );
+    }
+    assert_eq!(outcomes, [true, true, false], "the third Start is refused");
+    assert!(s.mpu.tasks(&room(2)).is_empty(), "no MPU call for it");
+    let capped = s.store.load(&room(2)).await.expect("load").expect("room");
+    assert!(capped.due_ms.is_some(), "marked for the repair loop");
+    assert!(capped
+        .upkeep
+        .last_failure
+        .as_ref()
+        .is_some_and(|f| f.reason.contains("cap of 2")));
+    // Still the same minute: the loop's retry is refused too.
+    s.clock.set_ms(s.clock.now_ms() + 10_000);
+    s.repair_pass(&app(), "repair-1", &no_sweep()).await;
+    assert!(s.mpu.tasks(&room(2)).is_empty());
+    // The next minute: started.
+    s.clock.set_ms(s.clock.now_ms() + 60_000);
+    s.repair_pass(&app(), "repair-2", &no_sweep()).await;
+    assert_eq!(s.mpu.tasks(&room(2)).len(), 1);
+}

@@ -13,6 +13,8 @@ use costream_core::{AppId, TaskId, Version};
 pub struct InMemoryStore {
     rooms: Mutex<HashMap<RoomKey, StoredRoom>>,
     history: Mutex<HashMap<RoomKey, Vec<HistoryEntry>>>,
+    /// Task Starts counted per (app, unix minute).
+    starts: Mutex<HashMap<(AppId, u64), u32>>,
     requests: AtomicU64,
 }
 
@@ -87,6 +89,18 @@ impl StateStore for InMemoryStore {
             rooms.insert(key.clone(), stored);
         }
         Ok(())
+    }
+
+    async fn take_start(&self, app: &AppId, minute: u64, cap: u32) -> Result<bool, StoreError> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let mut starts = self.starts.lock().unwrap_or_else(|p| p.into_inner());
+        starts.retain(|(_, m), _| *m + 2 > minute);
+        let n = starts.entry((app.clone(), minute)).or_insert(0);
+        if *n >= cap {
+            return Ok(false);
+        }
+        *n += 1;
+        Ok(true)
     }
 
     async fn hook_rooms(
