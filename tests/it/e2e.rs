@@ -380,3 +380,45 @@ async fn a_captured_cdn_signature_is_accepted_once_per_room_and_action() {
         .facts;
     assert_eq!(facts_before, facts_after, "the replays changed nothing");
 }
+
+/// The pair is the verified one (a case-changed signature is the same pair), and the unsigned
+/// event time may not be after the signature's (a forged future time would pin the room).
+#[tokio::test]
+async fn a_cdn_replay_cannot_dodge_the_pair_or_move_time_forward() {
+    let (svc, _sim) = deployed_like(InMemoryStore::new()).await;
+    deliver(&svc, "01_host_publish.json").await;
+    let ev = cdn_event("cdn_publish.json", "yourkey");
+    svc.cdn_ingest(&costream_runtime::lambda::cdn_request(&ev), "cdn-1")
+        .await
+        .expect("cdn publish");
+    let mut upper = ev.clone();
+    let sig = ev.headers["ali-live-signature"]
+        .to_str()
+        .expect("sig")
+        .to_ascii_uppercase();
+    upper.headers.insert(
+        "ali-live-signature",
+        HeaderValue::from_str(&sig).expect("header"),
+    );
+    let out = svc
+        .cdn_ingest(&costream_runtime::lambda::cdn_request(&upper), "cdn-2")
+        .await
+        .expect("answered");
+    assert_eq!(out.result, "duplicate");
+
+    let future = SystemClock.now_ms() / 1000 + 300;
+    let fresh = cdn_event("cdn_publish.json", "yourkey");
+    let mut forged = fresh.clone();
+    let mut query = std::collections::HashMap::new();
+    for (k, v) in fresh.query_string_parameters.iter() {
+        query.insert(k.to_owned(), vec![v.to_owned()]);
+    }
+    query.insert("time".to_owned(), vec![future.to_string()]);
+    forged.query_string_parameters = query.into();
+    let err = svc
+        .cdn_ingest(&costream_runtime::lambda::cdn_request(&forged), "cdn-3")
+        .await
+        .expect_err("refused");
+    assert_eq!(err.status(), 403, "{err}");
+    assert!(err.to_string().contains("after its signature"), "{err}");
+}

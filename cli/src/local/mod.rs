@@ -206,7 +206,16 @@ async fn room<S: StateStore, M: MpuPort, C: Clock>(
             );
             response
         }
-        Err(e) => error(&e),
+        Err(e) => {
+            let mut response = error(&e);
+            response.headers_mut().insert(
+                axum::http::header::CACHE_CONTROL,
+                axum::http::HeaderValue::from_static(
+                    costream_app::handlers::viewer::PRIVATE_CACHE_CONTROL,
+                ),
+            );
+            response
+        }
     }
 }
 

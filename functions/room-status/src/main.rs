@@ -27,7 +27,16 @@ async fn handler(
             );
             response
         }
-        Err(e) => error_response(&e),
+        Err(e) => {
+            let mut response = error_response(&e);
+            response.headers.insert(
+                aws_lambda_events::http::header::CACHE_CONTROL,
+                aws_lambda_events::http::HeaderValue::from_static(
+                    costream_app::handlers::viewer::PRIVATE_CACHE_CONTROL,
+                ),
+            );
+            response
+        }
     })
 }
 

@@ -375,6 +375,8 @@ impl LiveClient {
 }
 
 fn transport_error(action: &'static str, source: reqwest::Error) -> MpuError {
+    // The URL of a signed GET carries the signature and any STS token: never in an error.
+    let source = source.without_url();
     if source.is_timeout() {
         MpuError::Timeout { action, source }
     } else {

@@ -245,15 +245,25 @@ pub fn redact(message: &str) -> String {
         Some(i) => (&message[..i], true),
         None => (message, false),
     };
+    // `auth_key=` in any case, and its URL-encoded forms (a StreamURL inside a parameter).
+    const KEYS: [&str; 3] = ["auth_key=", "auth_key%3d", "auth_key%253d"];
     let mut out = String::with_capacity(kept.len());
     let mut rest = kept;
-    while let Some(i) = rest.find("auth_key=") {
-        let value_start = i + "auth_key=".len();
+    loop {
+        let lower = rest.to_ascii_lowercase();
+        let Some((i, key)) = KEYS
+            .iter()
+            .filter_map(|k| lower.find(k).map(|i| (i, *k)))
+            .min_by_key(|(i, _)| *i)
+        else {
+            break;
+        };
+        let value_start = i + key.len();
         out.push_str(&rest[..value_start]);
         out.push_str("***");
         let tail = &rest[value_start..];
         let end = tail
-            .find(|c: char| c == '&' || c == '"' || c == '\'' || c.is_whitespace())
+            .find(|c: char| c == '&' || c == '"' || c == '\'' || c == '%' || c.is_whitespace())
             .unwrap_or(tail.len());
         rest = &tail[end..];
     }
@@ -485,6 +495,10 @@ mod tests {
             "StreamURL rtmp://p/live/r_main?auth_key=***&x=1 is in use"
         );
         assert_eq!(redact("plain"), "plain");
+        assert_eq!(
+            redact("StreamURL=rtmp%3A%2F%2Fp%2Fr_main%3FAUTH_KEY%3D1700-0-0-beef%26x"),
+            "StreamURL=rtmp%3A%2F%2Fp%2Fr_main%3FAUTH_KEY%3D***%26x"
+        );
         // Through the parser: the error's text has neither.
         let body =
             format!(r#"{{"RequestId":"r","Code":"SignatureDoesNotMatch","Message":"{echo}"}}"#);

@@ -336,19 +336,20 @@ impl Config {
             Some(url) => {
                 // Webhooks carry room state and a signature: https, except to this machine
                 // (a local backend beside `costream serve`).
-                let loopback = url.strip_prefix("http://").is_some_and(|rest| {
-                    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-                    let host = authority.rsplit('@').next().unwrap_or_default();
-                    let host = host
-                        .strip_prefix('[')
-                        .and_then(|h| h.split_once(']'))
-                        .map_or_else(|| host.split(':').next().unwrap_or_default(), |(h, _)| h);
-                    host == "localhost"
-                        || host
-                            .parse::<std::net::IpAddr>()
-                            .is_ok_and(|ip| ip.is_loopback())
+                // Judged on the URL as the HTTP client parses it (a backslash or userinfo trick
+                // must not make another host look local).
+                let parsed = reqwest::Url::parse(&url).ok();
+                let loopback = parsed.as_ref().is_some_and(|u| {
+                    u.scheme() == "http"
+                        && match u.host() {
+                            Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+                            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                            None => false,
+                        }
                 });
-                if !(url.starts_with("https://") || loopback) {
+                let https = parsed.as_ref().is_some_and(|u| u.scheme() == "https");
+                if !(https || loopback) {
                     return Err(ConfigError::Invalid {
                         var: "COSTREAM_NOTIFY_URL",
                         reason: "must start with https:// (http:// only to localhost or a loopback address)".into(),
@@ -477,6 +478,8 @@ mod tests {
             ("http://localhost/hooks", true),
             ("http://[::1]:9/hooks", true),
             ("http://127.0.0.1.evil.example/hooks", false),
+            ("http://evil.example\\@127.0.0.1/hooks", false),
+            ("http://127.0.0.1@evil.example/hooks", false),
             ("https://backend.example.com/hooks", true),
         ] {
             let mut vars = MINIMAL.to_vec();

@@ -209,6 +209,9 @@ pub struct TokenOutcome {
     pub token: String,
 }
 
+/// How far a CDN callback's (unsigned) event time may be after its signature's timestamp.
+const CDN_TIME_SLACK_SECS: u64 = 60;
+
 /// Rooms one webhook pass looks at, at most.
 const WEBHOOK_PASS_ROOMS: usize = 64;
 /// One delivery round of a room sends at most this many events, for at most this long (the
@@ -508,9 +511,23 @@ impl<S: StateStore, M: MpuPort, C: Clock> Services<S, M, C> {
             CallbackVerifier::new(host, key.clone())
                 .verify(ts, sig, now_i)
                 .map_err(|e: CallbackAuthError| HandlerError::Unauthorized(e.to_string()))?;
-            signed_pair = Some(format!("{}:{}", ts.trim(), sig.trim()));
+            // As verified: the signature compares case-insensitively.
+            signed_pair = Some(format!("{}:{}", ts.trim(), sig.trim().to_ascii_lowercase()));
         }
         let cb = parse_cdn(req.query.iter().copied(), now)?;
+        // The query is not signed: its event time must not be after the signature's (a forged
+        // future time would pin the room's CDN state).
+        if let (Some(_), Some(signed_at)) = (
+            &signed_pair,
+            req.ali_timestamp.and_then(|t| t.trim().parse::<u64>().ok()),
+        ) {
+            if cb.at.secs() > signed_at + CDN_TIME_SLACK_SECS {
+                return Err(HandlerError::Unauthorized(format!(
+                    "the callback's time {} is after its signature's {signed_at}",
+                    cb.at.secs()
+                )));
+            }
+        }
         // Ours: our AppName and (when the CDN names it) our ingest domain. Another domain's
         // stream of the same name is not this room's.
         let ours = cb.app_name == self.config.ingest.app_name

@@ -809,8 +809,7 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
 
     /// The app's cap on task Starts per minute: a Start beyond it is refused before it is sent
     /// (retryable: the room is marked and the repair loop tries again after its backoff).
-    /// `None` when the call may go ahead. A counter that can't be read lets it through: the cap
-    /// guards against floods, and a store outage must not stop every broadcast.
+    /// `None` when the call may go ahead.
     async fn start_capped(&self, key: &RoomKey, command: &Command) -> Option<MpuFailure> {
         let (Command::Start { .. }, Some(cap)) = (command, self.config.max_starts_per_minute)
         else {
@@ -828,8 +827,21 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                     reason: format!("the app's cap of {cap} task starts per minute is reached"),
                 })
             }
+            // Throttled or timed out: the counter is hot, which is when the cap matters most —
+            // refuse (retryable) rather than let a flood through.
+            Err(e @ StoreError::Unavailable { .. }) => {
+                metrics::count("starts_capped");
+                tracing::warn!(error = %e, "start counter unavailable; start refused for now");
+                Some(MpuFailure {
+                    kind: crate::ports::MpuFailureKind::Refused { retryable: true },
+                    action: "start",
+                    reason: "the start counter is unavailable".to_owned(),
+                })
+            }
+            // Misconfigured (permissions, a missing table): the cap can't work at all; logged
+            // loudly, and broadcasts go on.
             Err(e) => {
-                tracing::warn!(error = %e, "start counter unreadable; starting anyway");
+                tracing::error!(error = %e, "start counter unreadable; starting anyway");
                 None
             }
         }
