@@ -767,3 +767,44 @@ fn every_operations_command_has_help_without_secret_values() {
     let help = stdout(&run(&["subscribe", "--help"], &[]));
     assert!(help.contains("COSTREAM_APP_ID") && help.contains("subscribe list"));
 }
+
+/// The callback URL holds a secret: from a variable it creates the subscription without a
+/// warning; on the command line it works but warns about `ps` and shell history.
+#[test]
+fn subscribe_takes_the_callback_url_from_a_variable() {
+    let live = FakeLive::start();
+    let url = "https://cb.example.com/artc/envSecretPath9";
+    let from_env = live.run(
+        &[
+            "subscribe",
+            "--app-id",
+            APP,
+            "--callback-url-env",
+            "MY_CALLBACK",
+        ],
+        &[("MY_CALLBACK", url)],
+    );
+    let created = json_stdout(&from_env);
+    assert!(created["subscribe_id"].is_string(), "{created}");
+    assert!(!String::from_utf8_lossy(&from_env.stderr).contains("warning"));
+    let sent = live.received.lock().expect("recorder").clone();
+    assert!(
+        sent.iter()
+            .any(|r| r.params.get("CallbackUrl").map(String::as_str) == Some(url)),
+        "the URL from the variable was sent"
+    );
+    let on_line = live.run(&["subscribe", "--app-id", APP, "--callback-url", url], &[]);
+    assert!(String::from_utf8_lossy(&on_line.stderr).contains("--callback-url-env"));
+    let missing = live.run(
+        &[
+            "subscribe",
+            "--app-id",
+            APP,
+            "--callback-url-env",
+            "UNSET_VAR_X",
+        ],
+        &[],
+    );
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("UNSET_VAR_X"));
+}

@@ -4,6 +4,7 @@
 use anyhow::{bail, Context as _};
 use clap::{Args, Subcommand, ValueEnum};
 use costream_alibaba::request::{CreateEventSub, DeleteEventSub, EventKind, ListEventSub};
+use secrecy::ExposeSecret as _;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -46,9 +47,19 @@ pub struct SubscribeArgs {
 
 #[derive(Debug, Args)]
 pub struct CreateArgs {
-    /// Where Alibaba POSTs the callbacks (http:// or https://).
-    #[arg(long, value_name = "URL", required = true)]
+    /// Where Alibaba POSTs the callbacks (http:// or https://). It holds the callback secret, and
+    /// a command line is visible in `ps` and shell history: prefer --callback-url-env, or `-` to
+    /// read it from stdin.
+    #[arg(
+        long,
+        value_name = "URL|-",
+        required_unless_present = "callback_url_env",
+        conflicts_with = "callback_url_env"
+    )]
     pub callback_url: Option<String>,
+    /// Environment variable holding the callback URL.
+    #[arg(long, value_name = "VAR")]
+    pub callback_url_env: Option<String>,
     /// Only this channel (ChannelId). Without it: every channel of the app.
     #[arg(long, value_name = "CHANNEL_ID")]
     pub channel: Option<String>,
@@ -124,6 +135,8 @@ impl CreateArgs {
     fn given(&self) -> Option<&'static str> {
         if self.callback_url.is_some() {
             Some("--callback-url")
+        } else if self.callback_url_env.is_some() {
+            Some("--callback-url-env")
         } else if self.channel.is_some() {
             Some("--channel")
         } else if !self.users.is_empty() {
@@ -152,11 +165,36 @@ pub fn run(args: &SubscribeArgs) -> anyhow::Result<()> {
     }
 }
 
+/// The callback URL: from the variable --callback-url-env names, from stdin (`--callback-url -`),
+/// or, with a warning, from the command line.
+fn callback_url(args: &CreateArgs) -> anyhow::Result<String> {
+    if let Some(var) = &args.callback_url_env {
+        return Ok(super::secret_from_env(var, "the ARTC callback URL")?
+            .expose_secret()
+            .trim()
+            .to_owned());
+    }
+    match args.callback_url.as_deref() {
+        Some("-") => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .map_err(|e| anyhow::anyhow!("cannot read the callback URL from stdin: {e}"))?;
+            Ok(line.trim().to_owned())
+        }
+        Some(url) => {
+            eprintln!(
+                "warning: the callback URL carries its secret, and a command line is visible in ps and shell history; prefer --callback-url-env VAR or --callback-url -"
+            );
+            Ok(url.to_owned())
+        }
+        None => bail!("--callback-url or --callback-url-env is required"),
+    }
+}
+
 /// Checks the arguments against the service's rules and builds the request.
 pub fn create_request(app_id: String, args: &CreateArgs) -> anyhow::Result<CreateEventSub> {
-    let Some(callback_url) = &args.callback_url else {
-        bail!("--callback-url is required");
-    };
+    let callback_url = &callback_url(args)?;
     check_http_url("--callback-url", callback_url)?;
     let channel_id = match args.channel.as_deref() {
         None | Some("*") => None,

@@ -94,11 +94,23 @@ pub fn live_client(lookup: impl Fn(&str) -> Option<String>) -> Result<LiveClient
     )?)
 }
 
+/// `MaxIdleTime` of a deployed function's tasks when `COSTREAM_MAX_IDLE_TIME` is unset.
+pub const LAMBDA_MAX_IDLE_TIME_SECS: u32 = 120;
+
 /// Everything a deployed function needs, from the environment and the configuration secret.
 pub async fn lambda_services() -> Result<LambdaServices, InitError> {
     let sdk = load_sdk_config(AwsTimeouts::default()).await;
     let lookup = secret_lookup(&sdk, env_lookup()).await?;
-    let config = Config::from_lookup(&lookup)?;
+    let mut config = Config::from_lookup(&lookup)?;
+    // Deployed, a task never runs on without a MaxIdleTime: a leaked or forged task stops by
+    // itself after LAMBDA_MAX_IDLE_TIME_SECS idle.
+    if config.decision.max_idle_time.is_none() {
+        tracing::warn!(
+            default = LAMBDA_MAX_IDLE_TIME_SECS,
+            "COSTREAM_MAX_IDLE_TIME unset; using the default"
+        );
+        config.decision.max_idle_time = Some(LAMBDA_MAX_IDLE_TIME_SECS);
+    }
     let store = DynamoStore::new(dynamodb_client(&sdk), config.require_table()?);
     let mpu = AlibabaMpu::new(live_client(&lookup)?, SystemClock, mpu_settings(&config));
     services(config, store, mpu, SystemClock)
