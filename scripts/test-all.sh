@@ -6,7 +6,7 @@
 # loopback port and stopped on exit, even when a step fails.
 #
 #   bash scripts/test-all.sh                      # everything
-#   SKIP_LINT=1 bash scripts/test-all.sh          # no cfn-lint, sam validate, fmt, clippy
+#   SKIP_LINT=1 bash scripts/test-all.sh          # no cfn-lint, sam validate, fmt, clippy, cargo deny
 #   SKIP_SAM_BUILD=1 bash scripts/test-all.sh     # no sam build (~10 min); ignored when CI=true
 #   PYTHON=python3.13 bash scripts/test-all.sh    # the venv's interpreter: CPython 3.10 to 3.13
 set -euo pipefail
@@ -33,6 +33,9 @@ TOOLS=(
 )
 
 log() { printf '\n== %s\n' "$*"; }
+
+# The supply-chain checker (see the checks below).
+CARGO_DENY_VERSION=0.20.2
 
 # --- tools -------------------------------------------------------------------------------------
 py_version() { "$1" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])'; }
@@ -126,6 +129,16 @@ if [ -z "${SKIP_LINT:-}" ]; then
   cargo fmt --all -- --check
   log "cargo clippy"
   cargo clippy --workspace --all-targets --locked -- -D warnings
+  # Supply chain: licences, bans and sources of every dependency (deny.toml). cargo-deny is
+  # pinned and built into the tools venv once (about 2 minutes); advisories need the RustSec
+  # database over the network, so they are not part of this offline check.
+  deny_root="$VENV/cargo-deny-$CARGO_DENY_VERSION"
+  if [ ! -x "$deny_root/bin/cargo-deny" ]; then
+    log "installing cargo-deny $CARGO_DENY_VERSION into $deny_root"
+    cargo install --quiet --locked --root "$deny_root" "cargo-deny@$CARGO_DENY_VERSION"
+  fi
+  log "cargo deny check bans licenses sources"
+  "$deny_root/bin/cargo-deny" check bans licenses sources
 fi
 
 log "crate boundaries"
