@@ -1,65 +1,14 @@
 //! `costream serve` started as a real process: the seed flow over HTTP, the simulated MPU tasks
 //! after each step, and the secret path.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
+use common::{fixture, Server};
 use serde_json::{json, Value};
 
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // Best effort: the test is over either way.
-        let _kill = self.child.kill();
-        let _wait = self.child.wait();
-    }
-}
-
-/// Starts `costream serve` on a free loopback port with only `env` set (plus the app id and
-/// callback secret) and waits until it accepts connections.
+/// Starts `costream serve` on a free loopback port (see `common::start_on`).
 fn start(args: &[&str], env: &[(&str, &str)]) -> Server {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let child = Command::new(env!("CARGO_BIN_EXE_costream"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .args(args)
-        .env_clear()
-        .env("COSTREAM_APP_ID", "9qb1abcd")
-        .env("COSTREAM_ARTC_CALLBACK_SECRET", "s3cret-path")
-        .env("RUST_LOG", "warn")
-        .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn costream serve");
-    let server = Server {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "costream serve did not start listening"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    server
-}
-
-fn fixture(name: &str) -> Vec<u8> {
-    let path = format!(
-        "{}/../tests/fixtures/artc/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    common::start_on("127.0.0.1", args, env)
 }
 
 async fn tasks(http: &reqwest::Client, base: &str) -> Vec<Value> {

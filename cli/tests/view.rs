@@ -7,69 +7,19 @@
 //! the executable named by `CHROMIUM`.
 
 use std::io::Read as _;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{fixture, Server};
 use serde_json::Value;
 
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // Best effort: the test is over either way.
-        let _kill = self.child.kill();
-        let _wait = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
-
-/// Starts `costream serve --listen <ip>:<free port>` and waits until it accepts connections on
-/// 127.0.0.1 (`ip` is 127.0.0.1 or 0.0.0.0, which also answers there).
+/// Starts `costream serve --listen <ip>:<free port>` (see `common::start_on`).
 fn start(ip: &str) -> Server {
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_costream"))
-        .args(["serve", "--listen", &format!("{ip}:{port}")])
-        .env_clear()
-        .env("COSTREAM_APP_ID", "9qb1abcd")
-        .env("COSTREAM_ARTC_CALLBACK_SECRET", "s3cret-path")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn costream serve");
-    let server = Server {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "costream serve did not start listening"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    server
-}
-
-fn fixture(name: &str) -> Vec<u8> {
-    let path = format!(
-        "{}/../tests/fixtures/artc/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    common::start_on(ip, &[], &[])
 }
 
 async fn post(http: &reqwest::Client, server: &Server, name: &str) {

@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+mod common;
+
+use common::fixture;
 use serde_json::Value;
 
 const SECRET: &str = "webhook-test-secret";
@@ -140,14 +143,6 @@ fn start_serve(port: u16, table: &str, hook_url: &str, log: &std::path::Path) ->
         std::thread::sleep(Duration::from_millis(50));
     }
     Serve(child)
-}
-
-fn fixture(name: &str) -> Vec<u8> {
-    let path = format!(
-        "{}/../tests/fixtures/artc/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 /// Waits until the backend accepted events of these types (in this order), or fails.

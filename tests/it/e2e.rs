@@ -324,6 +324,20 @@ async fn host_registration_from_the_backend() {
     assert_eq!(status.on_stage, ["host_u1", "guest_u2"]);
 }
 
+/// room-1001's stored facts.
+async fn stored_facts<S: StateStore>(svc: &E2e<S>) -> costream_core::Facts {
+    svc.shell
+        .store
+        .load(&costream_app::ports::RoomKey {
+            app: svc.config.app_id.clone(),
+            channel: costream_core::ChannelId::parse("room-1001").expect("channel"),
+        })
+        .await
+        .expect("load")
+        .expect("room")
+        .facts
+}
+
 /// The CDN's signature covers the timestamp and host, not the query: a captured (timestamp,
 /// signature) pair is accepted once per room and action. Replayed with another query it is a
 /// duplicate that changes nothing; the genuine callback's retry is one too.
@@ -337,17 +351,7 @@ async fn a_captured_cdn_signature_is_accepted_once_per_room_and_action() {
         .await
         .expect("cdn publish");
     assert_ne!(first.result, "duplicate");
-    let facts_before = svc
-        .shell
-        .store
-        .load(&costream_app::ports::RoomKey {
-            app: svc.config.app_id.clone(),
-            channel: costream_core::ChannelId::parse("room-1001").expect("channel"),
-        })
-        .await
-        .expect("load")
-        .expect("room")
-        .facts;
+    let facts_before = stored_facts(&svc).await;
     // The same headers on another query: two later publishes.
     for (action, time) in [("publish", "1704164700"), ("publish", "1704164999")] {
         let mut replay = ev.clone();
@@ -367,17 +371,7 @@ async fn a_captured_cdn_signature_is_accepted_once_per_room_and_action() {
             .expect("answered");
         assert_eq!(out.result, "duplicate", "{action} {time}");
     }
-    let facts_after = svc
-        .shell
-        .store
-        .load(&costream_app::ports::RoomKey {
-            app: svc.config.app_id.clone(),
-            channel: costream_core::ChannelId::parse("room-1001").expect("channel"),
-        })
-        .await
-        .expect("load")
-        .expect("room")
-        .facts;
+    let facts_after = stored_facts(&svc).await;
     assert_eq!(facts_before, facts_after, "the replays changed nothing");
 }
 

@@ -322,6 +322,46 @@ impl DynamoStore {
     }
 }
 
+/// A raw DynamoDB item.
+type Item = HashMap<String, AttributeValue>;
+
+impl DynamoStore {
+    /// The rooms of `app` a sparse index (`index`, sort key `attribute`) holds due at or before
+    /// `now_ms`, over every shard, as (due time, room, item); items without a usable key are
+    /// skipped with a warning.
+    async fn due_in(
+        &self,
+        index: &str,
+        attribute: &str,
+        app: &AppId,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, RoomKey, Item)>, StoreError> {
+        let mut due = Vec::new();
+        for n in 0..SHARDS {
+            let shard = format!("{app}#{n}");
+            for item in self
+                .query_shard(index, shard, Some((attribute, now_ms)), limit)
+                .await?
+            {
+                let room = match item.get("pk") {
+                    Some(AttributeValue::S(pk)) => Self::room_of(pk),
+                    _ => None,
+                };
+                let at = match item.get(attribute) {
+                    Some(AttributeValue::N(n)) => n.parse::<u64>().ok(),
+                    _ => None,
+                };
+                match (room, at) {
+                    (Some(key), Some(at)) => due.push((at, key, item)),
+                    _ => tracing::warn!(index, "skipping an index item without a usable key"),
+                }
+            }
+        }
+        Ok(due)
+    }
+}
+
 fn key_element(
     name: &str,
     ty: KeyType,
@@ -636,31 +676,20 @@ impl StateStore for DynamoStore {
         now_ms: u64,
         limit: usize,
     ) -> Result<Vec<DueRoom>, StoreError> {
-        let mut due = Vec::new();
-        for n in 0..SHARDS {
-            let shard = format!("{app}#{n}");
-            for item in self
-                .query_shard(DUE_INDEX, shard, Some(("due_at", now_ms)), limit)
-                .await?
-            {
-                let room = match item.get("pk") {
-                    Some(AttributeValue::S(pk)) => Self::room_of(pk),
-                    _ => None,
-                };
-                let n = |name: &str| match item.get(name) {
-                    Some(AttributeValue::N(n)) => n.parse::<u64>().ok(),
-                    _ => None,
-                };
-                match (room, n("due_at")) {
-                    (Some(key), Some(due_ms)) => due.push(DueRoom {
-                        key,
-                        due_ms,
-                        failing_since_ms: n("failing_since"),
-                    }),
-                    _ => tracing::warn!("due index: skipping an item without a usable key"),
-                }
-            }
-        }
+        let number = |item: &Item, name: &str| match item.get(name) {
+            Some(AttributeValue::N(n)) => n.parse::<u64>().ok(),
+            _ => None,
+        };
+        let mut due: Vec<DueRoom> = self
+            .due_in(DUE_INDEX, "due_at", app, now_ms, limit)
+            .await?
+            .into_iter()
+            .map(|(due_ms, key, item)| DueRoom {
+                key,
+                due_ms,
+                failing_since_ms: number(&item, "failing_since"),
+            })
+            .collect();
         due.sort_by(|a, b| a.due_ms.cmp(&b.due_ms).then_with(|| a.key.cmp(&b.key)));
         due.truncate(limit);
         Ok(due)
@@ -700,30 +729,12 @@ impl StateStore for DynamoStore {
         now_ms: u64,
         limit: usize,
     ) -> Result<Vec<RoomKey>, StoreError> {
-        let mut due: Vec<(u64, RoomKey)> = Vec::new();
-        for n in 0..SHARDS {
-            let shard = format!("{app}#{n}");
-            for item in self
-                .query_shard(HOOKS_INDEX, shard, Some(("hooks_due", now_ms)), limit)
-                .await?
-            {
-                let room = match item.get("pk") {
-                    Some(AttributeValue::S(pk)) => Self::room_of(pk),
-                    _ => None,
-                };
-                let at = match item.get("hooks_due") {
-                    Some(AttributeValue::N(n)) => n.parse::<u64>().ok(),
-                    _ => None,
-                };
-                match (room, at) {
-                    (Some(key), Some(at)) => due.push((at, key)),
-                    _ => tracing::warn!("hooks index: skipping an item without a usable key"),
-                }
-            }
-        }
-        due.sort();
+        let mut due = self
+            .due_in(HOOKS_INDEX, "hooks_due", app, now_ms, limit)
+            .await?;
+        due.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
         due.truncate(limit);
-        Ok(due.into_iter().map(|(_, key)| key).collect())
+        Ok(due.into_iter().map(|(_, key, _)| key).collect())
     }
 
     async fn rooms_with_tasks(&self, app: &AppId) -> Result<Vec<(RoomKey, TaskId)>, StoreError> {
