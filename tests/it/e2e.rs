@@ -26,6 +26,14 @@ type E2e<S> = Services<S, AlibabaMpu<LiveClient, SystemClock>, SystemClock>;
 
 /// Services wired like a deployed function, but with the Live API endpoint at a local fake.
 pub async fn deployed_like<S: StateStore>(store: S) -> (E2e<S>, Arc<SimulatedLive>) {
+    deployed_like_with(store, config(&[])).await
+}
+
+/// [`deployed_like`] with another configuration.
+pub async fn deployed_like_with<S: StateStore>(
+    store: S,
+    config: costream_app::config::Config,
+) -> (E2e<S>, Arc<SimulatedLive>) {
     let sim = Arc::new(SimulatedLive::new(SystemClock));
     let credentials = Credentials::new("testid", SecretString::from("testsecret"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -44,7 +52,6 @@ pub async fn deployed_like<S: StateStore>(store: S) -> (E2e<S>, Arc<SimulatedLiv
         credentials,
     )
     .expect("client");
-    let config = config(&[]);
     let mpu = AlibabaMpu::new(live, SystemClock, mpu_settings(&config));
     (
         services(config, store, mpu, SystemClock).expect("services"),

@@ -2,7 +2,7 @@
 //! per test, and a request counter (an SDK interceptor, so SDK-level retries count too).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
@@ -10,13 +10,26 @@ use aws_sdk_dynamodb::error::BoxError;
 use costream_dynamo::DynamoStore;
 use costream_runtime::aws::{load_sdk_config, AwsTimeouts};
 
-/// Counts HTTP requests sent to DynamoDB.
+/// Counts HTTP requests sent to DynamoDB, and keeps each one's operation and body (for the
+/// cost measurements: which writes, of what item sizes).
 #[derive(Debug, Clone, Default)]
-pub struct RequestCounter(Arc<AtomicU64>);
+pub struct RequestCounter(Arc<AtomicU64>, Arc<Mutex<Vec<SentRequest>>>);
+
+/// One request as sent: the operation (`PutItem`, `GetItem`, ...) and its JSON body.
+#[derive(Debug, Clone)]
+pub struct SentRequest {
+    pub op: String,
+    pub body: serde_json::Value,
+}
 
 impl RequestCounter {
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::SeqCst)
+    }
+
+    /// The requests sent since the log was last taken.
+    pub fn take(&self) -> Vec<SentRequest> {
+        std::mem::take(&mut *self.1.lock().expect("request log"))
     }
 }
 
@@ -27,11 +40,27 @@ impl Intercept for RequestCounter {
 
     fn read_before_transmit(
         &self,
-        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
         _runtime_components: &RuntimeComponents,
         _cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         self.0.fetch_add(1, Ordering::SeqCst);
+        let request = context.request();
+        let op = request
+            .headers()
+            .get("x-amz-target")
+            .and_then(|t| t.rsplit('.').next())
+            .unwrap_or("")
+            .to_owned();
+        let body = request
+            .body()
+            .bytes()
+            .and_then(|b| serde_json::from_slice(b).ok())
+            .unwrap_or(serde_json::Value::Null);
+        self.1
+            .lock()
+            .expect("request log")
+            .push(SentRequest { op, body });
         Ok(())
     }
 }

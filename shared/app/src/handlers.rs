@@ -456,10 +456,12 @@ impl<S: StateStore, M: MpuPort, C: Clock> Services<S, M, C> {
             });
         }
         let key = self.key(cb.channel.clone());
-        let dedupe = cb.dedupe_key(side);
+        // No de-duplication key: the facts merge idempotently, so a redelivered callback
+        // changes nothing and costs one read; remembering MsgIds would only grow the room item
+        // (written with every event). Only the CDN's signed pairs are remembered.
         let handled = self
             .shell
-            .handle(&key, dedupe.as_deref(), &cb.events, invocation)
+            .handle(&key, None, &cb.events, invocation)
             .await?;
         if changed(&handled) {
             self.deliver_webhooks(&key).await;
@@ -611,12 +613,9 @@ impl<S: StateStore, M: MpuPort, C: Clock> Services<S, M, C> {
             user: user.clone(),
             at: Timestamp::from_secs(ts),
         };
-        let dedupe = format!("host:{ts}:{}", user.as_ref().map_or("", UserId::as_str));
+        // A registration is a fact that merges idempotently: no de-duplication key needed.
         let key = self.key(channel.clone());
-        let handled = self
-            .shell
-            .handle(&key, Some(&dedupe), &[event], invocation)
-            .await?;
+        let handled = self.shell.handle(&key, None, &[event], invocation).await?;
         if changed(&handled) {
             self.deliver_webhooks(&key).await;
         }
@@ -843,10 +842,12 @@ impl<S: StateStore, M: MpuPort, C: Clock> Services<S, M, C> {
             })
         })?;
         let key = self.key(channel.clone());
+        // Eventually consistent: a status answer may trail the last second's writes (viewers
+        // poll it), and it costs half a consistent read.
         let room = self
             .shell
             .store
-            .load(&key)
+            .load_eventually(&key)
             .await
             .map_err(|e| HandlerError::App(e.into()))?
             .ok_or_else(|| HandlerError::NotFound(format!("room {channel} has never been seen")))?;

@@ -47,6 +47,62 @@ pub trait StateStore: Send + Sync {
         expected: Version,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// The room as this process last wrote or read it, if it remembers it (see
+    /// [`crate::store::cached::Cached`]) — no request. Possibly stale: only for a caller whose
+    /// next step is a write conditional on its version (which finds out), or who re-reads before
+    /// concluding anything from it. Stores that remember nothing answer `None`.
+    fn cached(&self, key: &RoomKey) -> Option<StoredRoom> {
+        let _ = key;
+        None
+    }
+
+    /// The stored room read eventually consistently (it may miss the last second's writes, at
+    /// half the cost): for status answers, never for a decision.
+    fn load_eventually(
+        &self,
+        key: &RoomKey,
+    ) -> impl Future<Output = Result<Option<StoredRoom>, StoreError>> + Send {
+        self.load(key)
+    }
+
+    /// [`StateStore::save`], and the history entry of the MPU call whose result the write
+    /// records, in one request where the store can (DynamoDB: one transaction). The entry is
+    /// best effort (it never fails the save); the save is exactly `save`'s.
+    fn save_noting(
+        &self,
+        key: &RoomKey,
+        room: &StoredRoom,
+        expected: Version,
+        entry: &HistoryEntry,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        async move {
+            self.save(key, room, expected).await?;
+            if let Err(e) = self.append_history(key, entry).await {
+                tracing::warn!(error = %e, "could not write the room's history");
+            }
+            Ok(())
+        }
+    }
+
+    /// [`StateStore::save`] that also counts one task Start of the room's app in `minute`
+    /// against `cap` (as [`StateStore::take_start`]), both or neither: `Ok(false)` when the
+    /// minute is full — then nothing was written.
+    fn save_counting_start(
+        &self,
+        key: &RoomKey,
+        room: &StoredRoom,
+        expected: Version,
+        minute: u64,
+        cap: u32,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        async move {
+            if !self.take_start(&key.app, minute, cap).await? {
+                return Ok(false);
+            }
+            self.save(key, room, expected).await.map(|()| true)
+        }
+    }
+
     /// Writes two rooms at once, each only if its stored version is still the one given, or
     /// neither ([`StoreError::VersionConflict`] when a version moved): a PK's link and its end
     /// are never in one room only. A store that can't do it says so.
@@ -204,7 +260,7 @@ pub enum MpuDone {
 }
 
 /// Why an MPU command did not complete, as far as the shell is concerned.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("{action} failed ({kind}): {reason}")]
 pub struct MpuFailure {
     pub kind: MpuFailureKind,
@@ -352,6 +408,38 @@ impl<T: StateStore> StateStore for std::sync::Arc<T> {
         key: &RoomKey,
     ) -> impl Future<Output = Result<Option<StoredRoom>, StoreError>> + Send {
         (**self).load(key)
+    }
+
+    fn cached(&self, key: &RoomKey) -> Option<StoredRoom> {
+        (**self).cached(key)
+    }
+
+    fn load_eventually(
+        &self,
+        key: &RoomKey,
+    ) -> impl Future<Output = Result<Option<StoredRoom>, StoreError>> + Send {
+        (**self).load_eventually(key)
+    }
+
+    fn save_noting(
+        &self,
+        key: &RoomKey,
+        room: &StoredRoom,
+        expected: Version,
+        entry: &HistoryEntry,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).save_noting(key, room, expected, entry)
+    }
+
+    fn save_counting_start(
+        &self,
+        key: &RoomKey,
+        room: &StoredRoom,
+        expected: Version,
+        minute: u64,
+        cap: u32,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        (**self).save_counting_start(key, room, expected, minute, cap)
     }
 
     fn save(

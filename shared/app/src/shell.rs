@@ -25,7 +25,7 @@
 use crate::metrics;
 use crate::ports::{Clock, MpuDone, MpuPort, RoomKey, StateStore};
 use crate::ports::{MpuFailure, StoreError};
-use crate::store::{backoff_ms, HistoryEntry, LastFailure, Lease, StoredRoom};
+use crate::store::{backoff_ms, HistoryEntry, LastFailure, Lease, StoredRoom, Upkeep};
 use costream_core::{
     apply, decide, CdnAction, Command, DecisionConfig, Merge, Record, Role, RoomEvent, Shape,
     Target, TaskId, UserAction, Version,
@@ -232,14 +232,13 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                 }
             }
             let done = self.mpu.execute(key, &stop, room.version).await;
-            self.note(
-                key,
+            let entry = self.note(
                 room.version.get(),
                 "sweep: a task no room wants",
                 &stop,
                 &done,
-            )
-            .await;
+            );
+            self.keep_note(key, &entry).await;
             return match done {
                 Ok(_) => {
                     self.settle(key, Some(room), owner).await;
@@ -291,12 +290,27 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
         input: &Input<'_>,
         owner: &str,
     ) -> Result<(Commit, Option<RoomKey>), AppError> {
+        // Start from this process's copy of the room when it has one (no read: the write below
+        // is conditional on its version, and a stale copy just conflicts); conclude "nothing to
+        // write" only from a fresh read.
+        let mut use_copy = true;
+        // The app's start cap refused this handler's Start (counted with the commit).
+        let mut capped: Option<MpuFailure> = None;
         for _ in 0..self.config.max_conflicts {
-            let mut room = self
-                .store
-                .load(key)
-                .await?
-                .unwrap_or_else(|| StoredRoom::new(key.channel.clone()));
+            let copy = if use_copy {
+                self.store.cached(key)
+            } else {
+                None
+            };
+            let from_copy = copy.is_some();
+            let mut room = match copy {
+                Some(room) => room,
+                None => self
+                    .store
+                    .load(key)
+                    .await?
+                    .unwrap_or_else(|| StoredRoom::new(key.channel.clone())),
+            };
             let loaded = self.config.webhooks.then(|| room.clone());
             let now_ms = self.clock.now_ms();
             let now_secs = now_ms / 1000;
@@ -345,8 +359,18 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                 );
             }
             // A command only matters to us if we can take the lease; otherwise its holder will
-            // see our committed state and act on it.
-            let will_call = decision.command.is_some() && lease_free;
+            // see our committed state and act on it. A Start the app's cap refused is not
+            // made: the room is committed with the refusal and a backoff instead.
+            let is_start = matches!(decision.command, Some(Command::Start { .. }));
+            let refused = capped.clone().filter(|_| is_start && lease_free);
+            let will_call = decision.command.is_some() && lease_free && refused.is_none();
+            if let Some(failure) = &refused {
+                note_failure(&mut room.upkeep, failure, now_ms);
+            }
+            let start_cap = self
+                .config
+                .max_starts_per_minute
+                .filter(|_| will_call && is_start);
             let prior = room.record.clone();
             if let (true, Some(cmd)) = (will_call, &decision.command) {
                 // Write-ahead: the call's intent goes with the lease, so a caller that dies
@@ -363,12 +387,20 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
             self.mark_due(&mut room, decision.command.is_some(), now_ms);
             let remarked = marked != (room.due_ms, room.upkeep.clone());
             if duplicate && !will_call && !remarked {
+                if from_copy {
+                    use_copy = false;
+                    continue;
+                }
                 return Ok((Commit::Done(Handled::Duplicate), None));
             }
             // (Only the repair loop is told: a callback's answer stays `no_change`.)
             let busy =
                 decision.command.is_some() && !lease_free && !matches!(input, Input::Events { .. });
-            if !changed && !will_call && !duplicate && !remarked {
+            if !changed && !will_call && !duplicate && !remarked && refused.is_none() {
+                if from_copy {
+                    use_copy = false;
+                    continue;
+                }
                 tracing::debug!(version = %room.version, "no change");
                 return Ok((
                     Commit::Done(if busy {
@@ -421,10 +453,43 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                         )
                         .await
                 }
-                (Ok(_), _) => self.store.save(key, &room, expected).await,
+                (Ok(_), _) => match start_cap {
+                    Some(cap) => {
+                        let minute = now_ms / 60_000;
+                        match self
+                            .store
+                            .save_counting_start(key, &room, expected, minute, cap)
+                            .await
+                        {
+                            Ok(true) => Ok(()),
+                            Ok(false) => {
+                                metrics::count("starts_capped");
+                                tracing::warn!(cap, "task start refused: the app's starts per minute are used up (COSTREAM_MAX_STARTS_PER_MINUTE)");
+                                capped = Some(MpuFailure {
+                                    kind: crate::ports::MpuFailureKind::Refused { retryable: true },
+                                    action: "start",
+                                    reason: format!(
+                                        "the app's cap of {cap} task starts per minute is reached"
+                                    ),
+                                });
+                                // Nothing was written: commit again, with the refusal.
+                                continue;
+                            }
+                            Err(e) => Err(e),
+                        }
+                    }
+                    None => self.store.save(key, &room, expected).await,
+                },
             };
             match saved {
                 Ok(()) => {
+                    if let Some(source) = refused {
+                        metrics::count("rooms_marked");
+                        return Err(AppError::Mpu {
+                            room: key.to_string(),
+                            source,
+                        });
+                    }
                     room.version = expected.next();
                     if let Some(peer) = &ended_pk {
                         tracing::info!(room = %key, peer = %peer, "pk ended with this room's broadcast");
@@ -531,10 +596,7 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
             let (command, done) = match &step {
                 Step::Command(command) => (
                     command.clone(),
-                    match self.start_capped(key, command).await {
-                        Some(refused) => Err(refused),
-                        None => self.mpu.execute(key, command, room.version).await,
-                    },
+                    self.mpu.execute(key, command, room.version).await,
                 ),
                 Step::Refresh {
                     task,
@@ -552,8 +614,8 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                         .await,
                 ),
             };
-            self.note(key, room.version.get(), trigger, &command, &done)
-                .await;
+            // The call's history entry goes with the write that records its result.
+            let entry = self.note(room.version.get(), trigger, &command, &done);
             let (now_running, fresh_url) = match done {
                 Ok(MpuDone::Done {
                     request_id,
@@ -576,6 +638,7 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                     (Target::Off, false)
                 }
                 Err(source) => {
+                    self.keep_note(key, &entry).await;
                     self.fail(key, room, Some(prior), &source, owner).await;
                     return Err(AppError::Mpu {
                         room: key.to_string(),
@@ -583,7 +646,14 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                     });
                 }
             };
-            let recorded = match self.record(key, room, &now_running, fresh_url, owner).await {
+            let recorded = self
+                .record(key, room, &now_running, fresh_url, owner, &entry)
+                .await;
+            if !matches!(recorded, Ok(Recorded::Converged(_) | Recorded::Next(..))) {
+                // The entry did not go with a record write.
+                self.keep_note(key, &entry).await;
+            }
+            let recorded = match recorded {
                 Ok(recorded) => recorded,
                 Err(e) => {
                     // The call is done (we have its answer) but the record failed, or landed
@@ -621,6 +691,7 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
         running: &Target,
         fresh_url: bool,
         owner: &str,
+        entry: &HistoryEntry,
     ) -> Result<Recorded, AppError> {
         for _ in 0..self.config.max_conflicts {
             room.record.confirm(running.clone());
@@ -639,7 +710,7 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
             }
             self.mark_due(&mut room, decision.command.is_some(), now_ms);
             let expected = room.version;
-            match self.store.save(key, &room, expected).await {
+            match self.store.save_noting(key, &room, expected, entry).await {
                 Ok(()) => {
                     room.version = expected.next();
                     return Ok(match decision.command {
@@ -775,15 +846,7 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
         let lease_ms = self.config.lease_ms;
         self.amend_own(key, Some(room), owner, |r, now_ms| {
             let before = self.config.webhooks.then(|| r.clone());
-            r.upkeep.attempts = r.upkeep.attempts.saturating_add(1);
-            r.upkeep.failures = r.upkeep.failures.saturating_add(1);
-            r.upkeep.failing_since_ms.get_or_insert(now_ms);
-            r.upkeep.last_failure = Some(LastFailure {
-                at_ms: now_ms,
-                action: failure.action.to_owned(),
-                kind: failure.kind.to_string(),
-                reason: failure.reason.clone(),
-            });
+            note_failure(&mut r.upkeep, failure, now_ms);
             if definite {
                 if let Some(prior) = &prior {
                     if r.record == begun {
@@ -805,46 +868,6 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
             }
         })
         .await;
-    }
-
-    /// The app's cap on task Starts per minute: a Start beyond it is refused before it is sent
-    /// (retryable: the room is marked and the repair loop tries again after its backoff).
-    /// `None` when the call may go ahead.
-    async fn start_capped(&self, key: &RoomKey, command: &Command) -> Option<MpuFailure> {
-        let (Command::Start { .. }, Some(cap)) = (command, self.config.max_starts_per_minute)
-        else {
-            return None;
-        };
-        let minute = self.clock.now_ms() / 60_000;
-        match self.store.take_start(&key.app, minute, cap).await {
-            Ok(true) => None,
-            Ok(false) => {
-                metrics::count("starts_capped");
-                tracing::warn!(cap, "task start refused: the app's starts per minute are used up (COSTREAM_MAX_STARTS_PER_MINUTE)");
-                Some(MpuFailure {
-                    kind: crate::ports::MpuFailureKind::Refused { retryable: true },
-                    action: "start",
-                    reason: format!("the app's cap of {cap} task starts per minute is reached"),
-                })
-            }
-            // Throttled or timed out: the counter is hot, which is when the cap matters most —
-            // refuse (retryable) rather than let a flood through.
-            Err(e @ StoreError::Unavailable { .. }) => {
-                metrics::count("starts_capped");
-                tracing::warn!(error = %e, "start counter unavailable; start refused for now");
-                Some(MpuFailure {
-                    kind: crate::ports::MpuFailureKind::Refused { retryable: true },
-                    action: "start",
-                    reason: "the start counter is unavailable".to_owned(),
-                })
-            }
-            // Misconfigured (permissions, a missing table): the cap can't work at all; logged
-            // loudly, and broadcasts go on.
-            Err(e) => {
-                tracing::error!(error = %e, "start counter unreadable; starting anyway");
-                None
-            }
-        }
     }
 
     /// Queues the webhooks a write from `before` to `room` means, in that same write (see
@@ -926,16 +949,14 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
         );
     }
 
-    /// Counts an MPU call and adds it to the room's history (best effort: a history write that
-    /// fails is logged, never fails the handler).
-    async fn note(
+    /// Counts an MPU call; its entry for the room's history.
+    fn note(
         &self,
-        key: &RoomKey,
         version: u64,
         trigger: &str,
         command: &Command,
         done: &Result<MpuDone, MpuFailure>,
-    ) {
+    ) -> HistoryEntry {
         let (outcome_metric, outcome) = match done {
             Ok(MpuDone::Done { .. }) => ("ok", "ok".to_owned()),
             Ok(MpuDone::TaskMissing) => ("task_missing", "task missing".to_owned()),
@@ -945,17 +966,36 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
         if let Some(name) = metrics::mpu_metric(command.name(), outcome_metric) {
             metrics::count(name);
         }
-        let entry = HistoryEntry {
+        HistoryEntry {
             version,
             at_ms: self.clock.now_ms(),
             trigger: trigger.to_owned(),
             command: describe_command(command),
             outcome,
-        };
-        if let Err(e) = self.store.append_history(key, &entry).await {
+        }
+    }
+
+    /// Adds a call's entry to the room's history on its own (when no record write carried it).
+    /// Best effort: a history write that fails is logged, never fails the handler.
+    async fn keep_note(&self, key: &RoomKey, entry: &HistoryEntry) {
+        if let Err(e) = self.store.append_history(key, entry).await {
             tracing::warn!(error = %e, "could not write the room's history");
         }
     }
+}
+
+/// Counts a failed (or refused) call in the room's repair bookkeeping: one more attempt and
+/// failure, since when the room fails, and what failed last.
+fn note_failure(upkeep: &mut Upkeep, failure: &MpuFailure, now_ms: u64) {
+    upkeep.attempts = upkeep.attempts.saturating_add(1);
+    upkeep.failures = upkeep.failures.saturating_add(1);
+    upkeep.failing_since_ms.get_or_insert(now_ms);
+    upkeep.last_failure = Some(LastFailure {
+        at_ms: now_ms,
+        action: failure.action.to_owned(),
+        kind: failure.kind.to_string(),
+        reason: failure.reason.clone(),
+    });
 }
 
 /// What the leak sweep found about a room's recorded task.

@@ -51,7 +51,11 @@ impl Mark {
     }
 }
 
+/// Stored compactly, as `[id, first, first_publish - first, "J0 P1 U7"]` (each mark its action's
+/// letter and its time after `first`): the facts are rewritten with every room write, and the
+/// named form was 2–3 times longer. The named form is still read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "SessionRepr", try_from = "SessionRepr")]
 pub(crate) struct Session {
     pub(crate) id: SessionId,
     /// Earliest event of the session: when it began, as far as we know.
@@ -60,6 +64,105 @@ pub(crate) struct Session {
     pub(crate) first_publish: Option<Timestamp>,
     /// The newest events, ascending by key, never empty.
     pub(crate) marks: Vec<Mark>,
+}
+
+/// How a [`Session`] is stored: compact (written) or named (rooms written before).
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum SessionRepr {
+    Compact(SessionId, u64, Option<i64>, String),
+    Named {
+        id: SessionId,
+        first: Timestamp,
+        first_publish: Option<Timestamp>,
+        marks: Vec<Mark>,
+    },
+}
+
+fn action_letter(action: UserAction) -> char {
+    match action {
+        UserAction::Join => 'J',
+        UserAction::Leave => 'L',
+        UserAction::Publish => 'P',
+        UserAction::Unpublish => 'U',
+        UserAction::RoleUpdate(Role::Interactive) => 'I',
+        UserAction::RoleUpdate(Role::Live) => 'V',
+    }
+}
+
+fn offset(at: Timestamp, first: Timestamp) -> i64 {
+    i64::try_from(at.secs()).unwrap_or(i64::MAX) - i64::try_from(first.secs()).unwrap_or(i64::MAX)
+}
+
+impl From<Session> for SessionRepr {
+    fn from(s: Session) -> SessionRepr {
+        let marks: Vec<String> = s
+            .marks
+            .iter()
+            .map(|m| format!("{}{}", action_letter(m.action), offset(m.at, s.first)))
+            .collect();
+        SessionRepr::Compact(
+            s.id,
+            s.first.secs(),
+            s.first_publish.map(|p| offset(p, s.first)),
+            marks.join(" "),
+        )
+    }
+}
+
+impl TryFrom<SessionRepr> for Session {
+    type Error = String;
+
+    fn try_from(repr: SessionRepr) -> Result<Session, String> {
+        let (id, first, first_publish, marks) = match repr {
+            SessionRepr::Named {
+                id,
+                first,
+                first_publish,
+                marks,
+            } => (id, first, first_publish, marks),
+            SessionRepr::Compact(id, first, first_publish, marks) => {
+                let at = |off: i64| {
+                    first
+                        .checked_add_signed(off)
+                        .map(Timestamp::from_secs)
+                        .ok_or_else(|| format!("session {id}: time offset {off} out of range"))
+                };
+                let mut parsed = Vec::new();
+                for m in marks.split_whitespace() {
+                    let mut chars = m.chars();
+                    let action = match chars.next() {
+                        Some('J') => UserAction::Join,
+                        Some('L') => UserAction::Leave,
+                        Some('P') => UserAction::Publish,
+                        Some('U') => UserAction::Unpublish,
+                        Some('I') => UserAction::RoleUpdate(Role::Interactive),
+                        Some('V') => UserAction::RoleUpdate(Role::Live),
+                        _ => return Err(format!("session {id}: bad mark {m:?}")),
+                    };
+                    let off: i64 = chars
+                        .as_str()
+                        .parse()
+                        .map_err(|_| format!("session {id}: bad mark {m:?}"))?;
+                    parsed.push(Mark {
+                        at: at(off)?,
+                        action,
+                    });
+                }
+                let first_publish = first_publish.map(at).transpose()?;
+                (id, Timestamp::from_secs(first), first_publish, parsed)
+            }
+        };
+        if marks.is_empty() {
+            return Err(format!("session {id} has no events"));
+        }
+        Ok(Session {
+            id,
+            first,
+            first_publish,
+            marks,
+        })
+    }
 }
 
 impl Session {
@@ -127,6 +230,7 @@ impl Session {
 /// One user's sessions, newest first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub(crate) struct Member {
+    #[serde(rename = "s", alias = "sessions")]
     pub(crate) sessions: Vec<Session>,
     /// Ids of sessions dropped from `sessions` (bounded): their late events are ignored instead of
     /// bringing them back as if they were new.
@@ -187,10 +291,13 @@ pub struct Facts {
     /// The app's latest host registrations (time, host or cleared), oldest first, at most
     /// [`MAX_REGISTRATIONS`]. From a registration's time on, only its host can start the
     /// broadcast (and a broadcast by someone else ends); cleared, the first publisher hosts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     registrations: Vec<(Timestamp, Option<UserId>)>,
     members: BTreeMap<UserId, Member>,
     /// Latest `ChannelEvent` close: every session that did nothing after it has ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     closed_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     cdn: Option<CdnStatus>,
     /// The newest event time of any user forgotten by pruning: events of unknown users up to this
     /// time are beyond what the room can judge.

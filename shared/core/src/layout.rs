@@ -149,6 +149,12 @@ pub enum RenderMode {
     Crop,
 }
 
+impl RenderMode {
+    fn is_crop(&self) -> bool {
+        *self == RenderMode::Crop
+    }
+}
+
 /// An image URL Alibaba can fetch (http or https, at most 2048 characters).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -213,24 +219,62 @@ impl Source {
 }
 
 /// One pane of the mixed picture.
+///
+/// Stored with every room write (in the record's applied task), so its JSON is short: one-letter
+/// names, defaults left out; the long names are still read (rooms written before).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Pane {
+    #[serde(rename = "u", alias = "user")]
     pub user: UserId,
     /// The track shown: the camera, or the shared screen.
-    #[serde(default, skip_serializing_if = "Source::is_camera")]
+    #[serde(
+        rename = "s",
+        alias = "source",
+        default,
+        skip_serializing_if = "Source::is_camera"
+    )]
     pub source: Source,
     /// The user's channel when it is not the room's own (the PK peer's host).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "c",
+        alias = "channel",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub channel: Option<ChannelId>,
     pub x: Frac,
     pub y: Frac,
+    #[serde(rename = "w", alias = "width")]
     pub width: Frac,
+    #[serde(rename = "h", alias = "height")]
     pub height: Frac,
     /// 0 is the bottom layer.
+    #[serde(
+        rename = "z",
+        alias = "z_order",
+        default,
+        skip_serializing_if = "is_zero"
+    )]
     pub z_order: u8,
+    #[serde(
+        rename = "m",
+        alias = "render_mode",
+        default,
+        skip_serializing_if = "RenderMode::is_crop"
+    )]
     pub render_mode: RenderMode,
     /// Shown while the pane's user sends no video (a camera turned off, the host's included).
+    #[serde(
+        rename = "p",
+        alias = "placeholder",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub placeholder: Option<ImageUrl>,
+}
+
+fn is_zero(z: &u8) -> bool {
+    *z == 0
 }
 
 /// A complete layout: every pane of the mixed stream, host first.

@@ -1145,6 +1145,20 @@ proptest! {
         prop_assert_eq!(target(&a, &none, &cfg), target(&b, &none, &cfg));
     }
 
+    /// The stored (compact) JSON of any reachable facts and of their target reads back equal.
+    #[test]
+    fn stored_form_round_trips(events in prop::collection::vec(arb_event(), 0..40)) {
+        let facts = fold(&events);
+        let json = serde_json::to_string(&facts).expect("facts serialize");
+        let back: Facts = serde_json::from_str(&json).expect("facts parse");
+        prop_assert_eq!(&back, &facts);
+        let cfg = DecisionConfig::default();
+        let t = target(&facts, &Record::default(), &cfg);
+        let json = serde_json::to_string(&t).expect("target serializes");
+        let back: Target = serde_json::from_str(&json).expect("target parses");
+        prop_assert_eq!(back, t);
+    }
+
     /// Applying an event twice equals applying it once, from any reachable state.
     #[test]
     fn apply_is_idempotent(events in prop::collection::vec(arb_event(), 0..30), e in arb_event()) {
@@ -1801,4 +1815,37 @@ fn strict_mode_needs_a_registered_host() {
     let stage = live_stage(&facts, &cfg).expect("live");
     assert_eq!(stage.broadcast.host, user("host"));
     assert_eq!(stage.on_stage, [user("host"), user("intruder")]);
+}
+
+/// Rooms written before the compact form (named session fields, long pane names) still read,
+/// as the same facts and layout; what is written now is the compact form.
+#[test]
+fn the_named_stored_form_still_reads() {
+    let named = r#"{"channel":"room-1","registrations":[],"members":{"guest":{"sessions":[{"id":"s-1","first":1700000000,"first_publish":1700000001,"marks":[{"at":1700000000,"action":"Join"},{"at":1700000001,"action":"Publish"},{"at":1700000009,"action":{"RoleUpdate":"Live"}}]}]}},"closed_at":null,"cdn":null}"#;
+    let facts: Facts = serde_json::from_str(named).expect("named form parses");
+    let mut expected = Facts::new(ChannelId::parse("room-1").expect("channel"));
+    expected.apply(&ev("guest", "s-1", 1_700_000_000, UserAction::Join));
+    expected.apply(&ev("guest", "s-1", 1_700_000_001, UserAction::Publish));
+    expected.apply(&ev(
+        "guest",
+        "s-1",
+        1_700_000_009,
+        UserAction::RoleUpdate(Role::Live),
+    ));
+    assert_eq!(facts, expected);
+    let compact = serde_json::to_string(&facts).expect("json");
+    assert_eq!(
+        compact,
+        r#"{"channel":"room-1","members":{"guest":{"s":[["s-1",1700000000,1,"J0 P1 V9"]]}}}"#
+    );
+
+    let pane = r#"{"user":"h","x":0,"y":0,"width":10000,"height":5000,"z_order":1,"render_mode":"Fit","placeholder":null}"#;
+    let pane: Pane = serde_json::from_str(pane).expect("named pane parses");
+    assert_eq!(pane.z_order, 1);
+    assert_eq!(
+        serde_json::to_string(&pane).expect("json"),
+        r#"{"u":"h","x":0,"y":0,"w":10000,"h":5000,"z":1,"m":"Fit"}"#
+    );
+    let bad = r#"{"channel":"room-1","members":{"guest":{"s":[["s-1",1700000000,null,"X0"]]}}}"#;
+    assert!(serde_json::from_str::<Facts>(bad).is_err(), "an unknown mark is refused");
 }

@@ -56,6 +56,7 @@ use costream_app::mpu::{AlibabaMpu, IngestSettings, MpuSettings};
 use costream_app::ports::RoomKey;
 use costream_app::repair::RepairConfig;
 use costream_app::shell::{Shell, ShellConfig};
+use costream_app::store::cached::Cached;
 use costream_app::store::memory::InMemoryStore;
 use costream_app::store::MAX_BACKOFF_MS;
 use costream_core::{ChannelId, Shape, TaskId, Timestamp, UserId};
@@ -66,7 +67,12 @@ use rand_chacha::ChaCha8Rng;
 use model::Expect;
 use ports::{lock, Fired, GatedLive, GatedStore, Knobs, Recorder, SimClock, World, EPOCH_MS};
 
-type Svc = Services<GatedStore, Recorder<AlibabaMpu<GatedLive, SimClock>>, SimClock>;
+type Svc = Services<Cached<GatedStore>, Recorder<AlibabaMpu<GatedLive, SimClock>>, SimClock>;
+
+/// Warm containers per seed: each invocation runs in one of them (by its request number), each
+/// with its own process cache of rooms (`Cached`), so commits start from stale copies as on
+/// Lambda, where a room's callbacks land in different containers.
+const CONTAINERS: u64 = 3;
 
 /// What one seed did.
 #[derive(Debug, Clone, Default)]
@@ -315,20 +321,26 @@ async fn run(seed: u64) -> Result<Stats, String> {
             stream_url_wait: Duration::from_secs(12),
         },
     );
-    let services: Arc<Svc> = Arc::new(Services {
-        shell: Shell {
-            store,
-            mpu: Recorder { inner: mpu },
-            clock: clock.clone(),
-            decision: config.decision.clone(),
-            config: ShellConfig {
-                resign_after_ms: knobs.url_validity_secs.map(|v| v * 1000 / 2),
-                ..ShellConfig::default()
-            },
-        },
-        config: Arc::new(config),
-        notifier: None,
-    });
+    let config = Arc::new(config);
+    let containers: Vec<Arc<Svc>> = (0..CONTAINERS)
+        .map(|_| {
+            Arc::new(Services {
+                shell: Shell {
+                    store: Cached::new(store.clone()),
+                    mpu: Recorder { inner: mpu.clone() },
+                    clock: clock.clone(),
+                    decision: config.decision.clone(),
+                    config: ShellConfig {
+                        resign_after_ms: knobs.url_validity_secs.map(|v| v * 1000 / 2),
+                        ..ShellConfig::default()
+                    },
+                },
+                config: config.clone(),
+                notifier: None,
+            })
+        })
+        .collect();
+    let services = containers[0].clone();
     let lease_ms = services.shell.config.lease_ms;
 
     // Tasks that are not the rooms': a costream-named task of a channel the table never saw
@@ -462,7 +474,7 @@ async fn run(seed: u64) -> Result<Stats, String> {
                 if agenda.next_due().is_some_and(|due| due <= now) {
                     let Some((_, d)) = agenda.pop() else { continue };
                     running += 1;
-                    spawn_invocation(&services, &world, &tx, d, &rooms);
+                    spawn_invocation(&containers, &world, &tx, d, &rooms);
                 }
             }
             else => {
@@ -479,7 +491,7 @@ async fn run(seed: u64) -> Result<Stats, String> {
     lock(&world).faults = false;
     // The operator redrives the dead-letter queue.
     for d in std::mem::take(&mut dead_letters) {
-        spawn_invocation(&services, &world, &tx, d, &rooms);
+        spawn_invocation(&containers, &world, &tx, d, &rooms);
         running += 1;
     }
     while running > 0 {
@@ -500,7 +512,7 @@ async fn run(seed: u64) -> Result<Stats, String> {
     }
     let mut wrong_at_t0: BTreeMap<usize, &'static str> = BTreeMap::new();
     let max_panes = services.config.decision.max_panes;
-    let stored = services.shell.store.inner.rooms();
+    let stored = services.shell.store.inner().inner.rooms();
     for (r, room) in rooms.iter().enumerate() {
         let want = wanted(rooms.as_slice(), r, &stored, max_panes).unwrap_or(Expect::Off);
         let have = seen(&sim, &room.channel);
@@ -599,7 +611,7 @@ fn all_right(
     services: &Svc,
     max_panes: usize,
 ) -> bool {
-    let stored = services.shell.store.inner.rooms();
+    let stored = services.shell.store.inner().inner.rooms();
     rooms.iter().enumerate().all(|(r, room)| {
         let Ok(want) = wanted(rooms, r, &stored, max_panes) else {
             return false;
@@ -667,7 +679,7 @@ fn wanted(
 }
 
 fn spawn_invocation(
-    services: &Arc<Svc>,
+    containers: &[Arc<Svc>],
     world: &ports::Shared,
     tx: &tokio::sync::mpsc::UnboundedSender<Done>,
     d: Delivery,
@@ -680,6 +692,7 @@ fn spawn_invocation(
         let after = Duration::from_millis(w.rng.random_range(0..3_000));
         (kill, after)
     };
+    let services = &containers[(d.request % CONTAINERS) as usize];
     let svc = services.clone();
     let tx2 = tx.clone();
     let invocation = format!("inv-{}", d.request);
@@ -804,7 +817,7 @@ async fn check(
     let fired = w.fired.clone();
     drop(w);
     let max_panes = services.config.decision.max_panes;
-    let stored = services.shell.store.inner.rooms();
+    let stored = services.shell.store.inner().inner.rooms();
     for (r, room) in rooms.iter().enumerate() {
         let want = match wanted(rooms, r, &stored, max_panes) {
             Ok(want) => want,
@@ -828,7 +841,7 @@ async fn check(
                     channel: costream_core::ChannelId::parse(room.channel.as_str())
                         .map_err(|e| e.to_string())?,
                 };
-                let stored = services.shell.store.inner.rooms();
+                let stored = services.shell.store.inner().inner.rooms();
                 let stored = stored.iter().find(|(k, _)| *k == key).map(|(_, r)| r);
                 problems.push(format!(
                     "{}: model says {want:?}, the Live API runs {have:?}\n  history: {:?}\n  record: {:?}\n  lease: {:?}",

@@ -45,8 +45,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, Put,
-    ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem,
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, KeysAndAttributes,
+    Put, ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem, Update,
 };
 use aws_sdk_dynamodb::Client;
 
@@ -278,8 +278,111 @@ impl DynamoStore {
         format!("{}#{}", key.app, h % SHARDS)
     }
 
+    /// The item of the history written before it was split into one item per slot (read, never
+    /// written).
     fn history_pk(key: &RoomKey) -> AttributeValue {
         AttributeValue::S(format!("HIST#{}#{}", key.app, key.channel))
+    }
+
+    /// The item of one history slot: `HIST#<app>#<channel>#<slot>`.
+    fn history_slot_pk(key: &RoomKey, slot: u64) -> AttributeValue {
+        AttributeValue::S(format!("HIST#{}#{}#{slot:02}", key.app, key.channel))
+    }
+
+    /// The room's conditional Put (for a transaction).
+    fn room_put(
+        &self,
+        key: &RoomKey,
+        room: &StoredRoom,
+        expected: Version,
+    ) -> Result<Put, StoreError> {
+        let (item, condition) = self.item_of(key, room, expected)?;
+        let mut put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(condition.expression);
+        if let Some(v) = condition.expected {
+            put = put
+                .expression_attribute_names("#v", "version")
+                .expression_attribute_values(":expected", v);
+        }
+        put.build().map_err(|e| failed(&key.to_string(), e))
+    }
+
+    /// A history entry's slot item and its condition: written only over an older entry, so
+    /// writes are idempotent and order-insensitive. A small item of its own (one write unit),
+    /// never a rewrite of the room item or of the whole history.
+    fn history_put(&self, key: &RoomKey, entry: &HistoryEntry) -> Result<Put, StoreError> {
+        let json = serde_json::to_string(entry).map_err(|e| failed(&key.to_string(), e))?;
+        Put::builder()
+            .table_name(&self.table)
+            .item(
+                "pk",
+                Self::history_slot_pk(key, entry.version % HISTORY_LEN),
+            )
+            .item("entry", AttributeValue::S(json))
+            .item("v", AttributeValue::N(entry.version.to_string()))
+            .item("expires_at", self.expires_at())
+            .condition_expression("attribute_not_exists(pk) OR v < :v")
+            .expression_attribute_values(":v", AttributeValue::N(entry.version.to_string()))
+            .build()
+            .map_err(|e| failed(&key.to_string(), e))
+    }
+
+    /// One task Start counted on `STARTS#<app>#<minute>`: `n + 1` only while `n < cap`; the
+    /// item expires an hour later.
+    fn start_update(
+        app: &AppId,
+        minute: u64,
+        cap: u32,
+    ) -> (String, [(&'static str, AttributeValue); 4]) {
+        (
+            format!("STARTS#{app}#{minute}"),
+            [
+                (":zero", AttributeValue::N("0".into())),
+                (":one", AttributeValue::N("1".into())),
+                (":cap", AttributeValue::N(cap.to_string())),
+                (":exp", AttributeValue::N((minute * 60 + 3_600).to_string())),
+            ],
+        )
+    }
+
+    /// Runs a transaction whose first item is the room `key`'s write over `expected`: `Ok(None)`
+    /// when it landed, `Ok(Some(i))` when only item `i > 0`'s condition failed (nothing was
+    /// written), a version conflict when the room's did.
+    async fn transact(
+        &self,
+        key: &RoomKey,
+        expected: Version,
+        items: Vec<TransactWriteItem>,
+    ) -> Result<Option<usize>, StoreError> {
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(None),
+            Err(e) => {
+                let reasons = cancellation_reasons(&key.to_string(), e)?;
+                match reasons
+                    .iter()
+                    .position(|c| c == "ConditionalCheckFailed" || c == "TransactionConflict")
+                {
+                    Some(0) => Err(StoreError::VersionConflict {
+                        room: key.to_string(),
+                        expected,
+                    }),
+                    Some(i) if reasons[i] == "ConditionalCheckFailed" => Ok(Some(i)),
+                    // Another transaction held the other item: try again.
+                    _ => Err(StoreError::VersionConflict {
+                        room: key.to_string(),
+                        expected,
+                    }),
+                }
+            }
+        }
     }
 
     fn expires_at(&self) -> AttributeValue {
@@ -610,17 +713,7 @@ impl StateStore for DynamoStore {
         let both = format!("{} and {}", a.0, b.0);
         let mut items = Vec::with_capacity(2);
         for (key, room, expected) in [a, b] {
-            let (item, condition) = self.item_of(key, room, expected)?;
-            let mut put = Put::builder()
-                .table_name(&self.table)
-                .set_item(Some(item))
-                .condition_expression(condition.expression);
-            if let Some(v) = condition.expected {
-                put = put
-                    .expression_attribute_names("#v", "version")
-                    .expression_attribute_values(":expected", v);
-            }
-            let put = put.build().map_err(|e| failed(&both, e))?;
+            let put = self.room_put(key, room, expected)?;
             items.push(TransactWriteItem::builder().put(put).build());
         }
         match self
@@ -632,42 +725,86 @@ impl StateStore for DynamoStore {
         {
             Ok(_) => Ok(()),
             Err(e) => {
-                use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-                let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
-                    e.as_service_error()
-                else {
-                    return Err(classify(&both, e));
-                };
-                // One reason per item, in order: `None` for the items that were fine.
-                let reasons: Vec<&str> = cancelled
-                    .cancellation_reasons()
-                    .iter()
-                    .map(|r| r.code().unwrap_or("None"))
-                    .collect();
-                let which = |codes: &[&str]| reasons.iter().position(|c| codes.contains(c));
+                let reasons = cancellation_reasons(&both, e)?;
                 // A version moved, or another transaction held an item: re-read and decide
                 // again.
-                if let Some(i) = which(&["ConditionalCheckFailed", "TransactionConflict"]) {
-                    let (key, _, expected) = if i == 0 { a } else { b };
-                    return Err(StoreError::VersionConflict {
-                        room: key.to_string(),
-                        expected,
-                    });
-                }
-                let throttled = which(&[
-                    "ThrottlingError",
-                    "ProvisionedThroughputExceeded",
-                    "RequestLimitExceeded",
-                ])
-                .is_some();
-                let source = format!("transaction cancelled: {}", reasons.join(", ")).into();
-                Err(if throttled {
-                    StoreError::Unavailable { room: both, source }
-                } else {
-                    StoreError::Failed { room: both, source }
+                let i = reasons
+                    .iter()
+                    .position(|c| c == "ConditionalCheckFailed" || c == "TransactionConflict")
+                    .unwrap_or(0);
+                let (key, _, expected) = if i == 0 { a } else { b };
+                Err(StoreError::VersionConflict {
+                    room: key.to_string(),
+                    expected,
                 })
             }
         }
+    }
+
+    /// One `TransactWriteItems`: the room's conditional Put and the history slot's. If only the
+    /// slot's condition failed (it holds this entry or a newer one), the room is written alone.
+    async fn save_noting(
+        &self,
+        key: &RoomKey,
+        room: &StoredRoom,
+        expected: Version,
+        entry: &HistoryEntry,
+    ) -> Result<(), StoreError> {
+        let items = vec![
+            TransactWriteItem::builder()
+                .put(self.room_put(key, room, expected)?)
+                .build(),
+            TransactWriteItem::builder()
+                .put(self.history_put(key, entry)?)
+                .build(),
+        ];
+        match self.transact(key, expected, items).await? {
+            None => Ok(()),
+            Some(_) => self.save(key, room, expected).await,
+        }
+    }
+
+    /// One `TransactWriteItems`: the room's conditional Put and the start counter's conditional
+    /// increment; a full minute cancels both.
+    async fn save_counting_start(
+        &self,
+        key: &RoomKey,
+        room: &StoredRoom,
+        expected: Version,
+        minute: u64,
+        cap: u32,
+    ) -> Result<bool, StoreError> {
+        let (pk, values) = Self::start_update(&key.app, minute, cap);
+        let mut update = Update::builder()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(pk))
+            .update_expression(START_UPDATE)
+            .condition_expression(START_CONDITION)
+            .expression_attribute_names("#n", "n");
+        for (name, value) in values {
+            update = update.expression_attribute_values(name, value);
+        }
+        let update = update.build().map_err(|e| failed(&key.to_string(), e))?;
+        let items = vec![
+            TransactWriteItem::builder()
+                .put(self.room_put(key, room, expected)?)
+                .build(),
+            TransactWriteItem::builder().update(update).build(),
+        ];
+        Ok(self.transact(key, expected, items).await?.is_none())
+    }
+
+    async fn load_eventually(&self, key: &RoomKey) -> Result<Option<StoredRoom>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", Self::pk(key))
+            .consistent_read(false)
+            .send()
+            .await
+            .map_err(|e| classify(&key.to_string(), e))?;
+        out.item().map(|item| from_item(key, item)).transpose()
     }
 
     async fn due_rooms(
@@ -695,27 +832,21 @@ impl StateStore for DynamoStore {
         Ok(due)
     }
 
-    /// One conditional UpdateItem on `STARTS#<app>#<minute>`: `n + 1` only while `n < cap`; the
-    /// item expires an hour later.
+    /// One conditional UpdateItem (see `start_update`).
     async fn take_start(&self, app: &AppId, minute: u64, cap: u32) -> Result<bool, StoreError> {
-        let pk = format!("STARTS#{app}#{minute}");
-        let out = self
+        let (pk, values) = Self::start_update(app, minute, cap);
+        let mut update = self
             .client
             .update_item()
             .table_name(&self.table)
             .key("pk", AttributeValue::S(pk.clone()))
-            .update_expression("SET #n = if_not_exists(#n, :zero) + :one, expires_at = :exp")
-            .condition_expression("attribute_not_exists(#n) OR #n < :cap")
-            .expression_attribute_names("#n", "n")
-            .expression_attribute_values(":zero", AttributeValue::N("0".into()))
-            .expression_attribute_values(":one", AttributeValue::N("1".into()))
-            .expression_attribute_values(":cap", AttributeValue::N(cap.to_string()))
-            .expression_attribute_values(
-                ":exp",
-                AttributeValue::N((minute * 60 + 3_600).to_string()),
-            )
-            .send()
-            .await;
+            .update_expression(START_UPDATE)
+            .condition_expression(START_CONDITION)
+            .expression_attribute_names("#n", "n");
+        for (name, value) in values {
+            update = update.expression_attribute_values(name, value);
+        }
+        let out = update.send().await;
         match out {
             Ok(_) => Ok(true),
             Err(e) if e.code() == Some("ConditionalCheckFailedException") => Ok(false),
@@ -764,53 +895,137 @@ impl StateStore for DynamoStore {
     }
 
     async fn append_history(&self, key: &RoomKey, entry: &HistoryEntry) -> Result<(), StoreError> {
-        let slot = entry.version % HISTORY_LEN;
-        let json = serde_json::to_string(entry).map_err(|e| failed(&key.to_string(), e))?;
+        let put = self.history_put(key, entry)?;
         let out = self
             .client
-            .update_item()
+            .put_item()
             .table_name(&self.table)
-            .key("pk", Self::history_pk(key))
-            .update_expression("SET #h = :h, #v = :v, expires_at = :exp")
-            .condition_expression("attribute_not_exists(#v) OR #v < :v")
-            .expression_attribute_names("#h", format!("h{slot}"))
-            .expression_attribute_names("#v", format!("v{slot}"))
-            .expression_attribute_values(":h", AttributeValue::S(json))
-            .expression_attribute_values(":v", AttributeValue::N(entry.version.to_string()))
-            .expression_attribute_values(":exp", self.expires_at())
+            .set_item(Some(put.item))
+            .condition_expression("attribute_not_exists(pk) OR v < :v")
+            .set_expression_attribute_values(put.expression_attribute_values)
             .send()
             .await;
         match out {
             Ok(_) => Ok(()),
             // The slot holds this entry or a newer one: nothing to do.
-            Err(e) if e.code() == Some("ConditionalCheckFailedException") => Ok(()),
+            Err(e)
+                if e.code() == Some("ConditionalCheckFailed")
+                    || e.code() == Some("ConditionalCheckFailedException") =>
+            {
+                Ok(())
+            }
             Err(e) => Err(classify(&key.to_string(), e)),
         }
     }
 
+    /// The slot items in one BatchGetItem (and the single item of rooms written before the
+    /// split, if any).
     async fn history(&self, key: &RoomKey) -> Result<Vec<HistoryEntry>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", Self::history_pk(key))
-            .send()
-            .await
-            .map_err(|e| classify(&key.to_string(), e))?;
+        let mut keys: Vec<HashMap<String, AttributeValue>> = (0..HISTORY_LEN)
+            .map(|slot| HashMap::from([("pk".to_owned(), Self::history_slot_pk(key, slot))]))
+            .collect();
+        keys.push(HashMap::from([("pk".to_owned(), Self::history_pk(key))]));
+        let mut request = KeysAndAttributes::builder()
+            .set_keys(Some(keys))
+            .build()
+            .map_err(|e| failed(&key.to_string(), e))?;
         let mut entries = Vec::new();
-        if let Some(item) = out.item() {
-            for (name, value) in item {
-                let (Some(_), AttributeValue::S(json)) = (name.strip_prefix('h'), value) else {
-                    continue;
-                };
-                let entry: HistoryEntry = serde_json::from_str(json)
-                    .map_err(|e| corrupt(key, format!("history {name} does not parse: {e}")))?;
-                entries.push(entry);
+        let mut parse = |name: &str, json: &str| -> Result<(), StoreError> {
+            let entry: HistoryEntry = serde_json::from_str(json)
+                .map_err(|e| corrupt(key, format!("history {name} does not parse: {e}")))?;
+            entries.push(entry);
+            Ok(())
+        };
+        // Unprocessed keys (throttling) are asked again, a few times.
+        for _ in 0..4 {
+            let out = self
+                .client
+                .batch_get_item()
+                .request_items(&self.table, request.clone())
+                .send()
+                .await
+                .map_err(|e| classify(&key.to_string(), e))?;
+            for item in out
+                .responses()
+                .and_then(|r| r.get(&self.table))
+                .into_iter()
+                .flatten()
+            {
+                for (name, value) in item {
+                    let AttributeValue::S(json) = value else {
+                        continue;
+                    };
+                    if name == "entry"
+                        || (name.starts_with('h') && name[1..].parse::<u64>().is_ok())
+                    {
+                        parse(name, json)?;
+                    }
+                }
+            }
+            match out.unprocessed_keys().and_then(|u| u.get(&self.table)) {
+                Some(rest) if !rest.keys().is_empty() => request = rest.clone(),
+                _ => break,
             }
         }
         entries.sort_by_key(|e| e.version);
+        entries.dedup_by_key(|e| e.version);
+        // The legacy item and the slots may both hold entries: keep the newest ring's worth.
+        let excess = entries
+            .len()
+            .saturating_sub(usize::try_from(HISTORY_LEN).unwrap_or(usize::MAX));
+        entries.drain(..excess);
         Ok(entries)
     }
+}
+
+/// The update and condition of the start counter (`take_start`, `save_counting_start`).
+const START_UPDATE: &str = "SET #n = if_not_exists(#n, :zero) + :one, expires_at = :exp";
+const START_CONDITION: &str = "attribute_not_exists(#n) OR #n < :cap";
+
+/// A cancelled transaction's reasons, one per item in order ("None" for the items that were
+/// fine); any other failure, classified.
+fn cancellation_reasons<R>(
+    room: &str,
+    e: SdkError<aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError, R>,
+) -> Result<Vec<String>, StoreError>
+where
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+    let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
+        e.as_service_error()
+    else {
+        return Err(classify(room, e));
+    };
+    let reasons: Vec<String> = cancelled
+        .cancellation_reasons()
+        .iter()
+        .map(|r| r.code().unwrap_or("None").to_owned())
+        .collect();
+    let throttled = reasons.iter().any(|c| {
+        matches!(
+            c.as_str(),
+            "ThrottlingError" | "ProvisionedThroughputExceeded" | "RequestLimitExceeded"
+        )
+    });
+    let conditional = reasons
+        .iter()
+        .any(|c| c == "ConditionalCheckFailed" || c == "TransactionConflict");
+    if conditional && !throttled {
+        return Ok(reasons);
+    }
+    let source = format!("transaction cancelled: {}", reasons.join(", ")).into();
+    Err(if throttled {
+        StoreError::Unavailable {
+            room: room.to_owned(),
+            source,
+        }
+    } else {
+        StoreError::Failed {
+            room: room.to_owned(),
+            source,
+        }
+    })
 }
 
 #[cfg(test)]

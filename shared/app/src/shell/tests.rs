@@ -32,57 +32,64 @@ async fn stored(shell: &TestShell) -> StoredRoom {
         .expect("room exists")
 }
 
+/// The request budget, on the in-memory store (which counts requests as DynamoDB would) behind
+/// the process cache: a state change from a cold process is a read, the commit and the record
+/// (with the call's history entry, one transaction); from a warm one, the two writes; a
+/// duplicate, or an event that changes nothing, one read.
 #[tokio::test]
 async fn request_budget_state_change_and_duplicate() {
-    let s = shell(Arc::new(RecordingMpu::instant()));
-    let before = s.store.requests();
-    let out = s
-        .handle(
-            &key(),
-            Some("m1"),
-            &[ev("host", 10, UserAction::Publish)],
-            "inv-1",
-        )
-        .await
-        .expect("handled");
+    let store = Arc::new(InMemoryStore::new());
+    let s = Shell {
+        store: crate::store::cached::Cached::new(store.clone()),
+        mpu: Arc::new(RecordingMpu::instant()),
+        clock: Arc::new(ManualClock::at_ms(1_000_000)),
+        decision: DecisionConfig::default(),
+        config: ShellConfig::default(),
+    };
+    let handle = |msg: &'static str, e: RoomEvent| {
+        let before = store.requests();
+        let s = &s;
+        let store = store.clone();
+        async move {
+            let out = s
+                .handle(&key(), Some(msg), &[e], "inv")
+                .await
+                .expect("handled");
+            (out, store.requests() - before)
+        }
+    };
+    let (out, requests) = handle("m1", ev("host", 10, UserAction::Publish)).await;
     assert!(
         matches!(out, Handled::Converged { calls: 1, .. }),
         "{out:?}"
     );
-    assert_eq!(
-        s.store.requests() - before,
-        4,
-        "read + commit + the call's history entry + record"
-    );
-    assert_eq!(s.mpu.calls().len(), 1);
+    assert_eq!(requests, 3, "cold: read + commit + record (with history)");
 
-    let before = s.store.requests();
-    let out = s
-        .handle(
-            &key(),
-            Some("m1"),
-            &[ev("host", 10, UserAction::Publish)],
-            "inv-2",
-        )
-        .await
-        .expect("handled");
+    let (out, requests) = handle("m2", ev("guest", 20, UserAction::Publish)).await;
+    assert!(
+        matches!(out, Handled::Converged { calls: 1, .. }),
+        "{out:?}"
+    );
+    assert_eq!(requests, 2, "warm: commit + record (with history)");
+
+    let (out, requests) = handle("m2", ev("guest", 20, UserAction::Publish)).await;
     assert_eq!(out, Handled::Duplicate);
-    assert_eq!(s.store.requests() - before, 1, "a duplicate costs one read");
-    assert_eq!(s.mpu.calls().len(), 1, "and no MPU call");
+    assert_eq!(requests, 1, "a duplicate costs one (fresh) read");
 
     // The same event under a new MsgId is recognised by the core: still no write, no call.
-    let before = s.store.requests();
-    let out = s
-        .handle(
-            &key(),
-            Some("m2"),
-            &[ev("host", 10, UserAction::Publish)],
-            "inv-3",
-        )
-        .await
-        .expect("handled");
+    let (out, requests) = handle("m3", ev("guest", 20, UserAction::Publish)).await;
     assert_eq!(out, Handled::NoChange);
-    assert_eq!(s.store.requests() - before, 1);
+    assert_eq!(requests, 1);
+    assert_eq!(
+        s.mpu.calls().len(),
+        2,
+        "one call per state change, none for repeats"
+    );
+    assert_eq!(
+        s.store.history(&key()).await.expect("history").len(),
+        2,
+        "each call's history entry went with its record"
+    );
 }
 
 #[tokio::test]

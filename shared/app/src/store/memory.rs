@@ -37,6 +37,47 @@ impl InMemoryStore {
     }
 }
 
+impl InMemoryStore {
+    /// Writes `room` over `expected` if the version matches and `admit` agrees (evaluated only
+    /// then): `Ok(false)` when it did not.
+    fn put(
+        &self,
+        key: &RoomKey,
+        room: &StoredRoom,
+        expected: Version,
+        admit: impl FnOnce() -> bool,
+    ) -> Result<bool, StoreError> {
+        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        let current = rooms.get(key).map_or(Version::NONE, |r| r.version);
+        if current != expected {
+            return Err(StoreError::VersionConflict {
+                room: key.to_string(),
+                expected,
+            });
+        }
+        if !admit() {
+            return Ok(false);
+        }
+        let mut stored = room.clone();
+        stored.version = expected.next();
+        rooms.insert(key.clone(), stored);
+        Ok(true)
+    }
+
+    /// The same ring as the DynamoDB store: slot = version mod HISTORY_LEN, an entry only
+    /// replaces an older one.
+    fn ring(&self, key: &RoomKey, entry: &HistoryEntry) {
+        let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        let entries = history.entry(key.clone()).or_default();
+        let slot = entry.version % HISTORY_LEN;
+        match entries.iter_mut().find(|e| e.version % HISTORY_LEN == slot) {
+            Some(e) if e.version < entry.version => *e = entry.clone(),
+            Some(_) => {}
+            None => entries.push(entry.clone()),
+        }
+    }
+}
+
 impl StateStore for InMemoryStore {
     async fn load(&self, key: &RoomKey) -> Result<Option<StoredRoom>, StoreError> {
         self.requests.fetch_add(1, Ordering::Relaxed);
@@ -53,18 +94,43 @@ impl StateStore for InMemoryStore {
         expected: Version,
     ) -> Result<(), StoreError> {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
-        let current = rooms.get(key).map_or(Version::NONE, |r| r.version);
-        if current != expected {
-            return Err(StoreError::VersionConflict {
-                room: key.to_string(),
-                expected,
-            });
-        }
-        let mut stored = room.clone();
-        stored.version = expected.next();
-        rooms.insert(key.clone(), stored);
+        self.put(key, room, expected, || true).map(|_| ())
+    }
+
+    /// One request, as DynamoDB's transaction.
+    async fn save_noting(
+        &self,
+        key: &RoomKey,
+        room: &StoredRoom,
+        expected: Version,
+        entry: &HistoryEntry,
+    ) -> Result<(), StoreError> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.put(key, room, expected, || true)?;
+        self.ring(key, entry);
         Ok(())
+    }
+
+    /// One request, as DynamoDB's transaction: the Start is counted only with the write.
+    async fn save_counting_start(
+        &self,
+        key: &RoomKey,
+        room: &StoredRoom,
+        expected: Version,
+        minute: u64,
+        cap: u32,
+    ) -> Result<bool, StoreError> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let mut starts = self.starts.lock().unwrap_or_else(|p| p.into_inner());
+        starts.retain(|(_, m), _| *m + 2 > minute);
+        let n = starts.entry((key.app.clone(), minute)).or_insert(0);
+        self.put(key, room, expected, || {
+            if *n >= cap {
+                return false;
+            }
+            *n += 1;
+            true
+        })
     }
 
     async fn save_pair(
@@ -163,16 +229,7 @@ impl StateStore for InMemoryStore {
 
     async fn append_history(&self, key: &RoomKey, entry: &HistoryEntry) -> Result<(), StoreError> {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
-        let entries = history.entry(key.clone()).or_default();
-        // The same ring as the DynamoDB store: slot = version mod HISTORY_LEN, an entry only
-        // replaces an older one.
-        let slot = entry.version % HISTORY_LEN;
-        match entries.iter_mut().find(|e| e.version % HISTORY_LEN == slot) {
-            Some(e) if e.version < entry.version => *e = entry.clone(),
-            Some(_) => {}
-            None => entries.push(entry.clone()),
-        }
+        self.ring(key, entry);
         Ok(())
     }
 

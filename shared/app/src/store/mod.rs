@@ -7,6 +7,7 @@
 //! version, the MPU lease (who may call the MPU API for this room, until when) and the recently
 //! seen callback keys (de-duplication).
 
+pub mod cached;
 pub mod memory;
 
 use serde::{Deserialize, Serialize};

@@ -1,0 +1,206 @@
+//! [`Cached`]: a store that remembers, per process, each room as it last wrote or read it, so
+//! a warm container commits an event with one conditional write instead of a read and a write.
+//!
+//! Why it is safe: the copy is only a guess of the stored version. The shell writes conditional
+//! on the version it started from; a stale copy makes that write fail (a version conflict, the
+//! copy is dropped) and the shell reads and redoes, exactly as when another handler wrote
+//! between its read and its write. Whatever the shell would conclude *without* writing (nothing
+//! changed, a duplicate) it concludes only from a fresh read (see `Shell::commit`).
+//!
+//! Why it pays: a room's callbacks come in bursts to the same function, and Lambda reuses the
+//! most recently used container; every write of this process refreshes the copy. A copy found
+//! stale costs a failed conditional write (billed like a write) where a read would have done,
+//! so the break-even is about one stale copy in five commits (ARCHITECTURE.md, "The cost of a
+//! callback").
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Mutex;
+
+use costream_core::{AppId, TaskId, Version};
+
+use super::{HistoryEntry, StoreError, StoredRoom};
+use crate::ports::{DueRoom, RoomKey, StateStore};
+
+/// Rooms remembered per process at most (about 1 KB each); beyond, the memory starts over.
+pub const CACHED_ROOMS: usize = 4096;
+
+/// A [`StateStore`] that keeps what it last wrote or read of each room (see the module docs).
+#[derive(Debug)]
+pub struct Cached<S> {
+    inner: S,
+    rooms: Mutex<HashMap<RoomKey, StoredRoom>>,
+}
+
+impl<S> Cached<S> {
+    pub fn new(inner: S) -> Self {
+        Cached {
+            inner,
+            rooms: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    fn remember(&self, key: &RoomKey, room: Option<StoredRoom>) {
+        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        match room {
+            Some(room) => {
+                if rooms.len() >= CACHED_ROOMS && !rooms.contains_key(key) {
+                    rooms.clear();
+                }
+                rooms.insert(key.clone(), room);
+            }
+            None => {
+                rooms.remove(key);
+            }
+        }
+    }
+
+    /// After a write of `room` over `expected`: remember what was written, or forget the room
+    /// when the write failed (a conflict means the copy was stale; any other error leaves the
+    /// stored version unknown).
+    fn wrote<T>(
+        &self,
+        key: &RoomKey,
+        room: &StoredRoom,
+        expected: Version,
+        result: &Result<T, StoreError>,
+        landed: impl Fn(&T) -> bool,
+    ) {
+        match result {
+            Ok(t) if landed(t) => {
+                let mut stored = room.clone();
+                stored.version = expected.next();
+                self.remember(key, Some(stored));
+            }
+            Ok(_) => {}
+            Err(_) => self.remember(key, None),
+        }
+    }
+}
+
+impl<S: StateStore> StateStore for Cached<S> {
+    async fn load(&self, key: &RoomKey) -> Result<Option<StoredRoom>, StoreError> {
+        let loaded = self.inner.load(key).await;
+        match &loaded {
+            Ok(room) => self.remember(key, room.clone()),
+            Err(_) => self.remember(key, None),
+        }
+        loaded
+    }
+
+    fn cached(&self, key: &RoomKey) -> Option<StoredRoom> {
+        let rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        rooms.get(key).cloned()
+    }
+
+    fn load_eventually(
+        &self,
+        key: &RoomKey,
+    ) -> impl Future<Output = Result<Option<StoredRoom>, StoreError>> + Send {
+        self.inner.load_eventually(key)
+    }
+
+    async fn save(
+        &self,
+        key: &RoomKey,
+        room: &StoredRoom,
+        expected: Version,
+    ) -> Result<(), StoreError> {
+        let result = self.inner.save(key, room, expected).await;
+        self.wrote(key, room, expected, &result, |_| true);
+        result
+    }
+
+    async fn save_noting(
+        &self,
+        key: &RoomKey,
+        room: &StoredRoom,
+        expected: Version,
+        entry: &HistoryEntry,
+    ) -> Result<(), StoreError> {
+        let result = self.inner.save_noting(key, room, expected, entry).await;
+        self.wrote(key, room, expected, &result, |_| true);
+        result
+    }
+
+    async fn save_counting_start(
+        &self,
+        key: &RoomKey,
+        room: &StoredRoom,
+        expected: Version,
+        minute: u64,
+        cap: u32,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .inner
+            .save_counting_start(key, room, expected, minute, cap)
+            .await;
+        self.wrote(key, room, expected, &result, |counted| *counted);
+        result
+    }
+
+    async fn save_pair(
+        &self,
+        a: (&RoomKey, &StoredRoom, Version),
+        b: (&RoomKey, &StoredRoom, Version),
+    ) -> Result<(), StoreError> {
+        let result = self.inner.save_pair(a, b).await;
+        for (key, room, expected) in [a, b] {
+            self.wrote(key, room, expected, &result, |_| true);
+        }
+        result
+    }
+
+    fn take_start(
+        &self,
+        app: &AppId,
+        minute: u64,
+        cap: u32,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        self.inner.take_start(app, minute, cap)
+    }
+
+    fn hook_rooms(
+        &self,
+        app: &AppId,
+        now_ms: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<RoomKey>, StoreError>> + Send {
+        self.inner.hook_rooms(app, now_ms, limit)
+    }
+
+    fn due_rooms(
+        &self,
+        app: &AppId,
+        now_ms: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<DueRoom>, StoreError>> + Send {
+        self.inner.due_rooms(app, now_ms, limit)
+    }
+
+    fn rooms_with_tasks(
+        &self,
+        app: &AppId,
+    ) -> impl Future<Output = Result<Vec<(RoomKey, TaskId)>, StoreError>> + Send {
+        self.inner.rooms_with_tasks(app)
+    }
+
+    fn append_history(
+        &self,
+        key: &RoomKey,
+        entry: &HistoryEntry,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.inner.append_history(key, entry)
+    }
+
+    fn history(
+        &self,
+        key: &RoomKey,
+    ) -> impl Future<Output = Result<Vec<HistoryEntry>, StoreError>> + Send {
+        self.inner.history(key)
+    }
+}
