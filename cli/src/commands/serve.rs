@@ -201,7 +201,8 @@ async fn run_async(args: &ServeArgs) -> anyhow::Result<()> {
                 .context("cannot create the table")?;
             tracing::info!(table = store.table(), "table ready");
         }
-        anyhow::Ok(store)
+        // As on Lambda: the process keeps the rooms it wrote, so a commit needs no read.
+        anyhow::Ok(costream_app::store::cached::Cached::new(store))
     };
     tracing::info!(store = ?store_kind, mpu = ?args.mpu, app_id = %config.app_id, "starting");
     match (store_kind, args.mpu) {

@@ -38,9 +38,11 @@ pub struct ShellConfig {
     /// which exceeds the MPU client's total deadline), so a holder can never still be calling
     /// after its lease expired; tests/template checks this against the template.
     pub lease_ms: u64,
-    /// How long a callback key is remembered for de-duplication (≥ Lambda's redelivery window).
+    /// How long a callback key is remembered for de-duplication. Only callers that pass a key
+    /// need it — the CDN's verified signature pairs, usable for the signature's window (300 s
+    /// either way); ARTC callbacks pass none (the facts merge idempotently).
     pub dedupe_secs: u64,
-    /// At most this many keys are remembered per room.
+    /// At most this many keys are remembered per room (about 30 bytes each in the item).
     pub dedupe_cap: usize,
     /// Version conflicts tolerated per handler before giving up with a retryable error.
     pub max_conflicts: u32,

@@ -28,8 +28,9 @@ pub struct Lease {
     pub until_ms: u64,
 }
 
-/// Recently seen callback keys (ARTC `MsgId`s, CDN natural keys) with their expiry, bounded in
-/// count and age so the room item can't grow without limit.
+/// Recently seen callback keys with their expiry, bounded in count and age so the room item
+/// can't grow without limit. Only the CDN's verified signature pairs (and, unsigned in `serve`,
+/// its natural keys) are kept: ARTC callbacks need none, their facts merge idempotently.
 ///
 /// Keys are kept as 64-bit FNV-1a digests (16 hex characters) rather than verbatim: the set is
 /// rewritten with every room write, so its size is paid in WCUs on every event, and a MsgId plus
