@@ -8,7 +8,7 @@
 //! | `version`     | N    | optimistic-concurrency counter, +1 on every write |
 //! | `facts`       | S    | the room's [`Facts`](costream_core::Facts) as compact JSON |
 //! | `record`      | S    | the shell's [`Record`](costream_core::Record) (the task applied) as JSON |
-//! | `seen`        | S    | recently seen callback keys with expiry (JSON), bounded |
+//! | `seen`        | S    | the CDN's recently seen signature pairs with expiry (JSON), bounded |
 //! | `lease_owner` | S    | MPU lease holder (absent when free) |
 //! | `lease_until` | N    | lease expiry, epoch ms |
 //! | `expires_at`  | N    | TTL attribute: rooms untouched for `room_ttl` disappear by themselves |
@@ -28,10 +28,13 @@
 //! the repair loop queries `due` for `shard = s AND due_at <= now` over the 8 shards and
 //! `tasks` for every room with a task, then reads each room itself (consistently) before acting.
 //!
-//! The per-room decision history is one more item per room, `HIST#<AppId>#<ChannelId>`: a ring
-//! of [`HISTORY_LEN`] slots (`h<i>` the entry as JSON, `v<i>` its room version), each written
-//! with an UpdateItem conditional on the slot holding an older version, so writes are
-//! idempotent, order-insensitive and bounded, and never rewrite the room item.
+//! The per-room decision history is a ring of [`HISTORY_LEN`] small items,
+//! `HIST#<AppId>#<ChannelId>#<slot>` (`entry` as JSON, `v` its room version), each written
+//! conditional on the slot holding an older version, so writes are idempotent,
+//! order-insensitive and bounded, and never rewrite the room item; an MPU call's entry goes in
+//! the same `TransactWriteItems` as the room write that records the call (`save_noting`).
+//! History written before the split (one item `HIST#<AppId>#<ChannelId>` with `h<i>`/`v<i>`
+//! attributes) is still read.
 //!
 //! Items written before facts and record were split hold one `state` attribute (the facts with
 //! the record's `applied`/`heal` inside); they are read as such and rewritten in the new shape.
