@@ -43,6 +43,7 @@ pub const NAMES: &[&str] = &[
     "webhooks_dropped",
     "starts_refused_unregistered",
     "starts_capped",
+    "heals_deferred",
 ];
 
 static REGISTRY: Mutex<BTreeMap<&'static str, f64>> = Mutex::new(BTreeMap::new());

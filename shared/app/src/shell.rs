@@ -25,7 +25,9 @@
 use crate::metrics;
 use crate::ports::{Clock, MpuDone, MpuPort, RoomKey, StateStore};
 use crate::ports::{MpuFailure, StoreError};
-use crate::store::{backoff_ms, HistoryEntry, LastFailure, Lease, StoredRoom, Upkeep};
+use crate::store::{
+    backoff_ms, HistoryEntry, LastFailure, Lease, StoredRoom, Upkeep, HEAL_SPACING_MS,
+};
 use costream_core::{
     apply, decide, CdnAction, Command, DecisionConfig, Merge, Record, Role, RoomEvent, Shape,
     Target, TaskId, UserAction, Version,
@@ -365,7 +367,28 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
             // made: the room is committed with the refusal and a backoff instead.
             let is_start = matches!(decision.command, Some(Command::Start { .. }));
             let refused = capped.clone().filter(|_| is_start && lease_free);
-            let will_call = decision.command.is_some() && lease_free && refused.is_none();
+            // A heal (the Start of the running task after a CDN publish_done) waits until the
+            // room's last heal is HEAL_SPACING_MS old.
+            let heal = is_start && room.record.needs_heal();
+            let heal_waits = room
+                .upkeep
+                .healed_ms
+                .map(|h| h + HEAL_SPACING_MS)
+                .filter(|until| heal && lease_free && *until > now_ms);
+            let will_call = decision.command.is_some()
+                && lease_free
+                && refused.is_none()
+                && heal_waits.is_none();
+            if will_call && heal {
+                room.upkeep.healed_ms = Some(now_ms);
+            }
+            if let (Some(until), Input::Events { .. }) = (heal_waits, input) {
+                metrics::count("heals_deferred");
+                tracing::warn!(
+                    due_ms = until,
+                    "heal deferred: the room's last heal is less than 30 s old"
+                );
+            }
             if let Some(failure) = &refused {
                 note_failure(&mut room.upkeep, failure, now_ms);
             }
@@ -387,6 +410,9 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
             }
             let marked = (room.due_ms, room.upkeep.clone());
             self.mark_due(&mut room, decision.command.is_some(), now_ms);
+            if let Some(until) = heal_waits {
+                room.due_ms = Some(room.due_ms.map_or(until, |d| d.max(until)));
+            }
             let remarked = marked != (room.due_ms, room.upkeep.clone());
             if duplicate && !will_call && !remarked {
                 if from_copy {

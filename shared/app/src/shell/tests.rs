@@ -748,3 +748,51 @@ fn an_in_doubt_mpu_error_is_retryable_for_the_caller() {
     };
     assert!(e.is_retryable());
 }
+
+/// Heals are spaced per room: a second `publish_done` within 30 s of the last heal commits its
+/// fact but calls nothing; the room is due when the spacing ends, and the repair loop heals it
+/// then. Nothing is dropped.
+#[tokio::test]
+async fn heals_are_spaced_and_a_deferred_heal_is_done_by_the_repair_loop() {
+    use costream_core::{CdnAction, Timestamp};
+    let s = shell(Arc::new(RecordingMpu::instant()));
+    let cdn = |action: CdnAction, at: u64| RoomEvent::Cdn {
+        action,
+        at: Timestamp::from_secs(at),
+    };
+    s.handle(&key(), None, &[ev("host", 10, UserAction::Publish)], "i1")
+        .await
+        .expect("start");
+    s.handle(&key(), None, &[cdn(CdnAction::Publish, 11)], "i2")
+        .await
+        .expect("live");
+    let calls = || s.mpu.calls().len();
+    assert_eq!(calls(), 1);
+
+    s.handle(&key(), None, &[cdn(CdnAction::PublishDone, 20)], "i3")
+        .await
+        .expect("heal");
+    assert_eq!(calls(), 2, "the first heal goes out at once");
+    s.handle(&key(), None, &[cdn(CdnAction::Publish, 21)], "i4")
+        .await
+        .expect("live again");
+
+    s.clock.advance_ms(5_000);
+    let out = s
+        .handle(&key(), None, &[cdn(CdnAction::PublishDone, 26)], "i5")
+        .await
+        .expect("second drop");
+    assert!(matches!(out, Handled::Committed { .. }), "{out:?}");
+    assert_eq!(calls(), 2, "a heal 5 s after the last one waits");
+    let room = stored(&s).await;
+    let healed = room.upkeep.healed_ms.expect("healed");
+    assert_eq!(room.due_ms, Some(healed + HEAL_SPACING_MS));
+
+    // Before the spacing ends, a repair pass does nothing; after it, the heal.
+    s.repair(&key(), "repair-1").await.expect("early pass");
+    assert_eq!(calls(), 2);
+    s.clock.advance_ms(HEAL_SPACING_MS);
+    s.repair(&key(), "repair-2").await.expect("pass");
+    assert_eq!(calls(), 3, "the deferred heal is made");
+    assert!(!stored(&s).await.record.needs_heal());
+}

@@ -15,7 +15,9 @@ use serde::{Deserialize, Serialize};
 use costream_core::{ChannelId, Facts, Record, Version};
 
 mod upkeep;
-pub use upkeep::{backoff_ms, HistoryEntry, LastFailure, Upkeep, HISTORY_LEN, MAX_BACKOFF_MS};
+pub use upkeep::{
+    backoff_ms, HistoryEntry, LastFailure, Upkeep, HEAL_SPACING_MS, HISTORY_LEN, MAX_BACKOFF_MS,
+};
 
 pub use crate::ports::StoreError;
 

@@ -44,7 +44,17 @@ pub struct Upkeep {
     /// When the running task's StreamURL was last signed (epoch ms): a Start, or a refresh.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signed_ms: Option<u64>,
+    /// When the room's task was last healed after a CDN `publish_done` (epoch ms): heals are
+    /// spaced by [`HEAL_SPACING_MS`] per room.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healed_ms: Option<u64>,
 }
+
+/// A room's heals (a Start of its running task after the CDN said the stream stopped) are at
+/// least this far apart. A `publish_done` — genuine, or replayed with a captured signature
+/// pair in every room — can't make a room call the Live API more often; a heal inside the
+/// spacing waits (the room is due when it ends), it is never dropped.
+pub const HEAL_SPACING_MS: u64 = 30_000;
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
