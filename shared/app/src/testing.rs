@@ -401,17 +401,31 @@ pub mod concurrency {
         max_latency: Duration,
     ) {
         let mpu = Arc::new(RecordingMpu::new(seed, max_latency, 0.0));
-        let shell = Arc::new(Shell {
-            store,
+        let clock = Arc::new(ManualClock::at_ms(1_000_000));
+        // Three processes, each with its own copy of the room (`Cached`): handlers start from
+        // stale copies as Lambda containers do.
+        let shells: Vec<_> = (0..3)
+            .map(|_| {
+                Arc::new(Shell {
+                    store: crate::store::cached::Cached::new(store.clone()),
+                    mpu: mpu.clone(),
+                    clock: clock.clone(),
+                    decision: DecisionConfig::default(),
+                    config: ShellConfig::default(),
+                })
+            })
+            .collect();
+        let shell = Shell {
+            store: store.clone(),
             mpu: mpu.clone(),
-            clock: Arc::new(ManualClock::at_ms(1_000_000)),
+            clock,
             decision: DecisionConfig::default(),
             config: ShellConfig::default(),
-        });
+        };
         let deliveries = scenario(seed, handlers);
         let mut tasks = Vec::new();
         for (i, (msg, event)) in deliveries.iter().cloned().enumerate() {
-            let shell = shell.clone();
+            let shell = shells[i % shells.len()].clone();
             tasks.push(tokio::spawn(async move {
                 let owner = format!("inv-{i}");
                 for _ in 0..10 {
