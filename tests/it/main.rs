@@ -6,5 +6,6 @@ mod bad_input;
 mod cost;
 mod e2e;
 mod helpers;
+mod secrets_cold_start;
 mod sim_http;
 mod store_dynamo;

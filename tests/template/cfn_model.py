@@ -155,3 +155,55 @@ def _merge(a: Any, b: Any) -> Any:
             merged[k] = _merge(merged[k], v) if k in merged else v
         return merged
     raise ValueError(f"conflicting pattern fragments {a!r} and {b!r}")
+
+
+def render(template: dict[str, Any], conditions: dict[str, bool]) -> dict[str, Any]:
+    """The template as deployed with the given conditions' values: what is under a false condition
+    is gone (resources, outputs, `Fn::If` branches), a true condition's `Condition` keys are dropped,
+    the rendered conditions leave `Conditions`, and parameters nothing refers to any more leave
+    `Parameters` (and the console's parameter groups). Linting both renderings of an optional
+    feature checks each deployed shape on its own: e.g. a resource that is always created must not
+    refer to one that exists only when the feature is on."""
+    tpl = copy.deepcopy(template)
+
+    def keep(section: dict[str, Any]) -> dict[str, Any]:
+        out = {}
+        for name, item in section.items():
+            cond = item.get("Condition") if isinstance(item, dict) else None
+            if cond in conditions:
+                if not conditions[cond]:
+                    continue
+                item = {k: v for k, v in item.items() if k != "Condition"}
+            out[name] = item
+        return out
+
+    def resolve_ifs(node: Any) -> Any:
+        if isinstance(node, dict):
+            if len(node) == 1 and "Fn::If" in node and node["Fn::If"][0] in conditions:
+                name, when_true, when_false = node["Fn::If"]
+                return resolve_ifs(when_true if conditions[name] else when_false)
+            return {k: resolve_ifs(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [resolve_ifs(v) for v in node]
+        return node
+
+    tpl["Resources"] = keep(tpl["Resources"])
+    if "Outputs" in tpl:
+        tpl["Outputs"] = keep(tpl["Outputs"])
+    tpl = resolve_ifs(tpl)
+    for name in conditions:
+        tpl.get("Conditions", {}).pop(name, None)
+    if not tpl.get("Conditions"):
+        tpl.pop("Conditions", None)
+    used = set()
+    for section in ("Globals", "Resources", "Outputs", "Rules", "Conditions"):
+        used |= names_referenced(tpl.get(section, {}))
+    unused = {p for p in tpl.get("Parameters", {}) if p not in used}
+    for p in unused:
+        del tpl["Parameters"][p]
+    groups = tpl.get("Metadata", {}).get("AWS::CloudFormation::Interface", {}).get("ParameterGroups", [])
+    for group in groups:
+        group["Parameters"] = [p for p in group["Parameters"] if p not in unused]
+    if groups:
+        tpl["Metadata"]["AWS::CloudFormation::Interface"]["ParameterGroups"] = [g for g in groups if g["Parameters"]]
+    return tpl

@@ -107,6 +107,8 @@ METRICS = [
     # abuse limits: strict mode, the starts-per-minute cap
     "starts_refused_unregistered",
     "starts_capped",
+    # CDN heals spaced per room (a heal inside the spacing waits for the repair loop)
+    "heals_deferred",
 ]
 # Read as a maximum per minute; every other metric is a count, read as a sum per minute. (The code
 # publishes `*_secs` in Seconds, everything else as a Count.)
@@ -124,9 +126,36 @@ SECRET_KEYS = {
     "COSTREAM_ARTC_APP_KEY",
 }
 
+# The secrets, one per concern: logical id -> the keys it holds (variable names the functions look
+# up). Every key of SECRET_KEYS lives in exactly one of them.
+SECRETS = {
+    "MpuSecret": {"ALIBABA_CLOUD_ACCESS_KEY_ID", "ALIBABA_CLOUD_ACCESS_KEY_SECRET", "COSTREAM_PUSH_AUTH_KEY"},
+    "BackendSecret": {"COSTREAM_NOTIFY_SECRET"},
+    "PlaybackSecret": {"COSTREAM_PLAY_AUTH_KEY"},
+    "CdnCallbackSecret": {"COSTREAM_CDN_NOTIFY_AUTH_KEY"},
+    "ArtcTokenSecret": {"COSTREAM_ARTC_APP_KEY"},
+    # The operator's copy: the API route carries the path secret, no function reads it.
+    "ArtcPathSecret": {"COSTREAM_ARTC_CALLBACK_SECRET"},
+}
+
+# The secret values each function uses, from the code (shared/app/src/config.rs and the handlers):
+# the Live API's AccessKey and the StreamURL's push key wherever the shell may call MPU; the backend
+# secret everywhere (webhook signatures when NotifyUrl is set, the backend's signed requests, viewer
+# tokens); the play key where playback URLs are signed; the CDN key where CDN callbacks are
+# verified; the ARTC AppKey where join tokens are issued. No function needs the ARTC path secret.
+_LIVE_API = {"ALIBABA_CLOUD_ACCESS_KEY_ID", "ALIBABA_CLOUD_ACCESS_KEY_SECRET", "COSTREAM_PUSH_AUTH_KEY"}
+NEEDED_KEYS = {
+    "stream-published": _LIVE_API | {"COSTREAM_NOTIFY_SECRET"},
+    "stream-unpublished": _LIVE_API | {"COSTREAM_NOTIFY_SECRET"},
+    "cdn-ingest": _LIVE_API | {"COSTREAM_NOTIFY_SECRET", "COSTREAM_CDN_NOTIFY_AUTH_KEY"},
+    "room-status": {"COSTREAM_NOTIFY_SECRET", "COSTREAM_PLAY_AUTH_KEY"},
+    "room-host": _LIVE_API | {"COSTREAM_NOTIFY_SECRET", "COSTREAM_ARTC_APP_KEY"},
+    "room-settings": _LIVE_API | {"COSTREAM_NOTIFY_SECRET"},
+    "repair": _LIVE_API | {"COSTREAM_NOTIFY_SECRET"},
+}
+
 REQUIRED_ENV = {
     "COSTREAM_TABLE",
-    "COSTREAM_SECRET_ARN",
     "COSTREAM_APP_ID",
     "COSTREAM_PUSH_DOMAIN",
     "COSTREAM_PLAY_DOMAIN",
@@ -269,8 +298,10 @@ def test_environment(template, functions):
     glob = template["Globals"]["Function"]["Environment"]["Variables"]
     assert REQUIRED_ENV <= set(glob), f"missing: {REQUIRED_ENV - set(glob)}"
     assert getatt_target(glob["COSTREAM_TABLE"]) == "RoomsTable"
-    assert getatt_target(glob["COSTREAM_SECRET_ARN"]) == "CostreamSecret"
-    assert template["Resources"]["CostreamSecret"]["Type"] == "AWS::SecretsManager::Secret"
+    # Per function, never global: a function names only its own secrets.
+    assert "COSTREAM_SECRET_ARN" not in glob
+    for name in SECRETS:
+        assert template["Resources"][name]["Type"] == "AWS::SecretsManager::Secret"
     assert template["Parameters"]["LiveAppName"]["Default"] == "live"
 
 
@@ -281,6 +312,8 @@ def test_every_deployed_function_has_the_metrics_namespace(deployed, functions):
     for logical, fn in deployed_functions.items():
         variables = fn["Properties"]["Environment"]["Variables"]
         assert variables.get("COSTREAM_METRICS_NAMESPACE") == METRICS_NAMESPACE, logical
+        # Globals merged with the function's own variables: its secrets are there too.
+        assert "COSTREAM_SECRET_ARN" in variables and REQUIRED_ENV <= set(variables), logical
 
 
 def test_no_secret_in_any_environment(template, functions):
@@ -296,20 +329,100 @@ def test_no_secret_in_any_environment(template, functions):
 # --- secrets ---------------------------------------------------------------------------------------
 
 
-def test_secret_parameters_are_noecho(template):
-    secret = template["Resources"]["CostreamSecret"]["Properties"]["SecretString"]["Fn::Sub"]
-    used = names_referenced({"Fn::Sub": secret})
-    assert used <= set(template["Parameters"])
-    not_hidden = {p for p in used if not template["Parameters"][p].get("NoEcho")}
-    assert not not_hidden, f"parameters stored in the secret without NoEcho: {not_hidden}"
-
-
-def test_secret_string_is_the_json_the_functions_read(template):
-    sub = template["Resources"]["CostreamSecret"]["Properties"]["SecretString"]["Fn::Sub"]
+def _secret_document(template, name) -> dict:
+    """The JSON a secret holds, each parameter replaced by `<Name>`."""
+    sub = template["Resources"][name]["Properties"]["SecretString"]["Fn::Sub"]
     params = secret_params(template)
-    document = json.loads(resolve_sub(sub, {p: f"<{p}>" for p in params}))
-    assert set(document) == SECRET_KEYS
-    assert all(re.fullmatch(r"<\w+>", v) for v in document.values()), "every value is one parameter"
+    return json.loads(resolve_sub(sub, {p: f"<{p}>" for p in params}))
+
+
+def test_secret_parameters_are_noecho(template):
+    for name in SECRETS:
+        secret = template["Resources"][name]["Properties"]["SecretString"]["Fn::Sub"]
+        used = names_referenced({"Fn::Sub": secret})
+        assert used <= set(template["Parameters"])
+        not_hidden = {p for p in used if not template["Parameters"][p].get("NoEcho")}
+        assert not not_hidden, f"{name}: parameters stored without NoEcho: {not_hidden}"
+
+
+def test_secret_strings_are_the_json_the_functions_read(template):
+    secrets = resources_of_type(template, "AWS::SecretsManager::Secret")
+    assert set(secrets) == set(SECRETS)
+    homes: dict[str, list[str]] = {}
+    for name in SECRETS:
+        document = _secret_document(template, name)
+        assert set(document) == SECRETS[name], name
+        assert all(re.fullmatch(r"<\w+>", v) for v in document.values()), "every value is one parameter"
+        for key in document:
+            homes.setdefault(key, []).append(name)
+    # Every key has exactly one home: rotating it in one secret can't leave a stale copy elsewhere
+    # (the runtime refuses a key found in two of a function's secrets anyway).
+    assert set(homes) == SECRET_KEYS
+    assert all(len(h) == 1 for h in homes.values()), homes
+    # Every NoEcho parameter is stored somewhere (for the operator at least).
+    stored = set().union(*(names_referenced(secrets[n]) for n in SECRETS))
+    assert secret_params(template) <= stored, secret_params(template) - stored
+
+
+def _function_secrets(fn: dict) -> tuple[list[str], list[str]]:
+    """(the secrets named in the function's COSTREAM_SECRET_ARN, those its policy may read)."""
+    value = fn["Properties"]["Environment"]["Variables"]["COSTREAM_SECRET_ARN"]
+    separator, parts = value["Fn::Join"]
+    assert separator == ","
+    in_env = [getatt_target(p) for p in parts]
+    readable = [
+        getatt_target(r)
+        for pol in fn["Properties"]["Policies"]
+        for st in _statements(pol)
+        if "secretsmanager:GetSecretValue" in _as_list(st["Action"])
+        for r in _as_list(st["Resource"])
+    ]
+    return in_env, readable
+
+
+@pytest.mark.parametrize("binary", sorted(BINARIES))
+def test_each_function_gets_only_the_secrets_it_uses(template, functions, binary):
+    _, fn = functions[binary]
+    in_env, readable = _function_secrets(fn)
+    # The variable names exactly what the policy allows, each once.
+    assert len(in_env) == len(set(in_env)) and sorted(in_env) == sorted(readable), (in_env, readable)
+    assert set(in_env) <= set(SECRETS)
+    keys = set().union(*(SECRETS[name] for name in in_env))
+    # Everything it needs, nothing it doesn't: each of its secrets holds at least one key it uses.
+    assert keys == NEEDED_KEYS[binary], (binary, keys ^ NEEDED_KEYS[binary])
+
+
+def test_room_status_never_sees_the_access_key(template, functions, deployed):
+    logical, fn = functions["room-status"]
+    in_env, readable = _function_secrets(fn)
+    holders = {name for name, keys in SECRETS.items() if keys & {"ALIBABA_CLOUD_ACCESS_KEY_ID", "ALIBABA_CLOUD_ACCESS_KEY_SECRET"}}
+    assert holders == {"MpuSecret"}
+    assert not holders & (set(in_env) | set(readable))
+    # As deployed: the role's statements name no secret holding the AccessKey.
+    role = deployed["Resources"][f"{logical}Role"]["Properties"]
+    named = {getatt_target(r) for pol in role["Policies"] for st in _statements(pol["PolicyDocument"]) for r in _as_list(st["Resource"])}
+    assert not named & holders
+    # ...and its code starts without the Live API client (so without reading the AccessKey).
+    main = _rust_source("functions/room-status/src/main.rs")
+    assert "lambda::start_status()" in main and "lambda::start()" not in main
+
+
+def test_no_function_reads_the_artc_path_secret(template, functions):
+    for binary, (_, fn) in functions.items():
+        in_env, readable = _function_secrets(fn)
+        assert "ArtcPathSecret" not in set(in_env) | set(readable), binary
+
+
+@pytest.mark.parametrize("binary", sorted(BINARIES))
+def test_shell_functions_start_with_the_live_api(functions, binary):
+    """A function given the AccessKey is one whose code starts the Live API client, and back."""
+    _, fn = functions[binary]
+    in_env, _ = _function_secrets(fn)
+    main = _rust_source(f"functions/{binary}/src/main.rs")
+    if "MpuSecret" in in_env:
+        assert "lambda::start()" in main, binary
+    else:
+        assert "lambda::start()" not in main, binary
 
 
 @pytest.mark.parametrize("value", ['a"b', "a\\b", "a b", "\t"])
@@ -320,8 +433,8 @@ def test_secret_parameter_patterns_keep_the_json_valid(template, value):
 
 
 def test_noecho_parameters_are_used_only_where_needed(template):
-    """The secret, and the ARTC route's path (the secret path is the route). Never an output."""
-    allowed = {"CostreamSecret", "ArtcCallbackRoute"}
+    """The secrets, and the ARTC route's path (the secret path is the route). Never an output."""
+    allowed = set(SECRETS) | {"ArtcCallbackRoute"}
     for name, res in template["Resources"].items():
         used = names_referenced(res) & secret_params(template)
         assert not used or name in allowed, f"{name} uses NoEcho parameters {used}"
@@ -397,8 +510,11 @@ def test_function_policies_are_least_privilege(template, functions, binary):
                 indexes = [_index_name(r) for r in _as_list(st["Resource"])]
                 assert sorted(indexes) == sorted(INDEXES), (binary, action, st["Resource"])
                 continue
-            target = {"dynamodb": "RoomsTable", "secretsmanager": "CostreamSecret"}[action.split(":")[0]]
-            assert [getatt_target(r) for r in _as_list(st["Resource"])] == [target], (binary, action)
+            if action == "secretsmanager:GetSecretValue":
+                # Its own secrets (test_each_function_gets_only_the_secrets_it_uses says which).
+                assert {getatt_target(r) for r in _as_list(st["Resource"])} <= set(SECRETS), binary
+                continue
+            assert [getatt_target(r) for r in _as_list(st["Resource"])] == ["RoomsTable"], (binary, action)
 
 
 @pytest.mark.parametrize("binary", sorted(BINARIES))
@@ -653,6 +769,9 @@ def test_outputs(template):
     assert out["RoomHostUrl"]["Value"]["Fn::Sub"] == host + "rooms/{channelId}/host"
     assert out["RoomHistoryUrl"]["Value"]["Fn::Sub"] == host + "rooms/{channelId}/history"
     assert names_referenced(out["DashboardUrl"]["Value"]) == {"AWS::Region", "Dashboard"}
+    # Each secret's ARN, for the operator (docs/deploy.md reads them); never a value.
+    for name in SECRETS:
+        assert getatt_target(out[f"{name}Arn"]["Value"]) == name
 
 
 # --- repair ----------------------------------------------------------------------------------------
@@ -719,7 +838,7 @@ def test_repair_alarms_watch_the_loop_itself(template, functions):
 
 
 def test_metric_list_is_well_formed():
-    assert len(METRICS) == len(set(METRICS)) == 29
+    assert len(METRICS) == len(set(METRICS)) == 30
     assert GAUGES == {m for m in METRICS if m.endswith("_secs")}
     assert all(re.fullmatch(r"[a-z][a-z0-9_]*", m) for m in METRICS)
 

@@ -4,6 +4,11 @@
 //! the room's CDN liveness (and tells the app's backend), re-starts the task when the CDN lost a
 //! stream the room still wants. Answers fast: Alibaba waits 5 s.
 
+// The main future holds the AWS SDK's deeply nested request futures (init and handler): their
+// layout can pass rustc's default query depth of 128 ("queries overflow the depth limit"; the
+// remedy rustc suggests, as the aws-sdk users do).
+#![recursion_limit = "256"]
+
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use costream_runtime::init::LambdaServices;
 use costream_runtime::lambda::{cdn_request, emit_metrics, error_response, json_response};

@@ -6,6 +6,11 @@
 //! It never fails as a whole: what it could not do is counted (`repair_failures`, alarmed) and
 //! left for the next pass, a minute later.
 
+// The main future holds the AWS SDK's deeply nested request futures (init and handler): their
+// layout can pass rustc's default query depth of 128 ("queries overflow the depth limit"; the
+// remedy rustc suggests, as the aws-sdk users do).
+#![recursion_limit = "256"]
+
 use std::time::Duration;
 
 use costream_app::repair::{RepairConfig, RepairReport};

@@ -10,6 +10,11 @@
 //!   /rooms/{channelId}/pk`: link two live rooms into a PK, or end it — written to both rooms in
 //!   one transaction, then each room converges (one Update each).
 
+// The main future holds the AWS SDK's deeply nested request futures (init and handler): their
+// layout can pass rustc's default query depth of 128 ("queries overflow the depth limit"; the
+// remedy rustc suggests, as the aws-sdk users do).
+#![recursion_limit = "256"]
+
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use costream_app::handlers::HostRequest;
 use costream_runtime::init::LambdaServices;

@@ -3,6 +3,11 @@
 //! layout, canvas, pane limit and images; a live room converges to them at once (one Update),
 //! so like the stream functions it can make the room's MPU call.
 
+// The main future holds the AWS SDK's deeply nested request futures (init and handler): their
+// layout can pass rustc's default query depth of 128 ("queries overflow the depth limit"; the
+// remedy rustc suggests, as the aws-sdk users do).
+#![recursion_limit = "256"]
+
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use costream_app::handlers::HostRequest;
 use costream_runtime::init::LambdaServices;

@@ -2,14 +2,23 @@
 //! live, on the CDN, and its MixMode — the same answer for unknown rooms, cacheable for a few
 //! seconds. With `?viewer_token=<exp>.<sig>` from the app's backend: who is on stage and freshly
 //! signed playback URLs (HTTP-FLV first, RTMP, HLS), never cached.
+//!
+//! It reads the room's record and nothing else: it is started without the Live API client, and
+//! template.yaml gives it only the secrets it uses (the play domain's URL-signing key and the
+//! backend secret that signs viewer tokens), never the Alibaba AccessKey.
+
+// The main future holds the AWS SDK's deeply nested request futures (init and handler): their
+// layout can pass rustc's default query depth of 128 ("queries overflow the depth limit"; the
+// remedy rustc suggests, as the aws-sdk users do).
+#![recursion_limit = "256"]
 
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
-use costream_runtime::init::LambdaServices;
+use costream_runtime::init::StatusServices;
 use costream_runtime::lambda::{error_response, json_response};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 
 async fn handler(
-    services: &LambdaServices,
+    services: &StatusServices,
     event: LambdaEvent<ApiGatewayV2httpRequest>,
 ) -> Result<ApiGatewayV2httpResponse, Error> {
     let channel = event
@@ -42,6 +51,6 @@ async fn handler(
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let services = costream_runtime::lambda::start().await?;
+    let services = costream_runtime::lambda::start_status().await?;
     lambda_runtime::run(service_fn(|event| handler(&services, event))).await
 }

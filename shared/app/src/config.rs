@@ -1,5 +1,6 @@
 //! Typed configuration, parsed once at start from environment variables (and, on Lambda, from
-//! the Secrets Manager secret named by `COSTREAM_SECRET_ARN`, see [`crate::aws::secret_lookup`]).
+//! the Secrets Manager secrets named by `COSTREAM_SECRET_ARN`, see
+//! `costream_runtime::aws::secret_lookup`).
 //! Nothing below this module reads the environment.
 //!
 //! Every variable is documented in the README. A missing required variable or a bad value stops

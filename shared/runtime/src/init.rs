@@ -4,18 +4,29 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use aws_config::SdkConfig;
+
 use crate::aws::{dynamodb_client, load_sdk_config, secret_lookup, AwsTimeouts, SecretError};
 use costream_alibaba::client::ClientBuildError;
 use costream_alibaba::{Credentials, CredentialsError, LiveClient, LiveClientConfig};
 use costream_app::config::{env_lookup, Config, ConfigError};
 use costream_app::handlers::{Notifier, Services};
 use costream_app::mpu::{AlibabaMpu, MpuSettings};
-use costream_app::ports::{Clock, MpuPort, StateStore, SystemClock};
+use costream_app::ports::{
+    Clock, Listing, MpuDone, MpuFailure, MpuFailureKind, MpuPort, RoomKey, StateStore, SystemClock,
+};
 use costream_app::shell::{Shell, ShellConfig};
+use costream_app::store::cached::Cached;
+use costream_core::{Command, Outputs, Shape, TaskId, Version};
 use costream_dynamo::DynamoStore;
 
 /// The services of a deployed function: DynamoDB and the real Live API.
-pub type LambdaServices = Services<DynamoStore, AlibabaMpu<LiveClient, SystemClock>, SystemClock>;
+///
+/// The store keeps this container's copy of each room it wrote or read (`Cached`), so a warm
+/// container commits a callback with one conditional write and no read (ARCHITECTURE.md, "The
+/// cost of a callback").
+pub type LambdaServices =
+    Services<Cached<DynamoStore>, AlibabaMpu<LiveClient, SystemClock>, SystemClock>;
 
 /// Why the process cannot start. Names the variable or part at fault, never a secret value.
 #[derive(Debug, thiserror::Error)]
@@ -97,10 +108,14 @@ pub fn live_client(lookup: impl Fn(&str) -> Option<String>) -> Result<LiveClient
 /// `MaxIdleTime` of a deployed function's tasks when `COSTREAM_MAX_IDLE_TIME` is unset.
 pub const LAMBDA_MAX_IDLE_TIME_SECS: u32 = 120;
 
-/// Everything a deployed function needs, from the environment and the configuration secret.
-pub async fn lambda_services() -> Result<LambdaServices, InitError> {
-    let sdk = load_sdk_config(AwsTimeouts::default()).await;
-    let lookup = secret_lookup(&sdk, env_lookup()).await?;
+/// The configuration of a deployed function: the environment backed by the function's secrets
+/// (read once, here, concurrently), and the lookup itself for the clients that read their own
+/// variables (the Alibaba AccessKey).
+async fn configure(
+    sdk: &SdkConfig,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<(Config, impl Fn(&str) -> Option<String>), InitError> {
+    let lookup = secret_lookup(sdk, env).await?;
     let mut config = Config::from_lookup(&lookup)?;
     // Deployed, a task never runs on without a MaxIdleTime: a leaked or forged task stops by
     // itself after LAMBDA_MAX_IDLE_TIME_SECS idle.
@@ -111,7 +126,102 @@ pub async fn lambda_services() -> Result<LambdaServices, InitError> {
         );
         config.decision.max_idle_time = Some(LAMBDA_MAX_IDLE_TIME_SECS);
     }
-    let store = DynamoStore::new(dynamodb_client(&sdk), config.require_table()?);
+    Ok((config, lookup))
+}
+
+/// Everything a deployed function that runs the room shell needs (stream-published,
+/// stream-unpublished, cdn-ingest, room-host, room-settings, repair), from the environment and
+/// the function's secrets: DynamoDB and the real Live API (so the Alibaba AccessKey).
+pub async fn lambda_services() -> Result<LambdaServices, InitError> {
+    let sdk = load_sdk_config(AwsTimeouts::default()).await;
+    lambda_services_from(&sdk, env_lookup()).await
+}
+
+/// [`lambda_services`] from a given SDK configuration and variable lookup (tests, benches).
+pub async fn lambda_services_from(
+    sdk: &SdkConfig,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<LambdaServices, InitError> {
+    let (config, lookup) = configure(sdk, env).await?;
+    let store = Cached::new(DynamoStore::new(
+        dynamodb_client(sdk),
+        config.require_table()?,
+    ));
     let mpu = AlibabaMpu::new(live_client(&lookup)?, SystemClock, mpu_settings(&config));
     services(config, store, mpu, SystemClock)
+}
+
+/// The services of room-status: DynamoDB only. It answers from the room's record and never
+/// calls the Live API, so it is built without an Alibaba AccessKey (template.yaml gives it no
+/// access to that secret) and its MPU port refuses every call.
+pub type StatusServices = Services<DynamoStore, NoMpu, SystemClock>;
+
+/// Everything room-status needs, from the environment and its secrets (the play domain's
+/// URL-signing key and the backend secret that signs viewer tokens).
+pub async fn status_services() -> Result<StatusServices, InitError> {
+    let sdk = load_sdk_config(AwsTimeouts::default()).await;
+    status_services_from(&sdk, env_lookup()).await
+}
+
+/// [`status_services`] from a given SDK configuration and variable lookup (tests, benches).
+pub async fn status_services_from(
+    sdk: &SdkConfig,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<StatusServices, InitError> {
+    let (mut config, _) = configure(sdk, env).await?;
+    // room-status writes nothing, so it has no webhooks to send: no notifier, whose HTTP client
+    // would load the TLS roots at every cold start for nothing (the viewer route's cold starts
+    // come in bursts, when a popular room goes live).
+    config.notify = None;
+    let store = DynamoStore::new(dynamodb_client(sdk), config.require_table()?);
+    services(config, store, NoMpu, SystemClock)
+}
+
+/// The MPU port of a function that makes no MPU calls (room-status). It holds no credentials;
+/// a call, were one ever made, is refused for good and never sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NoMpu;
+
+impl NoMpu {
+    fn refused(action: &'static str) -> MpuFailure {
+        MpuFailure {
+            kind: MpuFailureKind::Refused { retryable: false },
+            action,
+            reason: "this function has no Alibaba AccessKey and makes no MPU calls".to_owned(),
+        }
+    }
+}
+
+impl MpuPort for NoMpu {
+    async fn execute(
+        &self,
+        _room: &RoomKey,
+        command: &Command,
+        _version: Version,
+    ) -> Result<MpuDone, MpuFailure> {
+        Err(Self::refused(match command {
+            Command::Start { .. } => "start",
+            Command::Update { .. } => "update",
+            Command::Stop { .. } => "stop",
+        }))
+    }
+
+    async fn list_tasks(&self) -> Result<Listing, MpuFailure> {
+        Err(Self::refused("list"))
+    }
+
+    async fn task_exists(&self, _task: &TaskId) -> Result<bool, MpuFailure> {
+        Err(Self::refused("list"))
+    }
+
+    async fn refresh_output(
+        &self,
+        _room: &RoomKey,
+        _task: &TaskId,
+        _shape: &Shape,
+        _outputs: &Outputs,
+        _version: Version,
+    ) -> Result<MpuDone, MpuFailure> {
+        Err(Self::refused("update"))
+    }
 }

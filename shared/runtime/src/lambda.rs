@@ -8,18 +8,40 @@ use aws_lambda_events::http::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::Serialize;
 
-use crate::init::{lambda_services, InitError, LambdaServices};
+use crate::init::{lambda_services, status_services, InitError, LambdaServices, StatusServices};
 use costream_app::handlers::{ArtcOutcome, CdnRequest, HandlerError, Services};
 use costream_app::inbound::Side;
 use costream_app::ports::{Clock, MpuPort, StateStore};
 
-/// Tracing (JSON when `AWS_LAMBDA_LOG_FORMAT=JSON`, as `template.yaml` sets) and the services.
-/// A configuration error ends the process at init with a message naming the variable.
+/// Tracing (JSON when `AWS_LAMBDA_LOG_FORMAT=JSON`, as `template.yaml` sets) and the services of
+/// a function that runs the room shell. A configuration error ends the process at init with a
+/// message naming the variable (or the secret), never a value.
 pub async fn start() -> Result<LambdaServices, InitError> {
     lambda_runtime::tracing::init_default_subscriber();
-    lambda_services().await.inspect_err(|e| {
-        tracing::error!(error = %e, "cannot start");
-    })
+    let started = std::time::Instant::now();
+    lambda_services()
+        .await
+        .inspect(|_| started_in(started))
+        .inspect_err(|e| tracing::error!(error = %e, "cannot start"))
+}
+
+/// [`start`] for room-status: the services without the Live API (no AccessKey).
+pub async fn start_status() -> Result<StatusServices, InitError> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let started = std::time::Instant::now();
+    status_services()
+        .await
+        .inspect(|_| started_in(started))
+        .inspect_err(|e| tracing::error!(error = %e, "cannot start"))
+}
+
+/// Logs how long the init took: the process's own share of the cold start, beside Lambda's
+/// `Init Duration` (secrets, configuration, clients).
+fn started_in(started: std::time::Instant) {
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "started"
+    );
 }
 
 /// The error of an EventBridge-triggered function that a retry can fix: logged once here and
