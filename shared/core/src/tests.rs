@@ -1847,5 +1847,8 @@ fn the_named_stored_form_still_reads() {
         r#"{"u":"h","x":0,"y":0,"w":10000,"h":5000,"z":1,"m":"Fit"}"#
     );
     let bad = r#"{"channel":"room-1","members":{"guest":{"s":[["s-1",1700000000,null,"X0"]]}}}"#;
-    assert!(serde_json::from_str::<Facts>(bad).is_err(), "an unknown mark is refused");
+    assert!(
+        serde_json::from_str::<Facts>(bad).is_err(),
+        "an unknown mark is refused"
+    );
 }
