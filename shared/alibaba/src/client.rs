@@ -202,14 +202,30 @@ impl LiveClient {
         config: LiveClientConfig,
         credentials: Credentials,
     ) -> Result<Self, ClientBuildError> {
-        let endpoint = parse_endpoint(&config.endpoint, "LiveClientConfig.endpoint")?;
-        // No redirects: a 3xx would re-send the signed request (and its StreamURL) elsewhere.
-        let http = reqwest::Client::builder()
+        let http = Self::http_client(&config)?;
+        Self::with_http(config, credentials, http)
+    }
+
+    /// The HTTP client of a `LiveClient` with `config`: its timeouts, no redirects (a 3xx would
+    /// re-send the signed request, and its StreamURL, elsewhere). Building one loads the TLS
+    /// roots — milliseconds of CPU — so a cold start builds it while it waits for its secrets.
+    pub fn http_client(config: &LiveClientConfig) -> Result<reqwest::Client, ClientBuildError> {
+        reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .timeout(config.attempt_timeout)
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(ClientBuildError::Http)?;
+            .map_err(ClientBuildError::Http)
+    }
+
+    /// A `LiveClient` over `http`, which must come from [`LiveClient::http_client`] with the
+    /// same timeouts as `config`.
+    pub fn with_http(
+        config: LiveClientConfig,
+        credentials: Credentials,
+        http: reqwest::Client,
+    ) -> Result<Self, ClientBuildError> {
+        let endpoint = parse_endpoint(&config.endpoint, "LiveClientConfig.endpoint")?;
         Ok(LiveClient {
             http,
             endpoint,

@@ -78,12 +78,22 @@ pub fn services<S: StateStore, M: MpuPort, C: Clock>(
     mpu: M,
     clock: C,
 ) -> Result<Services<S, M, C>, InitError> {
-    let notifier = config
-        .notify
-        .clone()
-        .map(Notifier::new)
-        .transpose()
-        .map_err(InitError::Notifier)?;
+    services_with(config, store, mpu, clock, None)
+}
+
+/// [`services`] with the notifier's HTTP client already built ([`Notifier::http_client`]).
+fn services_with<S: StateStore, M: MpuPort, C: Clock>(
+    config: Config,
+    store: S,
+    mpu: M,
+    clock: C,
+    notify_http: Option<reqwest::Client>,
+) -> Result<Services<S, M, C>, InitError> {
+    let notifier = match (config.notify.clone(), notify_http) {
+        (Some(settings), Some(client)) => Some(Notifier::with_client(settings, client)),
+        (Some(settings), None) => Some(Notifier::new(settings).map_err(InitError::Notifier)?),
+        (None, _) => None,
+    };
     Ok(Services {
         shell: Shell {
             store,
@@ -142,13 +152,36 @@ pub async fn lambda_services_from(
     sdk: &SdkConfig,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<LambdaServices, InitError> {
+    // The two HTTP clients load the TLS roots (milliseconds of CPU each): built on a blocking
+    // thread while the secrets are fetched (network wait), with the client settings of the
+    // environment (they are not secrets); rebuilt only if the secrets set other timeouts.
+    let early = LiveClientConfig::from_lookup(&env)?;
+    let clients = tokio::task::spawn_blocking(move || {
+        let live = LiveClient::http_client(&early).map(|http| (early, http));
+        (live, Notifier::http_client())
+    });
     let (config, lookup) = configure(sdk, env).await?;
+    let (live_http, notify_http) = match clients.await {
+        Ok((live, notify)) => (live.ok(), notify.ok()),
+        Err(_) => (None, None),
+    };
+    let live_config = LiveClientConfig::from_lookup(&lookup)?;
+    let credentials = Credentials::from_lookup(&lookup)?;
+    let live = match live_http {
+        Some((early, http))
+            if early.connect_timeout == live_config.connect_timeout
+                && early.attempt_timeout == live_config.attempt_timeout =>
+        {
+            LiveClient::with_http(live_config, credentials, http)?
+        }
+        _ => LiveClient::new(live_config, credentials)?,
+    };
     let store = Cached::new(DynamoStore::new(
         dynamodb_client(sdk),
         config.require_table()?,
     ));
-    let mpu = AlibabaMpu::new(live_client(&lookup)?, SystemClock, mpu_settings(&config));
-    services(config, store, mpu, SystemClock)
+    let mpu = AlibabaMpu::new(live, SystemClock, mpu_settings(&config));
+    services_with(config, store, mpu, SystemClock, notify_http)
 }
 
 /// The services of room-status: DynamoDB only. It answers from the room's record and never
