@@ -266,6 +266,30 @@ pub(crate) fn parse_canvas(v: &str) -> Result<Canvas, String> {
 }
 
 impl Config {
+    /// The MPU adapter's settings.
+    pub fn mpu_settings(&self) -> crate::mpu::MpuSettings {
+        crate::mpu::MpuSettings {
+            app_id: self.app_id.clone(),
+            ingest: self.ingest.clone(),
+            decision: self.decision.clone(),
+            region: self.region,
+            // Alibaba refuses a StreamURL for 10 s after a Stop; wait that out inside the call.
+            stream_url_wait: Duration::from_secs(12),
+        }
+    }
+
+    /// The shell's tunables: the StreamURL is re-signed at half its validity when the ingest
+    /// domain signs URLs.
+    pub fn shell_config(&self) -> crate::shell::ShellConfig {
+        let validity_ms = u64::try_from(self.ingest.url_validity.as_millis()).unwrap_or(u64::MAX);
+        crate::shell::ShellConfig {
+            resign_after_ms: self.ingest.push_auth_key.as_ref().map(|_| validity_ms / 2),
+            webhooks: self.notify.is_some(),
+            max_starts_per_minute: Some(self.max_starts_per_minute),
+            ..crate::shell::ShellConfig::default()
+        }
+    }
+
     /// Parses the configuration from a variable lookup (the environment, possibly backed by the
     /// Secrets Manager secret).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {

@@ -2,7 +2,6 @@
 //! Used by the Lambda functions and by `costream serve --store dynamodb --mpu alibaba`.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use aws_config::SdkConfig;
 
@@ -45,30 +44,12 @@ pub enum InitError {
 
 /// The MPU adapter's settings from the configuration.
 pub fn mpu_settings(config: &Config) -> MpuSettings {
-    MpuSettings {
-        app_id: config.app_id.clone(),
-        ingest: config.ingest.clone(),
-        decision: config.decision.clone(),
-        region: config.region,
-        // Alibaba refuses a StreamURL for 10 s after a Stop; wait that out inside the call.
-        stream_url_wait: Duration::from_secs(12),
-    }
+    config.mpu_settings()
 }
 
-/// The shell's tunables from the configuration: the StreamURL is re-signed at half its
-/// validity when the ingest domain signs URLs.
+/// The shell's tunables from the configuration ([`Config::shell_config`]).
 pub fn shell_config(config: &Config) -> ShellConfig {
-    let validity_ms = u64::try_from(config.ingest.url_validity.as_millis()).unwrap_or(u64::MAX);
-    ShellConfig {
-        resign_after_ms: config
-            .ingest
-            .push_auth_key
-            .as_ref()
-            .map(|_| validity_ms / 2),
-        webhooks: config.notify.is_some(),
-        max_starts_per_minute: Some(config.max_starts_per_minute),
-        ..ShellConfig::default()
-    }
+    config.shell_config()
 }
 
 /// Wires a shell and its services from parts.
