@@ -390,15 +390,9 @@ async fn the_due_and_tasks_indexes_find_rooms_without_a_scan() {
 /// The per-room history on moto: a bounded ring, idempotent, newest kept, oldest first.
 #[tokio::test]
 async fn the_history_keeps_the_newest_decisions_in_order() {
-    use costream_app::store::{HistoryEntry, HISTORY_LEN};
+    use costream_app::store::HISTORY_LEN;
     let (store, _) = fresh_store("history").await;
-    let entry = |version: u64| HistoryEntry {
-        version,
-        at_ms: 1_700_000_000_000 + version,
-        trigger: format!("publish u{version} @1700000000"),
-        command: "update room-1_1700000000 mix_mode=1 users=[host,u2]".into(),
-        outcome: "ok".into(),
-    };
+    let entry = history_entry;
     assert!(store.history(&key()).await.expect("empty").is_empty());
     for v in (1..=HISTORY_LEN + 5).rev() {
         store
@@ -490,15 +484,9 @@ async fn the_starts_counter_admits_at_most_the_cap_a_minute() {
 /// counted against the app's cap (neither when the minute is full).
 #[tokio::test]
 async fn a_record_carries_its_history_entry_and_a_start_its_count() {
-    use costream_app::store::{HistoryEntry, HISTORY_LEN};
+    use costream_app::store::HISTORY_LEN;
     let (store, counter) = fresh_store("carry").await;
-    let entry = |version: u64| HistoryEntry {
-        version,
-        at_ms: 1_700_000_000_000 + version,
-        trigger: "publish".into(),
-        command: "update".into(),
-        outcome: "ok".into(),
-    };
+    let entry = history_entry;
     let room = StoredRoom::new(key().channel);
     let before = counter.get();
     store
@@ -577,15 +565,8 @@ async fn a_record_carries_its_history_entry_and_a_start_its_count() {
 /// is still shown, merged with the slots.
 #[tokio::test]
 async fn history_written_in_the_single_item_layout_still_reads() {
-    use costream_app::store::HistoryEntry;
     let (store, _) = fresh_store("legacyhist").await;
-    let entry = |version: u64| HistoryEntry {
-        version,
-        at_ms: 1_700_000_000_000 + version,
-        trigger: "publish".into(),
-        command: "update".into(),
-        outcome: "ok".into(),
-    };
+    let entry = history_entry;
     store
         .client()
         .put_item()
@@ -644,5 +625,16 @@ async fn a_stale_process_copy_costs_a_conflict_never_a_lost_write() {
     let json = serde_json::to_string(&facts).expect("json");
     for who in ["host", "guest", "viewer"] {
         assert!(json.contains(&format!("\"{who}\"")), "{who} kept: {json}");
+    }
+}
+
+/// A history entry of room version `version`.
+fn history_entry(version: u64) -> costream_app::store::HistoryEntry {
+    costream_app::store::HistoryEntry {
+        version,
+        at_ms: 1_700_000_000_000 + version,
+        trigger: format!("publish u{version} @1700000000"),
+        command: "update room-1_1700000000 mix_mode=1 users=[host,u2]".into(),
+        outcome: "ok".into(),
     }
 }

@@ -281,6 +281,24 @@ impl DynamoStore {
         format!("{}#{}", key.app, h % SHARDS)
     }
 
+    /// The room's item, read strongly consistently or not.
+    async fn get_room(
+        &self,
+        key: &RoomKey,
+        consistent: bool,
+    ) -> Result<Option<StoredRoom>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", Self::pk(key))
+            .consistent_read(consistent)
+            .send()
+            .await
+            .map_err(|e| classify(&key.to_string(), e))?;
+        out.item().map(|item| from_item(key, item)).transpose()
+    }
+
     /// The item of the history written before it was split into one item per slot (read, never
     /// written).
     fn history_pk(key: &RoomKey) -> AttributeValue {
@@ -665,16 +683,7 @@ fn from_item(
 
 impl StateStore for DynamoStore {
     async fn load(&self, key: &RoomKey) -> Result<Option<StoredRoom>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", Self::pk(key))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| classify(&key.to_string(), e))?;
-        out.item().map(|item| from_item(key, item)).transpose()
+        self.get_room(key, true).await
     }
 
     async fn save(
@@ -798,16 +807,7 @@ impl StateStore for DynamoStore {
     }
 
     async fn load_eventually(&self, key: &RoomKey) -> Result<Option<StoredRoom>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", Self::pk(key))
-            .consistent_read(false)
-            .send()
-            .await
-            .map_err(|e| classify(&key.to_string(), e))?;
-        out.item().map(|item| from_item(key, item)).transpose()
+        self.get_room(key, false).await
     }
 
     async fn due_rooms(
