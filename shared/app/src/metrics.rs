@@ -44,6 +44,7 @@ pub const NAMES: &[&str] = &[
     "starts_refused_unregistered",
     "starts_capped",
     "heals_deferred",
+    "webhooks_paced",
 ];
 
 static REGISTRY: Mutex<BTreeMap<&'static str, f64>> = Mutex::new(BTreeMap::new());

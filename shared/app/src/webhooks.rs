@@ -23,6 +23,12 @@ pub const MAX_AGE_MS: u64 = 24 * 3_600_000;
 /// A room is "failing" for `task.failed` after this many failed attempts in a row (the first
 /// three backoffs: about 35 s of refusals).
 pub const FAILING_ATTEMPTS: u32 = 3;
+/// A room's events are paced to at most this many a minute: beyond it an event is queued for
+/// the next minute with room (in order, never dropped), so no flood of changes — genuine, or
+/// forged by whoever holds a callback secret — becomes a flood of signed requests to the
+/// backend. Counted as `webhooks_paced`.
+pub const MAX_PER_MINUTE: u32 = 30;
+const MINUTE_MS: u64 = 60_000;
 /// Retry delays: 1 s, doubling, at most 5 minutes.
 const FIRST_RETRY_MS: u64 = 1_000;
 const MAX_RETRY_MS: u64 = 300_000;
@@ -191,11 +197,25 @@ pub fn derive(
 /// Appends `hooks` to the room's outbox (due now), keeping at most [`MAX_OUTBOX`].
 pub fn enqueue(room: &mut StoredRoom, hooks: Vec<Webhook>, now_ms: u64) {
     for hook in hooks {
-        tracing::info!(webhook_id = %hook.id, webhook_type = %hook.kind, "webhook queued");
+        // The pacing window: the n-th event since it began goes out in minute n / MAX of it.
+        let (start, n) = match room.upkeep.hooks_window {
+            Some((start, n))
+                if now_ms < start + MINUTE_MS * u64::from(n.div_ceil(MAX_PER_MINUTE).max(1)) =>
+            {
+                (start, n)
+            }
+            _ => (now_ms, 0),
+        };
+        let next_ms = now_ms.max(start + MINUTE_MS * u64::from(n / MAX_PER_MINUTE));
+        room.upkeep.hooks_window = Some((start, n.saturating_add(1)));
+        if next_ms > now_ms {
+            crate::metrics::count("webhooks_paced");
+        }
+        tracing::info!(webhook_id = %hook.id, webhook_type = %hook.kind, next_ms, "webhook queued");
         room.outbox.push(Pending {
             hook,
             attempts: 0,
-            next_ms: now_ms,
+            next_ms,
             created_ms: now_ms,
         });
     }

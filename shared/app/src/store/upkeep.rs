@@ -48,6 +48,10 @@ pub struct Upkeep {
     /// spaced by [`HEAL_SPACING_MS`] per room.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub healed_ms: Option<u64>,
+    /// The room's webhook pacing: when its current window began (epoch ms) and how many events
+    /// were queued since (see `webhooks::MAX_PER_MINUTE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hooks_window: Option<(u64, u32)>,
 }
 
 /// A room's heals (a Start of its running task after the CDN said the stream stopped) are at

@@ -160,3 +160,35 @@ async fn failed_deliveries_are_retried_with_backoff_until_accepted() {
         "3 failures, then each event once"
     );
 }
+
+/// A room's events are paced to MAX_PER_MINUTE a minute: a burst beyond it is queued for the
+/// following minutes, in order, none dropped; a quiet minute later the window starts over.
+#[test]
+fn a_burst_of_events_is_paced_per_room_never_dropped() {
+    let hook = |n: u32| Webhook {
+        id: format!("room-1:{n}:0:stage.changed"),
+        kind: "stage.changed".into(),
+        room: "room-1".into(),
+        time: 1_700_000_000,
+        data: serde_json::json!({}),
+    };
+    let t0 = 1_700_000_000_000;
+    let mut room = StoredRoom::new(ChannelId::parse("room-1").expect("channel"));
+    let burst = MAX_PER_MINUTE * 2 + 3; // within MAX_OUTBOX
+    enqueue(&mut room, (0..burst).map(hook).collect(), t0);
+    assert_eq!(room.outbox.len(), burst as usize, "nothing dropped");
+    let minute = |p: &Pending| (p.next_ms - t0) / 60_000;
+    let per_minute: Vec<usize> = (0..3)
+        .map(|m| room.outbox.iter().filter(|p| minute(p) == m).count())
+        .collect();
+    assert_eq!(per_minute, [30, 30, 3]);
+    assert!(
+        room.outbox.windows(2).all(|w| w[0].next_ms <= w[1].next_ms),
+        "in order"
+    );
+    // Three minutes on, the paced burst is over: a new event goes out at once.
+    room.outbox.clear();
+    let later = t0 + 3 * 60_000;
+    enqueue(&mut room, vec![hook(999)], later);
+    assert_eq!(room.outbox[0].next_ms, later);
+}
