@@ -28,6 +28,7 @@ from cfn_model import (
     load_template,
     names_referenced,
     references,
+    render,
     resolve_sub,
     resources_of_type,
     sam_transform,
@@ -533,8 +534,17 @@ def test_deployed_role_has_nothing_more(deployed, functions, binary):
 
 def test_api_role_may_only_put_events_on_the_bus(template):
     role = template["Resources"]["ArtcCallbackIntegrationRole"]["Properties"]
-    principal = _statements(role["AssumeRolePolicyDocument"])[0]["Principal"]
-    assert principal == {"Service": "apigateway.amazonaws.com"}
+    trust = _statements(role["AssumeRolePolicyDocument"])[0]
+    assert trust["Principal"] == {"Service": "apigateway.amazonaws.com"}
+    # The confused-deputy conditions, under their opt-in parameter: this account's execute-api.
+    cond, on, off = trust["Condition"]["Fn::If"]
+    assert cond == "HasIntegrationTrustSourceCondition" and off == {"Ref": "AWS::NoValue"}
+    assert on["StringEquals"]["aws:SourceAccount"] == {"Ref": "AWS::AccountId"}
+    assert on["ArnLike"]["aws:SourceArn"]["Fn::Sub"].startswith("arn:${AWS::Partition}:execute-api:")
+    assert template["Parameters"]["IntegrationTrustSourceCondition"]["Default"] == "false"
+    assert template["Conditions"]["HasIntegrationTrustSourceCondition"] == {
+        "Fn::Equals": [{"Ref": "IntegrationTrustSourceCondition"}, "true"]
+    }
     statements = [st for p in role["Policies"] for st in _statements(p["PolicyDocument"])]
     assert [(st["Action"], getatt_target(st["Resource"])) for st in statements] == [
         ("events:PutEvents", "ArtcEventBus")
@@ -1024,6 +1034,23 @@ def test_the_canvas_parameter_accepts_exactly_the_sides_the_code_accepts(templat
     sides = {n for n in range(0, 4000) if pattern.fullmatch(f"{n}x720")}
     assert sides == set(range(10, 1921))
     assert pattern.fullmatch("720x1280") and not pattern.fullmatch("720x1921")
+
+
+@pytest.mark.parametrize("on", [True, False], ids=["trust-condition-on", "trust-condition-off"])
+def test_the_integration_trust_renders_and_lints_either_way(template, on):
+    """cfn-lint on the template as deployed with the confused-deputy trust conditions on, and off
+    (no Condition key at all)."""
+    from cfnlint.api import lint
+
+    tpl = render(template, {"HasIntegrationTrustSourceCondition": on})
+    trust = _statements(
+        tpl["Resources"]["ArtcCallbackIntegrationRole"]["Properties"]["AssumeRolePolicyDocument"]
+    )[0]
+    assert ("aws:SourceAccount" in json.dumps(trust)) == on
+    if not on:
+        trust.pop("Condition")  # `Ref: AWS::NoValue`: CloudFormation drops the key
+    matches = lint(json.dumps(tpl))
+    assert not matches, "\n".join(str(m) for m in matches)
 
 
 def test_the_bus_admits_only_the_integration_role_and_the_role_only_this_bus(template):
