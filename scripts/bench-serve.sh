@@ -27,13 +27,13 @@ SERVE_LOG=${SERVE_LOG:-warn}
 target_dir=${CARGO_TARGET_DIR:-target}
 
 if [[ ${SKIP_BUILD:-0} != 1 ]]; then
-  echo "building costream and costream-load (release) in $target_dir ..." >&2
-  cargo build --release --locked --quiet \
+  echo "building costream and costream-load (profile serve: release at opt-level 3) in $target_dir ..." >&2
+  cargo build --profile serve --locked --quiet \
     -p costream-cli --bin costream \
     -p costream-bench --bin costream-load
 fi
-costream=${COSTREAM_BIN:-$target_dir/release/costream}
-load=$target_dir/release/costream-load
+costream=${COSTREAM_BIN:-$target_dir/serve/costream}
+load=$target_dir/serve/costream-load
 [[ -x $costream && -x $load ]] || { echo "missing $costream or $load (build them first)" >&2; exit 1; }
 
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
