@@ -278,12 +278,14 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
         owner: &str,
     ) -> Result<(Handled, Option<RoomKey>), AppError> {
         let (commit, ended_pk) = self.commit(key, input, owner).await?;
-        let (room, step, prior) = match commit {
+        let (room, step, prior, counted) = match commit {
             Commit::Done(handled) => return Ok((handled, ended_pk)),
-            Commit::Holding(room, command, prior) => (*room, Step::Command(command), prior),
+            Commit::Holding(room, command, prior, counted) => {
+                (*room, Step::Command(command), prior, counted)
+            }
         };
         let handled = self
-            .converge(key, room, step, prior, trigger, owner)
+            .converge(key, room, step, prior, counted, trigger, owner)
             .await?;
         Ok((handled, ended_pk))
     }
@@ -471,6 +473,9 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
             if let Some(loaded) = &loaded {
                 self.queue_hooks(loaded, &mut room, now_ms);
             }
+            // The Start is counted against the app's cap in this write, unless the write is the
+            // PK pair's (then converge counts it before the call).
+            let counted = start_cap.is_some() && !matches!(peer_room, Ok(Some(_)));
             let saved = match (peer_room, &ended_pk) {
                 (Err(e), _) => Err(e),
                 (Ok(Some(peer_room)), Some(peer)) => {
@@ -531,7 +536,9 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                         "event committed"
                     );
                     let commit = match decision.command {
-                        Some(cmd) if will_call => Commit::Holding(Box::new(room), cmd, prior),
+                        Some(cmd) if will_call => {
+                            Commit::Holding(Box::new(room), cmd, prior, counted)
+                        }
                         // Only the repair mark was rewritten.
                         _ if duplicate => Commit::Done(Handled::Duplicate),
                         _ if !changed && busy => Commit::Done(Handled::Busy),
@@ -602,12 +609,16 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
         }
     }
 
+    /// `counted`: the first step's Start was already counted against the app's cap (in the
+    /// commit's write); every other Start is counted here, before it is sent.
+    #[allow(clippy::too_many_arguments)]
     async fn converge(
         &self,
         key: &RoomKey,
         mut room: StoredRoom,
         mut step: Step,
         mut prior: Record,
+        mut counted: bool,
         trigger: &str,
         owner: &str,
     ) -> Result<Handled, AppError> {
@@ -622,10 +633,17 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
             }
             calls += 1;
             let (command, done) = match &step {
-                Step::Command(command) => (
-                    command.clone(),
-                    self.mpu.execute(key, command, room.version).await,
-                ),
+                Step::Command(command) => {
+                    let refused = match (std::mem::take(&mut counted), command) {
+                        (false, Command::Start { .. }) => self.start_capped(key, command).await,
+                        _ => None,
+                    };
+                    let done = match refused {
+                        Some(refused) => Err(refused),
+                        None => self.mpu.execute(key, command, room.version).await,
+                    };
+                    (command.clone(), done)
+                }
                 Step::Refresh {
                     task,
                     shape,
@@ -675,7 +693,15 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                 }
             };
             let recorded = self
-                .record(key, room, &now_running, fresh_url, owner, &entry)
+                .record(
+                    key,
+                    room,
+                    &now_running,
+                    fresh_url,
+                    owner,
+                    &entry,
+                    matches!(command, Command::Start { .. }),
+                )
                 .await;
             if !matches!(recorded, Ok(Recorded::Converged(_) | Recorded::Next(..))) {
                 // The entry did not go with a record write.
@@ -712,6 +738,7 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
 
     /// Records what the task now is and decides again from the newest state, releasing the lease
     /// if nothing is left to do, in one conditional write.
+    #[allow(clippy::too_many_arguments)]
     async fn record(
         &self,
         key: &RoomKey,
@@ -720,9 +747,17 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
         fresh_url: bool,
         owner: &str,
         entry: &HistoryEntry,
+        healing: bool,
     ) -> Result<Recorded, AppError> {
         for _ in 0..self.config.max_conflicts {
+            // A heal asked for while this call was in flight (a publish_done committed
+            // meanwhile, seen on a re-read) is still owed unless the call was itself a Start,
+            // which re-pushes the stream: an Update or a Stop decided before it does not.
+            let heal_owed = room.record.needs_heal() && !healing && running.task().is_some();
             room.record.confirm(running.clone());
+            if heal_owed {
+                room.record = Record::new(running.clone(), true);
+            }
             let now_ms = self.clock.now_ms();
             if fresh_url {
                 room.upkeep.signed_ms = Some(now_ms);
@@ -830,6 +865,7 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                             room,
                             step,
                             prior,
+                            false,
                             "repair: StreamURL re-signing",
                             owner,
                         )
@@ -896,6 +932,46 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
             }
         })
         .await;
+    }
+
+    /// The app's cap on task Starts per minute for a Start the commit did not count (one
+    /// decided after another call, e.g. a new broadcast's Start after the old task's Stop, or
+    /// one committed with a PK's end): refused before it is sent, retryable — the room is
+    /// marked and the repair loop tries again after its backoff. `None` when it may go ahead.
+    async fn start_capped(&self, key: &RoomKey, command: &Command) -> Option<MpuFailure> {
+        let (Command::Start { .. }, Some(cap)) = (command, self.config.max_starts_per_minute)
+        else {
+            return None;
+        };
+        let minute = self.clock.now_ms() / 60_000;
+        let refused = |reason: String| MpuFailure {
+            kind: crate::ports::MpuFailureKind::Refused { retryable: true },
+            action: "start",
+            reason,
+        };
+        match self.store.take_start(&key.app, minute, cap).await {
+            Ok(true) => None,
+            Ok(false) => {
+                metrics::count("starts_capped");
+                tracing::warn!(cap, "task start refused: the app's starts per minute are used up (COSTREAM_MAX_STARTS_PER_MINUTE)");
+                Some(refused(format!(
+                    "the app's cap of {cap} task starts per minute is reached"
+                )))
+            }
+            // Throttled or timed out: the counter is hot, which is when the cap matters most —
+            // refuse (retryable) rather than let a flood through.
+            Err(e @ StoreError::Unavailable { .. }) => {
+                metrics::count("starts_capped");
+                tracing::warn!(error = %e, "start counter unavailable; start refused for now");
+                Some(refused("the start counter is unavailable".to_owned()))
+            }
+            // Misconfigured (permissions, a missing table): the cap can't work at all; logged
+            // loudly, and broadcasts go on.
+            Err(e) => {
+                tracing::error!(error = %e, "start counter unreadable; starting anyway");
+                None
+            }
+        }
     }
 
     /// Queues the webhooks a write from `before` to `room` means, in that same write (see
@@ -1221,7 +1297,9 @@ enum Step {
 enum Commit {
     Done(Handled),
     /// Holding the lease with the command to execute and the record before its intent.
-    Holding(Box<StoredRoom>, Command, Record),
+    /// Holding the lease with the command to execute, the record before its intent, and
+    /// whether the command (a Start) was already counted against the app's cap.
+    Holding(Box<StoredRoom>, Command, Record, bool),
 }
 
 enum Recorded {

@@ -796,3 +796,115 @@ async fn heals_are_spaced_and_a_deferred_heal_is_done_by_the_repair_loop() {
     assert_eq!(calls(), 3, "the deferred heal is made");
     assert!(!stored(&s).await.record.needs_heal());
 }
+
+/// Every Start counts against the app's cap, also one decided after another call: a new
+/// broadcast's Start after the old task's Stop, in the same minute as the first Start, is
+/// refused with a cap of 1 — before it is sent — and left to the repair loop.
+#[tokio::test]
+async fn a_start_after_a_stop_counts_against_the_cap_too() {
+    let mut s = shell(Arc::new(RecordingMpu::instant()));
+    s.config.max_starts_per_minute = Some(1);
+    s.handle(&key(), None, &[ev("host", 10, UserAction::Publish)], "i1")
+        .await
+        .expect("first broadcast");
+    // The host leaves and another user starts a new broadcast: one callback, Stop then Start.
+    let out = s
+        .handle(
+            &key(),
+            None,
+            &[
+                ev("host", 20, UserAction::Leave),
+                ev("other", 21, UserAction::Publish),
+            ],
+            "i2",
+        )
+        .await;
+    assert!(matches!(out, Err(AppError::Mpu { .. })), "{out:?}");
+    let names: Vec<_> = s.mpu.calls().iter().map(|c| c.command.name()).collect();
+    assert_eq!(names, ["start", "stop"], "the second Start was never sent");
+    let room = stored(&s).await;
+    assert!(
+        room.lease.is_none() && room.due_ms.is_some(),
+        "marked for the repair loop"
+    );
+    assert!(room.upkeep.last_failure.is_some());
+}
+
+/// The Live API as the shell sees it, except that while the first Update is in flight the CDN
+/// reports the stream gone: a `publish_done` is committed to the room (as another handler would).
+struct CdnDropsDuringUpdate {
+    inner: Arc<RecordingMpu>,
+    store: Arc<InMemoryStore>,
+    fired: std::sync::atomic::AtomicBool,
+}
+
+impl MpuPort for CdnDropsDuringUpdate {
+    async fn execute(
+        &self,
+        room: &RoomKey,
+        command: &Command,
+        version: Version,
+    ) -> Result<MpuDone, MpuFailure> {
+        if matches!(command, Command::Update { .. }) && !self.fired.swap(true, Ordering::SeqCst) {
+            let mut r = self.store.load(room).await.expect("load").expect("room");
+            let drop = RoomEvent::Cdn {
+                action: costream_core::CdnAction::PublishDone,
+                at: costream_core::Timestamp::from_secs(25),
+            };
+            costream_core::apply(&mut r.facts, &mut r.record, &drop);
+            assert!(r.record.needs_heal(), "the drop asks for a heal");
+            self.store.save(room, &r, r.version).await.expect("commit");
+        }
+        self.inner.execute(room, command, version).await
+    }
+
+    async fn list_tasks(&self) -> Result<crate::ports::Listing, MpuFailure> {
+        self.inner.list_tasks().await
+    }
+
+    async fn task_exists(&self, task: &TaskId) -> Result<bool, MpuFailure> {
+        self.inner.task_exists(task).await
+    }
+
+    async fn refresh_output(
+        &self,
+        room: &RoomKey,
+        task: &TaskId,
+        shape: &Shape,
+        outputs: &costream_core::Outputs,
+        version: Version,
+    ) -> Result<MpuDone, MpuFailure> {
+        self.inner
+            .refresh_output(room, task, shape, outputs, version)
+            .await
+    }
+}
+
+/// A heal asked for while an Update was in flight is not lost when the Update is recorded: the
+/// holder sees it on its re-read and makes the heal (a Start of the task) before releasing.
+#[tokio::test]
+async fn a_heal_asked_for_during_an_update_is_made_after_it() {
+    let store = Arc::new(InMemoryStore::new());
+    let recording = Arc::new(RecordingMpu::instant());
+    let s = Shell {
+        store: store.clone(),
+        mpu: CdnDropsDuringUpdate {
+            inner: recording.clone(),
+            store: store.clone(),
+            fired: std::sync::atomic::AtomicBool::new(false),
+        },
+        clock: Arc::new(ManualClock::at_ms(1_000_000)),
+        decision: DecisionConfig::default(),
+        config: ShellConfig::default(),
+    };
+    s.handle(&key(), None, &[ev("host", 10, UserAction::Publish)], "i1")
+        .await
+        .expect("start");
+    s.handle(&key(), None, &[ev("guest", 20, UserAction::Publish)], "i2")
+        .await
+        .expect("update, then the heal");
+    let names: Vec<_> = recording.calls().iter().map(|c| c.command.name()).collect();
+    assert_eq!(names, ["start", "update", "start"], "the heal went out");
+    let room = store.load(&key()).await.expect("load").expect("room");
+    assert!(!room.record.needs_heal() && room.lease.is_none());
+}
