@@ -368,42 +368,29 @@ impl DynamoStore {
         )
     }
 
-    /// Runs a transaction whose first item is the room `key`'s write over `expected`: `Ok(None)`
-    /// when it landed, `Ok(Some(i))` when only item `i > 0`'s condition failed (nothing was
-    /// written), a version conflict when the room's did.
+    /// Runs a transaction whose first item is the room `key`'s write over `expected` and whose
+    /// second is something that rides with it (a history slot, the start counter): `Ok(None)`
+    /// when both landed, `Ok(Some(_))` when only the second item stopped it (nothing was
+    /// written), a version conflict when the room's condition failed or another transaction
+    /// held the room.
     async fn transact(
         &self,
         key: &RoomKey,
         expected: Version,
         items: Vec<TransactWriteItem>,
-    ) -> Result<Option<usize>, StoreError> {
-        match self
+    ) -> Result<Option<Cancelled>, StoreError> {
+        let room = key.to_string();
+        let Err(e) = self
             .client
             .transact_write_items()
             .set_transact_items(Some(items))
             .send()
             .await
-        {
-            Ok(_) => Ok(None),
-            Err(e) => {
-                let reasons = cancellation_reasons(&key.to_string(), e)?;
-                match reasons
-                    .iter()
-                    .position(|c| c == "ConditionalCheckFailed" || c == "TransactionConflict")
-                {
-                    Some(0) => Err(StoreError::VersionConflict {
-                        room: key.to_string(),
-                        expected,
-                    }),
-                    Some(i) if reasons[i] == "ConditionalCheckFailed" => Ok(Some(i)),
-                    // Another transaction held the other item: try again.
-                    _ => Err(StoreError::VersionConflict {
-                        room: key.to_string(),
-                        expected,
-                    }),
-                }
-            }
-        }
+        else {
+            return Ok(None);
+        };
+        let reasons = cancellation_reasons(&room, e)?;
+        riding_cancelled(room, expected, &reasons).map(Some)
     }
 
     fn expires_at(&self) -> AttributeValue {
@@ -740,10 +727,12 @@ impl StateStore for DynamoStore {
                 let reasons = cancellation_reasons(&both, e)?;
                 // A version moved, or another transaction held an item: re-read and decide
                 // again.
-                let i = reasons
+                let Some(i) = reasons
                     .iter()
                     .position(|c| c == "ConditionalCheckFailed" || c == "TransactionConflict")
-                    .unwrap_or(0);
+                else {
+                    return Err(cancelled_error(both, &reasons));
+                };
                 let (key, _, expected) = if i == 0 { a } else { b };
                 Err(StoreError::VersionConflict {
                     room: key.to_string(),
@@ -772,7 +761,16 @@ impl StateStore for DynamoStore {
         ];
         match self.transact(key, expected, items).await? {
             None => Ok(()),
-            Some(_) => self.save(key, room, expected).await,
+            // The slot holds this entry or a newer one: the room alone.
+            Some(Cancelled::Condition) => self.save(key, room, expected).await,
+            // The entry is best effort: never a reason to fail the record.
+            Some(Cancelled::Busy) => {
+                self.save(key, room, expected).await?;
+                if let Err(e) = self.append_history(key, entry).await {
+                    tracing::warn!(error = %e, "could not write the room's history");
+                }
+                Ok(())
+            }
         }
     }
 
@@ -803,7 +801,29 @@ impl StateStore for DynamoStore {
                 .build(),
             TransactWriteItem::builder().update(update).build(),
         ];
-        Ok(self.transact(key, expected, items).await?.is_none())
+        match self.transact(key, expected, items).await? {
+            None => Ok(true),
+            Some(Cancelled::Condition) => Ok(false),
+            // The counter is busy (a burst of the app's Starts contends for it) or throttled:
+            // count with a plain conditional increment, which queues instead of failing, then
+            // write the room.
+            Some(Cancelled::Busy) => match self.take_start(&key.app, minute, cap).await {
+                Ok(true) => self.save(key, room, expected).await.map(|()| true),
+                Ok(false) => Ok(false),
+                // Throttled or timed out: the counter is hot, which is when the cap matters
+                // most — refuse (retryable; the room is committed and marked) rather than let
+                // a flood through.
+                Err(e @ StoreError::Unavailable { .. }) => {
+                    tracing::warn!(error = %e, "start counter unavailable; start refused for now");
+                    Ok(false)
+                }
+                // Misconfigured: the cap can't work at all; logged loudly, broadcasts go on.
+                Err(e) => {
+                    tracing::error!(error = %e, "start counter unreadable; starting anyway");
+                    self.save(key, room, expected).await.map(|()| true)
+                }
+            },
+        }
     }
 
     async fn load_eventually(&self, key: &RoomKey) -> Result<Option<StoredRoom>, StoreError> {
@@ -985,6 +1005,38 @@ impl StateStore for DynamoStore {
 const START_UPDATE: &str = "SET #n = if_not_exists(#n, :zero) + :one, expires_at = :exp";
 const START_CONDITION: &str = "attribute_not_exists(#n) OR #n < :cap";
 
+/// Why the item riding with a room's write stopped a transaction (see `DynamoStore::transact`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cancelled {
+    /// Its condition failed.
+    Condition,
+    /// Another transaction held it, it was throttled, or it failed otherwise.
+    Busy,
+}
+
+/// What stopped a transaction of a room's write (item 0) and a riding item (item 1), from its
+/// cancellation reasons.
+fn riding_cancelled(
+    room: String,
+    expected: Version,
+    reasons: &[String],
+) -> Result<Cancelled, StoreError> {
+    let code = |i: usize| reasons.get(i).map_or("None", String::as_str);
+    match code(0) {
+        "None" => {}
+        "ConditionalCheckFailed" | "TransactionConflict" => {
+            return Err(StoreError::VersionConflict { room, expected })
+        }
+        _ => return Err(cancelled_error(room, reasons)),
+    }
+    Ok(match code(1) {
+        "ConditionalCheckFailed" => Cancelled::Condition,
+        // Another transaction held it (the app-wide start counter in a burst of Starts), it
+        // was throttled, or it failed otherwise: the room's write goes on without it.
+        _ => Cancelled::Busy,
+    })
+}
+
 /// A cancelled transaction's reasons, one per item in order ("None" for the items that were
 /// fine); any other failure, classified.
 fn cancellation_reasons<R>(
@@ -1000,40 +1052,70 @@ where
     else {
         return Err(classify(room, e));
     };
-    let reasons: Vec<String> = cancelled
+    Ok(cancelled
         .cancellation_reasons()
         .iter()
         .map(|r| r.code().unwrap_or("None").to_owned())
-        .collect();
+        .collect())
+}
+
+/// The error of a transaction cancelled for reasons other than a condition: throttling is
+/// retryable, anything else is not.
+fn cancelled_error(room: String, reasons: &[String]) -> StoreError {
     let throttled = reasons.iter().any(|c| {
         matches!(
             c.as_str(),
             "ThrottlingError" | "ProvisionedThroughputExceeded" | "RequestLimitExceeded"
         )
     });
-    let conditional = reasons
-        .iter()
-        .any(|c| c == "ConditionalCheckFailed" || c == "TransactionConflict");
-    if conditional && !throttled {
-        return Ok(reasons);
-    }
     let source = format!("transaction cancelled: {}", reasons.join(", ")).into();
-    Err(if throttled {
-        StoreError::Unavailable {
-            room: room.to_owned(),
-            source,
-        }
+    if throttled {
+        StoreError::Unavailable { room, source }
     } else {
-        StoreError::Failed {
-            room: room.to_owned(),
-            source,
-        }
-    })
+        StoreError::Failed { room, source }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cancelled_transaction_is_read_item_by_item() {
+        let reasons = |r: &[&str]| r.iter().map(|c| (*c).to_owned()).collect::<Vec<_>>();
+        let v = Version::new(3);
+        let read = |r: &[&str]| riding_cancelled("app/room-1".into(), v, &reasons(r));
+        assert!(matches!(
+            read(&["ConditionalCheckFailed", "None"]),
+            Err(StoreError::VersionConflict { .. })
+        ));
+        assert!(matches!(
+            read(&["TransactionConflict", "None"]),
+            Err(StoreError::VersionConflict { .. })
+        ));
+        assert!(matches!(
+            read(&["ThrottlingError", "None"]),
+            Err(StoreError::Unavailable { .. })
+        ));
+        assert!(matches!(
+            read(&["ValidationError", "None"]),
+            Err(StoreError::Failed { .. })
+        ));
+        // The riding item alone: its condition (cap reached, slot newer), or busy — another
+        // transaction on the start counter, or throttled — which the room's write survives.
+        assert_eq!(
+            read(&["None", "ConditionalCheckFailed"]).ok(),
+            Some(Cancelled::Condition)
+        );
+        assert_eq!(
+            read(&["None", "TransactionConflict"]).ok(),
+            Some(Cancelled::Busy)
+        );
+        assert_eq!(
+            read(&["None", "ThrottlingError"]).ok(),
+            Some(Cancelled::Busy)
+        );
+    }
     use costream_core::{AppId, ChannelId};
 
     fn key() -> RoomKey {
