@@ -23,10 +23,10 @@ pub const MAX_AGE_MS: u64 = 24 * 3_600_000;
 /// A room is "failing" for `task.failed` after this many failed attempts in a row (the first
 /// three backoffs: about 35 s of refusals).
 pub const FAILING_ATTEMPTS: u32 = 3;
-/// A room's events are paced to at most this many a minute: beyond it an event is queued for
-/// the next minute with room (in order, never dropped), so no flood of changes — genuine, or
-/// forged by whoever holds a callback secret — becomes a flood of signed requests to the
-/// backend. Counted as `webhooks_paced`.
+/// A room delivers at most this many events a minute: beyond it the rest wait in its outbox, in
+/// order, for the next minute (counted as `webhooks_paced`), so no flood of changes — genuine,
+/// or forged by whoever holds a callback secret — becomes a flood of signed requests to the
+/// backend. Waiting events are bounded like any backlog ([`MAX_OUTBOX`]).
 pub const MAX_PER_MINUTE: u32 = 30;
 const MINUTE_MS: u64 = 60_000;
 /// Retry delays: 1 s, doubling, at most 5 minutes.
@@ -197,25 +197,11 @@ pub fn derive(
 /// Appends `hooks` to the room's outbox (due now), keeping at most [`MAX_OUTBOX`].
 pub fn enqueue(room: &mut StoredRoom, hooks: Vec<Webhook>, now_ms: u64) {
     for hook in hooks {
-        // The pacing window: the n-th event since it began goes out in minute n / MAX of it.
-        let (start, n) = match room.upkeep.hooks_window {
-            Some((start, n))
-                if now_ms < start + MINUTE_MS * u64::from(n.div_ceil(MAX_PER_MINUTE).max(1)) =>
-            {
-                (start, n)
-            }
-            _ => (now_ms, 0),
-        };
-        let next_ms = now_ms.max(start + MINUTE_MS * u64::from(n / MAX_PER_MINUTE));
-        room.upkeep.hooks_window = Some((start, n.saturating_add(1)));
-        if next_ms > now_ms {
-            crate::metrics::count("webhooks_paced");
-        }
-        tracing::info!(webhook_id = %hook.id, webhook_type = %hook.kind, next_ms, "webhook queued");
+        tracing::info!(webhook_id = %hook.id, webhook_type = %hook.kind, "webhook queued");
         room.outbox.push(Pending {
             hook,
             attempts: 0,
-            next_ms,
+            next_ms: now_ms,
             created_ms: now_ms,
         });
     }
@@ -223,6 +209,14 @@ pub fn enqueue(room: &mut StoredRoom, hooks: Vec<Webhook>, now_ms: u64) {
         let dropped = room.outbox.remove(0);
         crate::metrics::count("webhooks_dropped");
         tracing::error!(webhook_id = %dropped.hook.id, "webhook outbox full; dropped the oldest event");
+    }
+}
+
+/// The room's current pacing window at `now_ms`: when it began and how many events it sent.
+fn window(room: &StoredRoom, now_ms: u64) -> (u64, u32) {
+    match room.upkeep.hooks_window {
+        Some((start, n)) if now_ms < start + MINUTE_MS => (start, n),
+        _ => (now_ms, 0),
     }
 }
 
@@ -272,11 +266,12 @@ where
     let mut sent: Vec<String> = Vec::new();
     let mut failed: Option<String> = None;
     let started = std::time::Instant::now();
+    let allowed = MAX_PER_MINUTE.saturating_sub(window(&room, now_ms).1) as usize;
     for pending in room
         .outbox
         .iter()
         .take_while(|p| p.next_ms <= now_ms)
-        .take(budget.events)
+        .take(budget.events.min(allowed))
     {
         if started.elapsed() >= budget.time {
             break;
@@ -298,7 +293,8 @@ where
     done.sent = sent.len();
     done.failed = usize::from(failed.is_some());
     let expired = |p: &Pending| p.created_ms + MAX_AGE_MS <= now_ms;
-    if sent.is_empty() && failed.is_none() && !room.outbox.iter().any(expired) {
+    let held = allowed == 0 && room.outbox.first().is_some_and(|p| p.next_ms <= now_ms);
+    if sent.is_empty() && failed.is_none() && !held && !room.outbox.iter().any(expired) {
         return Ok(done);
     }
     let mut room = room;
@@ -320,9 +316,34 @@ where
                 p.failed(now_ms);
             }
         }
+        // The pacing window: what this round sent counts in it; once it is full, the next due
+        // event waits for the window's end (the `hooks` index says when).
+        let (start, n) = window(&room, now_ms);
+        let n = n.saturating_add(u32::try_from(sent.len()).unwrap_or(u32::MAX));
+        if !sent.is_empty() {
+            room.upkeep.hooks_window = Some((start, n));
+        }
+        let mut paced = false;
+        if n >= MAX_PER_MINUTE && failed.is_none() {
+            if let Some(head) = room
+                .outbox
+                .first_mut()
+                .filter(|p| p.next_ms < start + MINUTE_MS)
+            {
+                head.next_ms = start + MINUTE_MS;
+                paced = true;
+            }
+        }
         done.dropped = dropped;
-        if room.outbox.len() == before && failed.is_none() {
+        if room.outbox.len() == before && failed.is_none() && !paced {
             return Ok(done);
+        }
+        if paced {
+            crate::metrics::count("webhooks_paced");
+            tracing::warn!(
+                until_ms = start + MINUTE_MS,
+                "room's webhooks paced: 30 sent this minute"
+            );
         }
         match store.save(key, &room, room.version).await {
             Ok(()) => return Ok(done),

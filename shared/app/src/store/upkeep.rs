@@ -49,7 +49,7 @@ pub struct Upkeep {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub healed_ms: Option<u64>,
     /// The room's webhook pacing: when its current window began (epoch ms) and how many events
-    /// were queued since (see `webhooks::MAX_PER_MINUTE`).
+    /// were delivered in it (see `webhooks::MAX_PER_MINUTE`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hooks_window: Option<(u64, u32)>,
 }

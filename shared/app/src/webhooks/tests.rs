@@ -161,10 +161,15 @@ async fn failed_deliveries_are_retried_with_backoff_until_accepted() {
     );
 }
 
-/// A room's events are paced to MAX_PER_MINUTE a minute: a burst beyond it is queued for the
-/// following minutes, in order, none dropped; a quiet minute later the window starts over.
-#[test]
-fn a_burst_of_events_is_paced_per_room_never_dropped() {
+/// A room delivers at most MAX_PER_MINUTE events a minute: a burst beyond it waits in the
+/// outbox, in order, for the next minute (its head due then), and is all delivered.
+#[tokio::test]
+async fn a_burst_of_events_is_paced_per_room_and_all_delivered() {
+    let store = InMemoryStore::new();
+    let key = RoomKey {
+        app: AppId::parse("app").expect("app"),
+        channel: ChannelId::parse("room-1").expect("channel"),
+    };
     let hook = |n: u32| Webhook {
         id: format!("room-1:{n}:0:stage.changed"),
         kind: "stage.changed".into(),
@@ -173,22 +178,37 @@ fn a_burst_of_events_is_paced_per_room_never_dropped() {
         data: serde_json::json!({}),
     };
     let t0 = 1_700_000_000_000;
-    let mut room = StoredRoom::new(ChannelId::parse("room-1").expect("channel"));
-    let burst = MAX_PER_MINUTE * 2 + 3; // within MAX_OUTBOX
+    let mut room = StoredRoom::new(key.channel.clone());
+    let burst = MAX_PER_MINUTE + 10;
     enqueue(&mut room, (0..burst).map(hook).collect(), t0);
-    assert_eq!(room.outbox.len(), burst as usize, "nothing dropped");
-    let minute = |p: &Pending| (p.next_ms - t0) / 60_000;
-    let per_minute: Vec<usize> = (0..3)
-        .map(|m| room.outbox.iter().filter(|p| minute(p) == m).count())
-        .collect();
-    assert_eq!(per_minute, [30, 30, 3]);
-    assert!(
-        room.outbox.windows(2).all(|w| w[0].next_ms <= w[1].next_ms),
-        "in order"
+    store
+        .save(&key, &room, costream_core::Version::NONE)
+        .await
+        .expect("saved");
+    let received = Mutex::new(Vec::new());
+    let send = |h: Webhook| {
+        received.lock().expect("lock").push(h.id);
+        async { Ok(()) }
+    };
+    let budget = Budget {
+        events: 1_000,
+        time: std::time::Duration::from_secs(60),
+    };
+    let round = |at: u64| deliver(&store, &key, at, budget, 4, &send);
+    assert_eq!(
+        round(t0).await.expect("first").sent,
+        MAX_PER_MINUTE as usize
     );
-    // Three minutes on, the paced burst is over: a new event goes out at once.
-    room.outbox.clear();
-    let later = t0 + 3 * 60_000;
-    enqueue(&mut room, vec![hook(999)], later);
-    assert_eq!(room.outbox[0].next_ms, later);
+    let stored = store.load(&key).await.expect("load").expect("room");
+    assert_eq!(stored.outbox.len(), 10, "the rest wait, none dropped");
+    assert_eq!(
+        next_due(&stored),
+        Some(t0 + 60_000),
+        "due when the minute ends"
+    );
+    assert_eq!(round(t0 + 1_000).await.expect("held").sent, 0);
+    assert_eq!(round(t0 + 60_000).await.expect("next minute").sent, 10);
+    let ids = received.lock().expect("lock").clone();
+    let want: Vec<String> = (0..burst).map(|n| hook(n).id).collect();
+    assert_eq!(ids, want, "all delivered, in order");
 }
