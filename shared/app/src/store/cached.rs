@@ -16,27 +16,46 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use costream_core::{AppId, TaskId, Version};
 
 use super::{HistoryEntry, StoreError, StoredRoom};
 use crate::ports::{DueRoom, RoomKey, StateStore};
 
-/// Rooms remembered per process at most (about 1 KB each); beyond, the memory starts over.
-pub const CACHED_ROOMS: usize = 4096;
+/// The most the copies may take per process, by the size of their facts and record as JSON (a
+/// typical room is under 1 KB; the facts' bound is 200 KB): beyond it the memory starts over.
+pub const CACHED_BYTES: usize = 16 * 1024 * 1024;
+
+/// A copy older than this is not used: it serves a room's bursts, and an old one is likely
+/// stale — or, after a quiet room's item expired and was created again, of a past life whose
+/// version numbers the new one may reuse.
+pub const CACHED_FOR: Duration = Duration::from_secs(600);
 
 /// A [`StateStore`] that keeps what it last wrote or read of each room (see the module docs).
 #[derive(Debug)]
 pub struct Cached<S> {
     inner: S,
-    rooms: Mutex<HashMap<RoomKey, StoredRoom>>,
+    rooms: Mutex<Copies>,
+}
+
+#[derive(Debug, Default)]
+struct Copies {
+    rooms: HashMap<RoomKey, (StoredRoom, Instant, usize)>,
+    bytes: usize,
+}
+
+/// About what a copy takes in memory: its facts and record as JSON, and a little more.
+fn size_of(room: &StoredRoom) -> usize {
+    let json = |v: Result<Vec<u8>, serde_json::Error>| v.map_or(0, |v| v.len());
+    json(serde_json::to_vec(&room.facts)) + json(serde_json::to_vec(&room.record)) + 256
 }
 
 impl<S> Cached<S> {
     pub fn new(inner: S) -> Self {
         Cached {
             inner,
-            rooms: Mutex::new(HashMap::new()),
+            rooms: Mutex::new(Copies::default()),
         }
     }
 
@@ -45,17 +64,19 @@ impl<S> Cached<S> {
     }
 
     fn remember(&self, key: &RoomKey, room: Option<StoredRoom>) {
-        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
-        match room {
-            Some(room) => {
-                if rooms.len() >= CACHED_ROOMS && !rooms.contains_key(key) {
-                    rooms.clear();
-                }
-                rooms.insert(key.clone(), room);
+        let size = room.as_ref().map(size_of);
+        let mut copies = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, _, old)) = copies.rooms.remove(key) {
+            copies.bytes -= old;
+        }
+        if let (Some(room), Some(size)) = (room, size) {
+            if copies.bytes + size > CACHED_BYTES {
+                *copies = Copies::default();
             }
-            None => {
-                rooms.remove(key);
-            }
+            copies.bytes += size;
+            copies
+                .rooms
+                .insert(key.clone(), (room, Instant::now(), size));
         }
     }
 
@@ -93,8 +114,12 @@ impl<S: StateStore> StateStore for Cached<S> {
     }
 
     fn cached(&self, key: &RoomKey) -> Option<StoredRoom> {
-        let rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
-        rooms.get(key).cloned()
+        let copies = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        copies
+            .rooms
+            .get(key)
+            .filter(|(_, at, _)| at.elapsed() < CACHED_FOR)
+            .map(|(room, _, _)| room.clone())
     }
 
     fn load_eventually(
