@@ -520,17 +520,19 @@ where
         ),
         _ => false,
     };
-    let source = Box::new(e);
+    store_error(room.to_owned(), transient, Box::new(e))
+}
+
+/// A failed request's error: retryable when `transient`.
+fn store_error(
+    room: String,
+    transient: bool,
+    source: Box<dyn std::error::Error + Send + Sync>,
+) -> StoreError {
     if transient {
-        StoreError::Unavailable {
-            room: room.to_owned(),
-            source,
-        }
+        StoreError::Unavailable { room, source }
     } else {
-        StoreError::Failed {
-            room: room.to_owned(),
-            source,
-        }
+        StoreError::Failed { room, source }
     }
 }
 
@@ -1069,11 +1071,7 @@ fn cancelled_error(room: String, reasons: &[String]) -> StoreError {
         )
     });
     let source = format!("transaction cancelled: {}", reasons.join(", ")).into();
-    if throttled {
-        StoreError::Unavailable { room, source }
-    } else {
-        StoreError::Failed { room, source }
-    }
+    store_error(room, throttled, source)
 }
 
 #[cfg(test)]
