@@ -618,14 +618,27 @@ async fn a_pk_shows_both_hosts_in_both_rooms_and_ends_in_both() {
         .is_some_and(|r| r.contains("already in a PK")));
     assert_eq!(task_of(&live, "room-a").updates, updates_a + 1);
 
-    // room-b's host leaves: the PK ends in both rooms; room-a gets its own picture back.
+    // room-b's host leaves: once the end grace (5 s) is over with nobody back, the PK ends in
+    // both rooms and room-a gets its own picture back. Not before: room-b still runs.
     serve
         .callback(user_event_in("room-b", "host_b", "Leave", 5))
         .await;
     assert!(
-        live.sim.tasks().iter().all(|t| t.channel_id != "room-b"),
-        "room-b stopped"
+        live.sim.tasks().iter().any(|t| t.channel_id == "room-b"),
+        "nothing stops during the end grace"
     );
+    assert_eq!(task_of(&live, "room-a").updates, updates_a + 1);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while live.sim.tasks().iter().any(|t| t.channel_id == "room-b") {
+        assert!(Instant::now() < deadline, "room-b stopped after the grace");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The peer's Update follows the Stop.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while task_of(&live, "room-a").updates < updates_a + 2 {
+        assert!(Instant::now() < deadline, "room-a back to its own picture");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let a = task_of(&live, "room-a");
     assert_eq!(a.updates, updates_a + 2);
     let own: Vec<(String, String)> = pk_panes(&a)

@@ -136,7 +136,19 @@ async fn seed_flow_over_http() {
         post("04_host_leave.json").await.expect("post").status(),
         200
     );
-    assert!(tasks(&http, &server.base).await.is_empty());
+    // The host's Leave ends the broadcast once the end grace (5 s) is over with nobody back.
+    assert!(
+        !tasks(&http, &server.base).await.is_empty(),
+        "not during the grace"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !tasks(&http, &server.base).await.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stopped after the grace"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 
     // A wrong secret path looks like no route at all, and changes nothing.
     let wrong = http

@@ -9,6 +9,7 @@ use clap::{Args, ValueEnum};
 use costream_app::config::{env_lookup, with_local_defaults, Config, LOCAL_DEFAULTS};
 use costream_app::mpu::AlibabaMpu;
 use costream_app::ports::SystemClock;
+use costream_app::store::cached::Cached;
 use costream_app::store::memory::InMemoryStore;
 use costream_dynamo::DynamoStore;
 use costream_runtime::init::{live_client, mpu_settings, services};
@@ -178,12 +179,13 @@ async fn run_async(args: &ServeArgs) -> anyhow::Result<()> {
     }
     macro_rules! start {
         ($store:expr, $mpu:expr, $sim:expr) => {{
-            let local = Arc::new(Local::new(
-                services(config, $store, $mpu, SystemClock)?,
-                $sim,
-                view,
-            ));
-            let repair = repair_loop(local.clone(), interval, stop_unknown);
+            let (graces, grace_ends) = tokio::sync::mpsc::unbounded_channel();
+            let mut svc = services(config, $store, $mpu, SystemClock)?;
+            // Callbacks are answered at once; an event held for the end grace is merged by a
+            // background task when the grace ends.
+            svc.end_grace = costream_app::handlers::EndGraceWait::Background(graces);
+            let local = Arc::new(Local::new(svc, $sim, view));
+            let repair = repair_loop(local.clone(), interval, stop_unknown, grace_ends);
             serve_with(args.listen, router(local), repair).await
         }};
     }
@@ -202,12 +204,12 @@ async fn run_async(args: &ServeArgs) -> anyhow::Result<()> {
             tracing::info!(table = store.table(), "table ready");
         }
         // As on Lambda: the process keeps the rooms it wrote, so a commit needs no read.
-        anyhow::Ok(costream_app::store::cached::Cached::new(store))
+        anyhow::Ok(Cached::new(store))
     };
     tracing::info!(store = ?store_kind, mpu = ?args.mpu, app_id = %config.app_id, "starting");
     match (store_kind, args.mpu) {
         (StoreKind::Memory, MpuKind::Sim) => start!(
-            InMemoryStore::new(),
+            Cached::new(InMemoryStore::new()),
             AlibabaMpu::new(sim.clone(), SystemClock, settings),
             Some(sim)
         ),
@@ -217,7 +219,7 @@ async fn run_async(args: &ServeArgs) -> anyhow::Result<()> {
             Some(sim)
         ),
         (StoreKind::Memory, MpuKind::Alibaba) => start!(
-            InMemoryStore::new(),
+            Cached::new(InMemoryStore::new()),
             AlibabaMpu::new(live_client(env_lookup())?, SystemClock, settings),
             None
         ),

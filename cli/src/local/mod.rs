@@ -324,6 +324,7 @@ pub async fn repair_loop<S, M, C>(
     local: Shared<S, M, C>,
     interval: std::time::Duration,
     stop_tasks_of_unknown_rooms: bool,
+    mut graces: tokio::sync::mpsc::UnboundedReceiver<(costream_app::ports::RoomKey, u64)>,
 ) where
     S: StateStore + 'static,
     M: MpuPort + 'static,
@@ -345,6 +346,27 @@ pub async fn repair_loop<S, M, C>(
             loop {
                 ticks.tick().await;
                 local.services.webhook_pass().await;
+            }
+        }
+    };
+    // Rooms holding an event back for the end grace (see `EndGraceWait::Background`): each is
+    // converged when its grace ends, on its own task.
+    let ends = {
+        let local = local.clone();
+        async move {
+            while let Some((key, until)) = graces.recv().await {
+                let local = local.clone();
+                tokio::spawn(async move {
+                    let wait = until.saturating_sub(local.services.shell.clock.now_ms());
+                    tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+                    let owner = format!("grace/{}", next_invocation());
+                    match local.services.shell.end_grace(&key, &owner).await {
+                        Ok(_) => local.services.deliver_webhooks(&key).await,
+                        Err(e) => {
+                            tracing::warn!(room = %key, error = %e, "end grace: room left to the repair loop")
+                        }
+                    }
+                });
             }
         }
     };
@@ -373,7 +395,7 @@ pub async fn repair_loop<S, M, C>(
             }
         }
     };
-    tokio::join!(repairs, webhooks);
+    tokio::join!(repairs, webhooks, ends);
 }
 
 async fn sim_tasks<S: StateStore, M: MpuPort, C: Clock>(

@@ -355,6 +355,7 @@ impl Config {
                     _ => Err(format!("{v:?} is not true or false")),
                 },
             )?,
+            end_grace_secs: u64::from(env.number("COSTREAM_END_GRACE_SECS", 5, 0..=60)?),
         };
         let notify = match env.get("COSTREAM_NOTIFY_URL") {
             None => None,

@@ -218,6 +218,8 @@ const WEBHOOK_PASS_ROOMS: usize = 64;
 /// rest wait for the next round): a handler answers its sender in time, and a round that is
 /// cut short has still recorded what it delivered.
 const WEBHOOKS_PER_ROUND: usize = 8;
+/// Conflicts a webhook round's outbox write tolerates before it leaves the rest to the next round.
+const WEBHOOK_CONFLICTS: u32 = 16;
 const WEBHOOK_ROUND_TIME: Duration = Duration::from_secs(4);
 
 /// Whether a handled callback may have queued webhooks (it wrote the room).
@@ -372,7 +374,29 @@ pub struct Services<S, M, C> {
     pub shell: Shell<S, M, C>,
     pub config: Arc<Config>,
     pub notifier: Option<Notifier>,
+    /// Who merges an event held for the end grace when the grace is over.
+    pub end_grace: EndGraceWait,
 }
+
+/// Who merges an event a callback's handler held back for the end grace (the host's Leave,
+/// say: see `store::fold`) once the grace is over. The room is marked due then in any case, so
+/// the repair loop's next pass does it at the latest; this makes it happen on time.
+#[derive(Debug, Clone, Default)]
+pub enum EndGraceWait {
+    /// The handler waits and converges the room itself when the grace ends within `max_ms`
+    /// (a Lambda function: the invocation is asynchronous, and a few seconds of it cost less
+    /// than a minute of a stream showing a host who left).
+    Inline { max_ms: u64 },
+    /// The handler hands the room to a background task (`costream serve`, whose callbacks are
+    /// answered synchronously): `(room, when)`.
+    Background(tokio::sync::mpsc::UnboundedSender<(RoomKey, u64)>),
+    /// The repair loop's next pass does it.
+    #[default]
+    RepairLoop,
+}
+
+/// How long a Lambda invocation waits for an end grace to end (its Timeout is 30 s).
+pub const INLINE_GRACE_WAIT_MS: u64 = 20_000;
 
 /// Counts a callback's outcome (`callbacks_applied`, `_duplicate`, `_rejected`, `_failed`).
 fn tally<T>(
@@ -418,7 +442,7 @@ impl<S: StateStore, M: MpuPort, C: Clock> Services<S, M, C> {
         side: Side,
         invocation: &str,
     ) -> Result<ArtcOutcome, HandlerError> {
-        let result = match parse_artc(body, &self.config.app_id, side, self.now()) {
+        let result = match parse_artc(body, &self.config.app_id, self.now()) {
             Ok(cb) => self.artc(cb, side, invocation).await,
             Err(e) => Err(e.into()),
         };
@@ -432,7 +456,7 @@ impl<S: StateStore, M: MpuPort, C: Clock> Services<S, M, C> {
         side: Side,
         invocation: &str,
     ) -> Result<ArtcOutcome, HandlerError> {
-        let result = match parse_artc_value(detail, &self.config.app_id, side, self.now()) {
+        let result = match parse_artc_value(detail, &self.config.app_id, self.now()) {
             Ok(cb) => self.artc(cb, side, invocation).await,
             Err(e) => Err(e.into()),
         };
@@ -461,7 +485,7 @@ impl<S: StateStore, M: MpuPort, C: Clock> Services<S, M, C> {
             return Ok(ArtcOutcome {
                 channel_id,
                 events: 0,
-                result: "not_for_this_function",
+                result: "no_change",
                 reason: None,
             });
         }
@@ -476,6 +500,7 @@ impl<S: StateStore, M: MpuPort, C: Clock> Services<S, M, C> {
         if changed(&handled) {
             self.deliver_webhooks(&key).await;
         }
+        self.after_grace(&key, invocation).await;
         Ok(ArtcOutcome {
             channel_id,
             events: cb.events.len(),
@@ -636,6 +661,37 @@ impl<S: StateStore, M: MpuPort, C: Clock> Services<S, M, C> {
         })
     }
 
+    /// When the room holds an event back for the end grace, sees that it is merged when the
+    /// grace ends (see [`EndGraceWait`]).
+    async fn after_grace(&self, key: &RoomKey, invocation: &str) {
+        if matches!(self.end_grace, EndGraceWait::RepairLoop) {
+            return;
+        }
+        let Some(until) = self.shell.held_until(key).await else {
+            return;
+        };
+        match &self.end_grace {
+            EndGraceWait::Inline { max_ms } => {
+                let wait = until.saturating_sub(self.shell.clock.now_ms());
+                if wait > *max_ms {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+                match self.shell.end_grace(key, invocation).await {
+                    Ok(handled) if changed(&handled) => self.deliver_webhooks(key).await,
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(room = %key, error = %e, "end grace: room left to the repair loop")
+                    }
+                }
+            }
+            EndGraceWait::Background(tx) => {
+                let _ = tx.send((key.clone(), until));
+            }
+            EndGraceWait::RepairLoop => {}
+        }
+    }
+
     /// Delivers the room's due webhooks now (best effort: what fails stays in the outbox for the
     /// repair loop to retry). Nothing without a backend URL.
     pub async fn deliver_webhooks(&self, key: &RoomKey) {
@@ -655,7 +711,7 @@ impl<S: StateStore, M: MpuPort, C: Clock> Services<S, M, C> {
                 events: WEBHOOKS_PER_ROUND,
                 time: WEBHOOK_ROUND_TIME,
             },
-            self.shell.config.max_conflicts,
+            WEBHOOK_CONFLICTS,
             send,
         )
         .await
@@ -856,7 +912,6 @@ impl<S: StateStore, M: MpuPort, C: Clock> Services<S, M, C> {
         // poll it), and it costs half a consistent read.
         let room = self
             .shell
-            .store
             .load_eventually(&key)
             .await
             .map_err(|e| HandlerError::App(e.into()))?
@@ -916,10 +971,12 @@ impl<S: StateStore, M: MpuPort, C: Clock> Services<S, M, C> {
             expires_at,
             repair: None,
             settings: None,
-            pk: state.pk().map(|l| PkStatus {
-                peer_channel_id: l.peer.to_string(),
-                peer_host: l.peer_host.to_string(),
-            }),
+            pk: state
+                .pk(self.config.decision.end_grace_secs)
+                .map(|l| PkStatus {
+                    peer_channel_id: l.peer.to_string(),
+                    peer_host: l.peer_host.to_string(),
+                }),
         }
     }
 
@@ -1002,6 +1059,7 @@ mod tests {
             },
             config: Arc::new(config),
             notifier: None,
+            end_grace: EndGraceWait::RepairLoop,
         }
     }
 

@@ -65,12 +65,18 @@ pub enum InboundError {
     BadField { field: &'static str, reason: String },
 }
 
-/// Which function is handling a callback: each acts only on its own tags.
+/// Which function is handling a callback. EventBridge routes a callback by its tags to
+/// `stream-published`, `stream-unpublished` or both; whichever receives it applies **every**
+/// item of it as facts (the routing decides who is invoked, not which facts count), so a
+/// callback carrying a reconnect — the new session's Join and Publish, the old one's Leave — is
+/// never half-applied, whichever function commits first. Applying a callback twice (once per
+/// function) changes nothing the second time: the facts merge idempotently.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
-    /// `stream-published`: Publish, Join, Roleupdate to the interactive role.
+    /// `stream-published`: invoked for Publish, Join, Roleupdate to the interactive role.
     Published,
-    /// `stream-unpublished`: Unpublish, Leave, Roleupdate to the viewer role, channel close.
+    /// `stream-unpublished`: invoked for Unpublish, Leave, Roleupdate to the viewer role,
+    /// channel close.
     Unpublished,
     /// Both (the local server's single route).
     Both,
@@ -84,52 +90,21 @@ impl Side {
             Side::Both => "all",
         }
     }
-
-    fn takes(self, event: &RoomEvent) -> bool {
-        let published = match event {
-            RoomEvent::User(e) => matches!(
-                e.action,
-                UserAction::Publish | UserAction::Join | UserAction::RoleUpdate(Role::Interactive)
-            ),
-            RoomEvent::ChannelClosed { .. } => false,
-            // Like a Publish and an Unpublish.
-            RoomEvent::Camera { on, .. } => *on,
-            RoomEvent::Cdn { .. }
-            | RoomEvent::HostRegistered { .. }
-            | RoomEvent::Settings { .. }
-            | RoomEvent::Pk { .. } => return false,
-        };
-        match self {
-            Side::Both => true,
-            Side::Published => published,
-            Side::Unpublished => !published,
-        }
-    }
 }
 
-/// A parsed ARTC callback, reduced to what one [`Side`] acts on.
+/// A parsed ARTC callback.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArtcCallback {
     pub app: AppId,
     pub channel: ChannelId,
     pub msg_id: Option<MsgId>,
-    /// The events this side acts on (possibly none: the other function handles the rest).
+    /// Its events, every item this version knows (possibly none: a channel open).
     pub events: Vec<RoomEvent>,
     /// Contents of the callback in total (for logs).
     pub contents: usize,
     /// Contents skipped because they name something this version does not know (an `Event`,
     /// `EventTag` or `Role` Alibaba added): `Event/EventTag` names, for the log and the counter.
     pub skipped: Vec<String>,
-}
-
-impl ArtcCallback {
-    /// The de-duplication key of this callback for one side: the two functions receive the same
-    /// MsgId and must not shadow each other.
-    pub fn dedupe_key(&self, side: Side) -> Option<String> {
-        self.msg_id
-            .as_ref()
-            .map(|m| format!("artc:{}:{m}", side.name()))
-    }
 }
 
 fn field<'a>(obj: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
@@ -209,12 +184,11 @@ fn integer(obj: &Map<String, Value>, name: &'static str) -> Result<Option<i64>, 
     }
 }
 
-/// Parses an ARTC callback body for `side`. The whole callback is validated (every content),
-/// even the parts another function acts on, so a malformed callback is rejected everywhere.
+/// Parses an ARTC callback body. The whole callback is validated (every
+/// content), and every known item is kept (see [`Side`]).
 pub fn parse_artc(
     body: &[u8],
     expected_app: &AppId,
-    side: Side,
     now: Timestamp,
 ) -> Result<ArtcCallback, InboundError> {
     if body.len() > MAX_BODY_BYTES {
@@ -222,7 +196,7 @@ pub fn parse_artc(
     }
     let value: Value =
         serde_json::from_slice(body).map_err(|e| InboundError::NotJson(e.to_string()))?;
-    parse_artc_checked(&value, expected_app, side, now)
+    parse_artc_checked(&value, expected_app, now)
 }
 
 /// [`parse_artc`] for an already-parsed JSON value (an EventBridge event's `detail`), with the
@@ -230,14 +204,13 @@ pub fn parse_artc(
 pub fn parse_artc_value(
     value: &Value,
     expected_app: &AppId,
-    side: Side,
     now: Timestamp,
 ) -> Result<ArtcCallback, InboundError> {
     let size = json_len(value);
     if size > MAX_BODY_BYTES {
         return Err(InboundError::TooLarge(size));
     }
-    parse_artc_checked(value, expected_app, side, now)
+    parse_artc_checked(value, expected_app, now)
 }
 
 /// The length of `value` as compact JSON, counted without building the text.
@@ -262,7 +235,6 @@ fn json_len(value: &Value) -> usize {
 fn parse_artc_checked(
     value: &Value,
     expected_app: &AppId,
-    side: Side,
     now: Timestamp,
 ) -> Result<ArtcCallback, InboundError> {
     let obj = value
@@ -312,9 +284,7 @@ fn parse_artc_checked(
         event
             .check_time(now, MAX_SKEW_SECS, Timestamp::from_secs(MIN_EVENT_SECS))
             .map_err(|source| InboundError::BadEvent { index, source })?;
-        if side.takes(&event) {
-            events.push(event);
-        }
+        events.push(event);
     }
     if skipped.len() == contents.len() {
         return Err(InboundError::NothingKnown(skipped));

@@ -12,9 +12,13 @@ use std::future::Future;
 
 use costream_core::{AppId, ChannelId, Command, MixMode, Outputs, Shape, TaskId, Version};
 
-use crate::store::{HistoryEntry, StoredRoom};
+use crate::store::{HistoryEntry, InboxEntry, Life, StoredRoom};
 
 pub use costream_alibaba::clock::{Clock, ManualClock, SystemClock};
+
+/// An append needs the item to live at least this much longer (its TTL is refreshed by the
+/// versioned write that folds it, not by the append).
+pub const APPEND_MIN_TTL_MS: u64 = 3_600_000;
 
 /// Which room: the ARTC app and channel (one app's channels never collide with another's).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -37,15 +41,31 @@ pub trait StateStore: Send + Sync {
         key: &RoomKey,
     ) -> impl Future<Output = Result<Option<StoredRoom>, StoreError>> + Send;
 
-    /// Writes `room` as version `expected.next()`, only if the stored version is still `expected`
-    /// ([`Version::NONE`]: only if the room does not exist). Otherwise
-    /// [`StoreError::VersionConflict`] and nothing is written.
+    /// Writes `room` as version `expected.next()`, only if the stored item is still version
+    /// `expected` of the life `room.life` ([`Version::NONE`]: only if there is no item, or
+    /// only one past its expiry at `room.at_ms`). Otherwise [`StoreError::VersionConflict`]
+    /// (with the item as it is, where the store can tell) and nothing is written.
     fn save(
         &self,
         key: &RoomKey,
         room: &StoredRoom,
         expected: Version,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Appends `entry` to the room's inbox without regard to its version — the version goes up,
+    /// so a versioned writer that read before sees the new events, and the room is marked due
+    /// at `due_ms`, so the repair loop folds them if nobody else does — only if the item exists
+    /// in the life `life`, is not about to expire (within [`APPEND_MIN_TTL_MS`] of
+    /// `entry.at_ms`) and holds fewer than [`crate::store::MAX_INBOX`] entries: otherwise
+    /// [`StoreError::VersionConflict`] with the item as it is. Returns the item as written.
+    /// Appends never conflict with each other: a burst of callbacks into one room all commit.
+    fn append(
+        &self,
+        key: &RoomKey,
+        life: Option<&Life>,
+        entry: &InboxEntry,
+        due_ms: u64,
+    ) -> impl Future<Output = Result<StoredRoom, StoreError>> + Send;
 
     /// The room as this process last wrote or read it, if it remembers it (see
     /// [`crate::store::cached::Cached`]) — no request. Possibly stale: only for a caller whose
@@ -310,9 +330,15 @@ impl MpuFailure {
 /// Failures of a state store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// Someone else wrote the room since it was read: re-read and re-decide.
+    /// Someone else wrote the room since it was read (or its life or expiry did not allow the
+    /// write): decide again from `current`, the item as it is when the store could tell
+    /// (DynamoDB's `ReturnValuesOnConditionCheckFailure`; `None`: absent, or unknown — read it).
     #[error("room {room} was changed concurrently (expected version {expected})")]
-    VersionConflict { room: String, expected: Version },
+    VersionConflict {
+        room: String,
+        expected: Version,
+        current: Option<Box<StoredRoom>>,
+    },
     /// The stored item can't be understood. Never "fixed" by resetting the room: that would
     /// forget a running task.
     #[error("stored room {room} is corrupt: {reason}")]
@@ -449,6 +475,16 @@ impl<T: StateStore> StateStore for std::sync::Arc<T> {
         expected: Version,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
         (**self).save(key, room, expected)
+    }
+
+    fn append(
+        &self,
+        key: &RoomKey,
+        life: Option<&Life>,
+        entry: &InboxEntry,
+        due_ms: u64,
+    ) -> impl Future<Output = Result<StoredRoom, StoreError>> + Send {
+        (**self).append(key, life, entry, due_ms)
     }
 
     fn save_pair(

@@ -114,7 +114,7 @@ impl Snapshot {
                 .map(|s| names(&s.waiting))
                 .unwrap_or_default(),
             mix_mode: target.mix_mode().map(costream_core::MixMode::code),
-            pk: facts.pk().map(|l| l.peer.to_string()),
+            pk: facts.pk(cfg.end_grace_secs).map(|l| l.peer.to_string()),
             failing: attempts >= FAILING_ATTEMPTS,
         }
     }

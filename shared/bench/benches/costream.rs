@@ -258,6 +258,7 @@ fn local_services(clock: Arc<ManualClock>) -> LocalServices {
         shell,
         config: Arc::new(config),
         notifier: None,
+        end_grace: costream_app::handlers::EndGraceWait::RepairLoop,
     }
 }
 

@@ -58,7 +58,17 @@ pub struct DecisionConfig {
     /// Strict mode: only a host the app's backend registered can start a broadcast (a room
     /// with no registration stays off, whoever publishes).
     pub require_registered_host: bool,
+    /// The end grace, in seconds (0..=60): a host back in the channel within this long of
+    /// leaving keeps the broadcast (its task, its PK) — a reconnect whose Leave ARTC reports
+    /// after the gap — and the shell acts on an event that ends a broadcast only this long
+    /// after it committed it (see `Facts::ends_broadcast`).
+    pub end_grace_secs: u64,
 }
+
+/// The default end grace (`COSTREAM_END_GRACE_SECS`).
+pub const DEFAULT_END_GRACE_SECS: u64 = 5;
+/// The longest end grace the configuration accepts.
+pub const MAX_END_GRACE_SECS: u64 = 60;
 
 impl Default for DecisionConfig {
     fn default() -> Self {
@@ -72,6 +82,7 @@ impl Default for DecisionConfig {
             max_idle_time: None,
             encode: EncodeSettings::default(),
             require_registered_host: false,
+            end_grace_secs: DEFAULT_END_GRACE_SECS,
         }
     }
 }

@@ -170,7 +170,7 @@ pub fn live_stage(facts: &Facts, cfg: &DecisionConfig) -> Option<Stage> {
     } else {
         cfg.max_panes
     };
-    facts.stage(limit)
+    facts.stage(limit, cfg.end_grace_secs)
 }
 
 pub fn target(facts: &Facts, record: &Record, cfg: &DecisionConfig) -> Target {
@@ -181,7 +181,7 @@ pub fn target(facts: &Facts, record: &Record, cfg: &DecisionConfig) -> Target {
     let cfg = &facts.config(cfg);
     let settings = facts.settings().map(|s| &s.settings);
     let voice = settings.is_some_and(RoomSettings::audio_only);
-    let task = task_of(facts, record, &stage.broadcast);
+    let task = task_of(facts, record, &stage.broadcast, cfg.end_grace_secs);
     let shape = if voice && stage.on_stage.len() == 1 {
         Shape::Voice {
             user: stage.broadcast.host,
@@ -226,7 +226,7 @@ fn picture(
         render_mode: cfg.render_mode,
         placeholder: cfg.pane_placeholder.as_ref(),
     };
-    if let Some(pk) = facts.pk() {
+    if let Some(pk) = facts.pk(cfg.end_grace_secs) {
         let mut layout = pk_layout(&spec, host, (&pk.peer, &pk.peer_host), &stage.on_stage[1..]);
         layout.background = cfg.background_image.clone();
         return Shape::Mixed { layout };
@@ -255,8 +255,8 @@ fn picture(
 
 /// The task of the live broadcast: the running one if it belongs to it, else the one named for
 /// the broadcast's start. The one rule for the task's name (the target and the CDN heal use it).
-pub(crate) fn task_of(facts: &Facts, record: &Record, broadcast: &Broadcast) -> TaskId {
-    running_task_of(facts, record, broadcast)
+pub(crate) fn task_of(facts: &Facts, record: &Record, broadcast: &Broadcast, grace: u64) -> TaskId {
+    running_task_of(facts, record, broadcast, grace)
         .unwrap_or_else(|| TaskId::for_broadcast(facts.channel(), broadcast.started))
 }
 
@@ -266,7 +266,12 @@ pub(crate) fn task_of(facts: &Facts, record: &Record, broadcast: &Broadcast) -> 
 /// revealed an earlier start), or if it started earlier and the host has been in the channel
 /// without a break since then (the room keeps a bounded history, so after many reconnects or
 /// camera toggles the earliest publish of a long broadcast can drop out of the facts).
-fn running_task_of(facts: &Facts, record: &Record, broadcast: &Broadcast) -> Option<TaskId> {
+fn running_task_of(
+    facts: &Facts,
+    record: &Record,
+    broadcast: &Broadcast,
+    grace: u64,
+) -> Option<TaskId> {
     let task = record.running().task()?;
     let (_, secs) = task.as_str().rsplit_once('_')?;
     let since = Timestamp::from_secs(secs.parse().ok()?);
@@ -275,7 +280,8 @@ fn running_task_of(facts: &Facts, record: &Record, broadcast: &Broadcast) -> Opt
     // so a task named for any later second was started while it ran — e.g. before a late event
     // revealed an earlier start); or started earlier and the host has been there ever since.
     let during = since >= broadcast.started;
-    let before = since < broadcast.started && facts.host_continuously_since(&broadcast.host, since);
+    let before =
+        since < broadcast.started && facts.host_continuously_since(&broadcast.host, since, grace);
     (ours && (during || before)).then(|| task.clone())
 }
 

@@ -362,9 +362,9 @@ impl Facts {
 
     /// The PK in force: the link, while the broadcast it was made with goes on here (the same
     /// host, started no later) and the room shows pictures (a voice room is in no PK).
-    pub fn pk(&self) -> Option<&crate::pk::PkLink> {
+    pub fn pk(&self, grace: u64) -> Option<&crate::pk::PkLink> {
         let link = self.pk_link()?;
-        let broadcast = self.broadcast()?;
+        let broadcast = self.broadcast(grace)?;
         let voice = self.settings().is_some_and(|s| s.settings.audio_only());
         (broadcast.host == link.host && broadcast.started <= link.started && !voice).then_some(link)
     }
@@ -566,11 +566,15 @@ impl Facts {
         if self.members.len() <= MAX_MEMBERS {
             return;
         }
-        let host = self.broadcast().map(|b| b.host);
+        // The host under any end grace the configuration allows (`facts` know no configuration).
+        let hosts: Vec<UserId> = [0, crate::config::MAX_END_GRACE_SECS]
+            .into_iter()
+            .filter_map(|grace| self.broadcast(grace).map(|b| b.host))
+            .collect();
         // (order, whether forgetting the user moves the horizon, user)
         let mut candidates: Vec<((u8, Timestamp, u8), bool, UserId)> = Vec::new();
         for (user, m) in &self.members {
-            if Some(user) == host.as_ref() {
+            if hosts.contains(user) {
                 continue;
             }
             let Some(latest) = m.sessions.first().map(Session::latest) else {

@@ -90,7 +90,7 @@ impl Record {
     /// anything known, while the running task is the one the broadcast wants, asks for a heal.
     /// Only for that task: a different (older) task still needs its Stop, not a restart.
     /// A newer `publish` (the stream is back, e.g. a reconnect within the second) cancels it.
-    pub fn observe(&mut self, facts: &Facts, event: &RoomEvent, merge: Merge) {
+    pub fn observe(&mut self, facts: &Facts, event: &RoomEvent, merge: Merge, grace: u64) {
         let RoomEvent::Cdn { action, .. } = event else {
             return;
         };
@@ -104,8 +104,8 @@ impl Record {
         // The task the broadcast wants, by the same naming rule as the target (a running task
         // of the broadcast keeps its name even when its start is no longer the broadcast's).
         let wanted = facts
-            .broadcast()
-            .map(|b| crate::decide::task_of(facts, self, &b));
+            .broadcast(grace)
+            .map(|b| crate::decide::task_of(facts, self, &b, grace));
         if wanted.is_some() && wanted.as_ref() == self.running.task() {
             self.heal = true;
         }
@@ -113,8 +113,14 @@ impl Record {
 }
 
 /// Merges `event` into `facts` and lets `record` observe it: what the shell does per event.
-pub fn apply(facts: &mut Facts, record: &mut Record, event: &RoomEvent) -> Merge {
+/// `cfg` supplies the end grace the broadcast is judged with.
+pub fn apply(
+    facts: &mut Facts,
+    record: &mut Record,
+    event: &RoomEvent,
+    cfg: &crate::config::DecisionConfig,
+) -> Merge {
     let merge = facts.apply(event);
-    record.observe(facts, event, merge);
+    record.observe(facts, event, merge, cfg.end_grace_secs);
     merge
 }

@@ -70,8 +70,10 @@ impl Facts {
 
     /// The user's continuous presence periods as an interactive member, oldest first (`None`
     /// end: still present). A switch to the viewer role is a gap until the user is interactive
-    /// again in the same connection; consecutive sessions that touch form one period.
-    fn presence_periods(&self, member: &Member) -> Vec<(Timestamp, Option<Timestamp>)> {
+    /// again in the same connection; consecutive sessions that touch form one period, and so do
+    /// periods at most `grace` seconds apart (a host back within the end grace: a reconnect
+    /// whose old connection ARTC reported gone first).
+    fn presence_periods(&self, member: &Member, grace: u64) -> Vec<(Timestamp, Option<Timestamp>)> {
         let mut periods: Vec<(Timestamp, Option<Timestamp>)> = Vec::new();
         for i in (0..member.sessions.len()).rev() {
             let session = &member.sessions[i];
@@ -105,7 +107,7 @@ impl Facts {
                     (p, e) => p.or(e),
                 };
                 if let Some(last) = periods.last_mut() {
-                    if last.1.is_some_and(|e| start <= e) {
+                    if last.1.is_some_and(|e| start <= e.saturating_add(grace)) {
                         last.1 = piece_end;
                         continue;
                     }
@@ -119,8 +121,13 @@ impl Facts {
     /// The end of the user's continuous presence that contains `at` (inner `None`: still
     /// present), or `None` if the user was not present at `at` (a late event of a superseded
     /// session).
-    fn presence_end(&self, member: &Member, at: Timestamp) -> Option<Option<Timestamp>> {
-        self.presence_periods(member)
+    fn presence_end(
+        &self,
+        member: &Member,
+        at: Timestamp,
+        grace: u64,
+    ) -> Option<Option<Timestamp>> {
+        self.presence_periods(member, grace)
             .into_iter()
             .find(|(start, end)| *start <= at && end.is_none_or(|e| at < e))
             .map(|(_, end)| end)
@@ -130,7 +137,12 @@ impl Facts {
     /// since then named someone else — i.e. a broadcast they started at `since` would still be
     /// live. When `since` predates every session still kept (older ones were dropped), an unbroken
     /// chain of the kept ones counts as continuous.
-    pub(crate) fn host_continuously_since(&self, host: &UserId, since: Timestamp) -> bool {
+    pub(crate) fn host_continuously_since(
+        &self,
+        host: &UserId,
+        since: Timestamp,
+        grace: u64,
+    ) -> bool {
         let Some(member) = self.members().get(host) else {
             return false;
         };
@@ -141,8 +153,8 @@ impl Facts {
         if displaced {
             return false;
         }
-        let periods = self.presence_periods(member);
-        match self.presence_end(member, since) {
+        let periods = self.presence_periods(member, grace);
+        match self.presence_end(member, since, grace) {
             Some(end) => end.is_none(),
             None => {
                 !member.pruned.is_empty()
@@ -153,8 +165,9 @@ impl Facts {
         }
     }
 
-    /// The live broadcast, if any.
-    pub fn broadcast(&self) -> Option<Broadcast> {
+    /// The live broadcast, if any, with a host's absences of at most `grace` seconds bridged
+    /// (`DecisionConfig::end_grace_secs`).
+    pub fn broadcast(&self, grace: u64) -> Option<Broadcast> {
         let mut starts: Vec<(Timestamp, &UserId, &Member)> = Vec::new();
         for (user, member) in self.members() {
             for s in &member.sessions {
@@ -187,7 +200,7 @@ impl Facts {
             if live || registered_at(at).is_some_and(|h| h != user) {
                 continue;
             }
-            if let Some(end) = self.presence_end(member, at) {
+            if let Some(end) = self.presence_end(member, at, grace) {
                 current = Some((at, user, end));
             }
         }
@@ -203,6 +216,37 @@ impl Facts {
             })
     }
 
+    /// Whether merging `event` would end the live broadcast (`grace` as for
+    /// [`Facts::broadcast`]): a Leave, a switch to the viewer role or a channel close after
+    /// which the broadcast is over, or another one has begun. A late event that only moves the
+    /// broadcast's start earlier does not end it. The shell holds such an event back for the end
+    /// grace before it merges it, so a reconnect whose Leave it processes first never stops the
+    /// broadcast (its new session's events arrive meanwhile).
+    pub fn ends_broadcast(&self, event: &crate::event::RoomEvent, grace: u64) -> bool {
+        use crate::event::RoomEvent;
+        let may_end = match event {
+            RoomEvent::User(u) => matches!(
+                u.action,
+                UserAction::Leave | UserAction::RoleUpdate(Role::Live)
+            ),
+            RoomEvent::ChannelClosed { .. } => true,
+            _ => false,
+        };
+        if !may_end {
+            return false;
+        }
+        let Some(before) = self.broadcast(grace) else {
+            return false;
+        };
+        let mut after = self.clone();
+        if after.apply(event) != crate::facts::Merge::Changed {
+            return false;
+        }
+        !after
+            .broadcast(grace)
+            .is_some_and(|b| b.host == before.host && b.started <= before.started)
+    }
+
     /// When the user's current publishing began, if they publish now.
     pub(crate) fn publishing_since(&self, user: &UserId) -> Option<Timestamp> {
         if !self.is_publishing(user) {
@@ -212,9 +256,10 @@ impl Facts {
         s.publish_intervals().last().map(|(start, _)| *start)
     }
 
-    /// The stage of the live broadcast, with at most `max_panes` users on it (at least the host).
-    pub fn stage(&self, max_panes: usize) -> Option<Stage> {
-        let broadcast = self.broadcast()?;
+    /// The stage of the live broadcast, with at most `max_panes` users on it (at least the host);
+    /// `grace` as for [`Facts::broadcast`].
+    pub fn stage(&self, max_panes: usize, grace: u64) -> Option<Stage> {
+        let broadcast = self.broadcast(grace)?;
         let mut co: Vec<(Timestamp, &UserId)> = self
             .members()
             .keys()

@@ -40,7 +40,7 @@ impl Room {
 
     /// Merges one event (without converging).
     fn apply(&mut self, event: &RoomEvent) -> Merge {
-        apply(&mut self.facts, &mut self.record, event)
+        apply(&mut self.facts, &mut self.record, event, &self.cfg)
     }
 
     fn step(&mut self, event: RoomEvent) -> Vec<Command> {
@@ -64,7 +64,7 @@ impl Room {
 
     fn stage(&self) -> Vec<String> {
         self.facts
-            .stage(self.cfg.max_panes)
+            .stage(self.cfg.max_panes, self.cfg.end_grace_secs)
             .map(|s| s.on_stage.iter().map(|u| u.to_string()).collect())
             .unwrap_or_default()
     }
@@ -204,11 +204,84 @@ fn host_leaving_and_coming_back_starts_a_new_broadcast_with_a_new_task() {
         show(&room.step(ev("host", "h1", 20, Leave))),
         ["stop room-1_10"]
     );
-    room.step(ev("host", "h2", 25, Join));
+    // Back after more than the end grace (5 s): a new broadcast.
+    room.step(ev("host", "h2", 26, Join));
     assert_eq!(
-        show(&room.step(ev("host", "h2", 26, Publish))),
-        ["start room-1_26 single host"]
+        show(&room.step(ev("host", "h2", 27, Publish))),
+        ["start room-1_27 single host"]
     );
+}
+
+/// A host back within the end grace keeps the broadcast: its task (at most an Update, never a
+/// Stop and a Start), whichever order the Leave and the new session arrive in.
+#[test]
+fn host_back_within_the_end_grace_keeps_the_task() {
+    for leave_first in [true, false] {
+        let mut room = Room::new();
+        room.step(ev("host", "h1", 10, Publish));
+        room.step(ev("guest", "g1", 12, Publish));
+        let leave = ev("host", "h1", 20, Leave);
+        let mut calls = Vec::new();
+        if leave_first {
+            // Facts alone (the shell holds an ending event back for the grace; here the core's
+            // own rule is checked): the broadcast ended at 20 unless the host is back by 25.
+            room.apply(&leave);
+        }
+        calls.extend(room.step(ev("host", "h2", 24, Join)));
+        calls.extend(room.step(ev("host", "h2", 25, Publish)));
+        if !leave_first {
+            calls.extend(room.step(leave));
+        }
+        calls.extend(room.converge());
+        assert!(
+            calls.iter().all(|c| matches!(c, Command::Update { .. })),
+            "leave first: {leave_first}: {:?}",
+            show(&calls)
+        );
+        assert_eq!(
+            room.record.running().task().map(TaskId::as_str),
+            Some("room-1_10")
+        );
+        assert_eq!(room.stage(), ["host", "guest"]);
+    }
+    // With no grace the gap is an end.
+    let mut room = Room::new();
+    room.cfg.end_grace_secs = 0;
+    room.step(ev("host", "h1", 10, Publish));
+    room.step(ev("host", "h1", 20, Leave));
+    assert_eq!(
+        show(&room.step(ev("host", "h2", 21, Publish))),
+        ["start room-1_21 single host"]
+    );
+}
+
+/// An event ends the broadcast when, merged, the broadcast is over or another began; one that
+/// only reveals an earlier start, or one of a superseded session, does not.
+#[test]
+fn ends_broadcast_names_the_events_the_shell_holds_back() {
+    let mut room = Room::new();
+    let g = room.cfg.end_grace_secs;
+    assert!(
+        !room.facts.ends_broadcast(&ev("host", "h1", 9, Leave), g),
+        "nothing is live"
+    );
+    room.step(ev("host", "h1", 10, Publish));
+    room.step(ev("guest", "g1", 11, Publish));
+    assert!(room.facts.ends_broadcast(&ev("host", "h1", 20, Leave), g));
+    assert!(room.facts.ends_broadcast(
+        &RoomEvent::ChannelClosed {
+            at: Timestamp::from_secs(20)
+        },
+        g
+    ));
+    assert!(!room.facts.ends_broadcast(&ev("guest", "g1", 20, Leave), g));
+    assert!(!room
+        .facts
+        .ends_broadcast(&ev("host", "h1", 20, Unpublish), g));
+    // A reconnect: the new session is known, the old one's Leave ends nothing.
+    room.step(ev("host", "h2", 19, Join));
+    room.step(ev("host", "h2", 19, Publish));
+    assert!(!room.facts.ends_broadcast(&ev("host", "h1", 20, Leave), g));
 }
 
 #[test]
@@ -296,6 +369,7 @@ fn many_camera_toggles_keep_the_task() {
 #[test]
 fn a_new_session_in_the_second_of_a_close_is_after_it() {
     let mut room = Room::new();
+    room.cfg.end_grace_secs = 0;
     room.step(ev("host", "h1", 10, Publish));
     room.step(ev("host", "h1", 99, Leave));
     room.step(RoomEvent::ChannelClosed {
@@ -556,6 +630,7 @@ fn the_facts_stay_within_their_size_bound_for_ten_thousand_users() {
                     action: actions[usize::try_from(next(6)).expect("small")],
                     role,
                 }),
+                &DecisionConfig::default(),
             );
         }
         if i % 500 == 0 {
@@ -580,7 +655,7 @@ fn seventeen_co_streamers_fill_sixteen_panes_and_the_rest_wait() {
     for i in 0..17 {
         room.step(ev(&format!("co{i:02}"), "s", 10 + i, Publish));
     }
-    let stage = room.facts.stage(16).expect("live");
+    let stage = room.facts.stage(16, room.cfg.end_grace_secs).expect("live");
     assert_eq!(stage.on_stage.len(), 16);
     assert_eq!(stage.on_stage[0], user("host"));
     assert_eq!(stage.on_stage[15], user("co14"));
@@ -588,7 +663,7 @@ fn seventeen_co_streamers_fill_sixteen_panes_and_the_rest_wait() {
     // co03 leaves: the first waiting co-streamer is promoted, at the end of the stage.
     let cmds = room.step(ev("co03", "s", 100, Leave));
     assert_eq!(cmds.len(), 1);
-    let stage = room.facts.stage(16).expect("live");
+    let stage = room.facts.stage(16, room.cfg.end_grace_secs).expect("live");
     assert!(!stage.on_stage.contains(&user("co03")));
     assert_eq!(stage.on_stage[15], user("co15"));
     assert_eq!(stage.waiting, [user("co16")]);
@@ -640,7 +715,7 @@ fn co_streamer_left_behind_by_the_host_does_not_become_host() {
         show(&room.step(ev("host", "h", 3, Leave))),
         ["stop room-1_1"]
     );
-    assert_eq!(room.facts.broadcast(), None);
+    assert_eq!(room.facts.broadcast(room.cfg.end_grace_secs), None);
     // Someone publishing in the (broadcast-)idle room starts the next broadcast; `a`, still
     // publishing, joins its stage.
     assert_eq!(
@@ -744,7 +819,7 @@ fn cdn_publish_done_never_forgets_an_older_task_that_still_needs_its_stop() {
     room.step(ev("host", "h1", 1, Publish));
     // The host left and came back; the Stop of the old task hasn't been made yet.
     room.apply(&ev("host", "h1", 5, Leave));
-    room.apply(&ev("host", "h2", 8, Publish));
+    room.apply(&ev("host", "h2", 18, Publish));
     room.apply(&RoomEvent::Cdn {
         action: CdnAction::PublishDone,
         at: Timestamp::from_secs(6),
@@ -752,7 +827,7 @@ fn cdn_publish_done_never_forgets_an_older_task_that_still_needs_its_stop() {
     assert!(!room.record.needs_heal());
     assert_eq!(
         show(&room.converge()),
-        ["stop room-1_1", "start room-1_8 single host"]
+        ["stop room-1_1", "start room-1_18 single host"]
     );
 }
 
@@ -1177,14 +1252,14 @@ proptest! {
         let mut s = Facts::new(ChannelId::parse("room").expect("channel"));
         let mut record = Record::default();
         for e in &events {
-            apply(&mut s, &mut record, e);
+            apply(&mut s, &mut record, e, &cfg);
             let mut calls = 0;
             while let Some(cmd) = decide(&s, &record, &cfg).command {
                 calls += 1;
                 prop_assert!(calls <= 2, "more than two calls to converge");
                 record.confirm(cmd.result());
             }
-            if let Some(stage) = s.stage(max_panes) {
+            if let Some(stage) = s.stage(max_panes, cfg.end_grace_secs) {
                 prop_assert!(stage.on_stage.len() <= max_panes);
                 prop_assert_eq!(&stage.on_stage[0], &stage.broadcast.host);
                 prop_assert!(s.is_present(&stage.broadcast.host));
@@ -1228,7 +1303,7 @@ proptest! {
     ) {
         let cfg = DecisionConfig::default();
         let facts = fold(&events);
-        let Some(broadcast) = facts.broadcast() else { return Ok(()) };
+        let Some(broadcast) = facts.broadcast(cfg.end_grace_secs) else { return Ok(()) };
         let task = TaskId::for_broadcast(facts.channel(), broadcast.started);
         let record = Record::new(
             Target::On {
@@ -1742,11 +1817,11 @@ fn a_pk_holds_while_its_host_broadcasts() {
     );
     // The host leaves: the link no longer holds, whatever is written.
     alone.apply(&ev("host", "h", 20, Leave));
-    assert!(alone.pk_link().is_some() && alone.pk().is_none());
+    assert!(alone.pk_link().is_some() && alone.pk(cfg.end_grace_secs).is_none());
     assert_eq!(target(&alone, &Record::default(), &cfg), Target::Off);
     // Someone else's broadcast is not in the PK.
     alone.apply(&ev("other", "o", 30, Publish));
-    assert!(alone.pk().is_none());
+    assert!(alone.pk(cfg.end_grace_secs).is_none());
     assert_eq!(
         target(&alone, &Record::default(), &cfg).mix_mode(),
         Some(MixMode::Single)
@@ -1766,14 +1841,17 @@ fn a_pk_holds_while_its_host_broadcasts() {
         if !late_leave_first {
             again.apply(&leave);
         }
-        assert!(again.pk().is_none(), "late leave first: {late_leave_first}");
+        assert!(
+            again.pk(cfg.end_grace_secs).is_none(),
+            "late leave first: {late_leave_first}"
+        );
     }
     let mut voice = Facts::new(channel.clone());
     voice.apply(&ev("host", "h", 10, Publish));
     voice.apply(&link);
-    assert!(voice.pk().is_some());
+    assert!(voice.pk(cfg.end_grace_secs).is_some());
     voice.apply(&settings_event(20, |s| s.audio_only = Setting::Set(true)));
-    assert!(voice.pk().is_none());
+    assert!(voice.pk(cfg.end_grace_secs).is_none());
     // Ended: the newest write wins.
     let mut ended = Facts::new(channel);
     ended.apply(&ev("host", "h", 10, Publish));
@@ -1782,7 +1860,7 @@ fn a_pk_holds_while_its_host_broadcasts() {
         at: Timestamp::from_secs(16),
     });
     ended.apply(&link);
-    assert!(ended.pk().is_none());
+    assert!(ended.pk(cfg.end_grace_secs).is_none());
     assert_eq!(
         target(&ended, &Record::default(), &cfg).mix_mode(),
         Some(MixMode::Single)

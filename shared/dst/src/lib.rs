@@ -55,7 +55,7 @@ use costream_app::inbound::Side;
 use costream_app::mpu::{AlibabaMpu, IngestSettings, MpuSettings};
 use costream_app::ports::RoomKey;
 use costream_app::repair::RepairConfig;
-use costream_app::shell::{Shell, ShellConfig};
+use costream_app::shell::{Shell, ShellConfig, WriteIds};
 use costream_app::store::cached::Cached;
 use costream_app::store::memory::InMemoryStore;
 use costream_app::store::MAX_BACKOFF_MS;
@@ -323,20 +323,26 @@ async fn run(seed: u64) -> Result<Stats, String> {
     );
     let config = Arc::new(config);
     let containers: Vec<Arc<Svc>> = (0..CONTAINERS)
-        .map(|_| {
+        .map(|c| {
             Arc::new(Services {
                 shell: Shell {
-                    store: Cached::new(store.clone()),
+                    // Each container's copies age on the simulation's clock.
+                    store: Cached::with_clock(store.clone(), Arc::new(clock.clone())),
                     mpu: Recorder { inner: mpu.clone() },
                     clock: clock.clone(),
                     decision: config.decision.clone(),
                     config: ShellConfig {
                         resign_after_ms: knobs.url_validity_secs.map(|v| v * 1000 / 2),
+                        // Deterministic write ids: one instance per container.
+                        writes: WriteIds::new(format!("c{c}")),
                         ..ShellConfig::default()
                     },
                 },
                 config: config.clone(),
                 notifier: None,
+                end_grace: costream_app::handlers::EndGraceWait::Inline {
+                    max_ms: costream_app::handlers::INLINE_GRACE_WAIT_MS,
+                },
             })
         })
         .collect();
@@ -512,9 +518,10 @@ async fn run(seed: u64) -> Result<Stats, String> {
     }
     let mut wrong_at_t0: BTreeMap<usize, &'static str> = BTreeMap::new();
     let max_panes = services.config.decision.max_panes;
+    let grace = services.config.decision.end_grace_secs;
     let stored = services.shell.store.inner().inner.rooms();
     for (r, room) in rooms.iter().enumerate() {
-        let want = wanted(rooms.as_slice(), r, &stored, max_panes).unwrap_or(Expect::Off);
+        let want = wanted(rooms.as_slice(), r, &stored, max_panes, grace).unwrap_or(Expect::Off);
         let have = seen(&sim, &room.channel);
         let cause = match (&want, have.as_slice()) {
             (model::Expect::Off, []) => None,
@@ -613,7 +620,13 @@ fn all_right(
 ) -> bool {
     let stored = services.shell.store.inner().inner.rooms();
     rooms.iter().enumerate().all(|(r, room)| {
-        let Ok(want) = wanted(rooms, r, &stored, max_panes) else {
+        let Ok(want) = wanted(
+            rooms,
+            r,
+            &stored,
+            max_panes,
+            services.config.decision.end_grace_secs,
+        ) else {
             return false;
         };
         let have = seen(sim, &room.channel);
@@ -637,8 +650,9 @@ fn wanted(
         costream_app::store::StoredRoom,
     )],
     max_panes: usize,
+    grace: u64,
 ) -> Result<Expect, String> {
-    let want = model::expected(&rooms[r].history, max_panes);
+    let want = model::expected(&rooms[r].history, max_panes, grace);
     let channel = &rooms[r].channel;
     let Some(link) = stored
         .iter()
@@ -656,7 +670,7 @@ fn wanted(
         .iter()
         .find(|room| room.channel == link.peer.as_str())
         .ok_or_else(|| format!("{channel} is in a PK with an unknown room {}", link.peer))?;
-    let peer_want = model::expected(&peer.history, max_panes);
+    let peer_want = model::expected(&peer.history, max_panes, grace);
     if host_of(&want).as_deref() != Some(link.host.as_str())
         || host_of(&peer_want).as_deref() != Some(link.peer_host.as_str())
     {
@@ -819,7 +833,13 @@ async fn check(
     let max_panes = services.config.decision.max_panes;
     let stored = services.shell.store.inner().inner.rooms();
     for (r, room) in rooms.iter().enumerate() {
-        let want = match wanted(rooms, r, &stored, max_panes) {
+        let want = match wanted(
+            rooms,
+            r,
+            &stored,
+            max_panes,
+            services.config.decision.end_grace_secs,
+        ) {
             Ok(want) => want,
             Err(why) => {
                 problems.push(why);

@@ -5,10 +5,14 @@
 //! Rules:
 //! - A user is in the channel while one of their sessions is (a reconnect overlaps the old
 //!   connection, so the user never leaves); a Join as a viewer (role 2) is not "in" for the stage,
-//!   a role update to interactive is, a role update to viewer or a Leave is out.
+//!   a role update to interactive is, a role update to viewer or a Leave is out; a channel close
+//!   puts everyone out.
+//! - **The end grace:** a user back in the channel at most `grace` seconds after they were out
+//!   counts as never gone (their presence periods are bridged).
 //! - A publish *start* while no broadcast is live begins one, hosted by its user. The broadcast
-//!   lasts while the host is in the channel as an interactive member; it ends when they leave,
-//!   become a viewer, or the channel closes. Co-streamers left behind do not take over.
+//!   lasts while the host is in the channel (bridged as above); it ends when they are out for
+//!   longer than the grace. Co-streamers left behind do not take over (only a new publish start
+//!   begins a broadcast).
 //! - The stage: the host first (camera on or off), then co-streamers who publish now, by when
 //!   their publishing started (ties by user id), at most `max_panes`.
 //! - The task: none without a broadcast; MixMode 0 relaying the host when the host is alone on
@@ -72,16 +76,39 @@ struct User {
     since: Option<u64>,
 }
 
-/// Replays `history` (in true order) and says what the task should be.
-pub fn expected(history: &[Truth], max_panes: usize) -> Expect {
-    let mut users: BTreeMap<String, User> = BTreeMap::new();
-    let mut host: Option<String> = None;
+/// Each user's periods in the channel, `(from, until)` (`None`: still in), oldest first, with
+/// gaps of at most `grace` seconds bridged.
+fn presence(history: &[Truth], grace: u64) -> BTreeMap<String, Vec<(u64, Option<u64>)>> {
+    let mut sessions: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut periods: BTreeMap<String, Vec<(u64, Option<u64>)>> = BTreeMap::new();
+    let set = |periods: &mut BTreeMap<String, Vec<(u64, Option<u64>)>>,
+               user: &str,
+               at: u64,
+               present: bool| {
+        let list = periods.entry(user.to_owned()).or_default();
+        let open = list.last().is_some_and(|p| p.1.is_none());
+        match (present, open) {
+            (true, false) => match list.last_mut() {
+                // Back within the grace: the same period.
+                Some(last) if last.1.is_some_and(|end| at <= end + grace) => last.1 = None,
+                _ => list.push((at, None)),
+            },
+            (false, true) => {
+                if let Some(last) = list.last_mut() {
+                    last.1 = Some(at);
+                }
+            }
+            _ => {}
+        }
+    };
     for truth in history {
         match truth {
             Truth::Cdn { .. } => {}
-            Truth::ChannelClose { .. } => {
-                users.clear();
-                host = None;
+            Truth::ChannelClose { at } => {
+                for (user, s) in sessions.iter_mut() {
+                    s.clear();
+                    set(&mut periods, user, *at, false);
+                }
             }
             Truth::User {
                 at,
@@ -89,7 +116,51 @@ pub fn expected(history: &[Truth], max_panes: usize) -> Expect {
                 session,
                 act,
             } => {
+                let s = sessions.entry(user.clone()).or_default();
+                match act {
+                    Act::Join { viewer: false } | Act::ToInteractive | Act::Publish => {
+                        s.insert(session.clone());
+                    }
+                    Act::Join { viewer: true } | Act::Unpublish => {}
+                    Act::Leave { .. } | Act::ToViewer => {
+                        s.remove(session);
+                    }
+                }
+                let present = !s.is_empty();
+                set(&mut periods, user, *at, present);
+            }
+        }
+    }
+    periods
+}
+
+/// Replays `history` (in true order) and says what the task should be, with the end grace
+/// `grace` (seconds).
+pub fn expected(history: &[Truth], max_panes: usize, grace: u64) -> Expect {
+    let periods = presence(history, grace);
+    // When the period of `user` that contains `at` ends (`Some(None)`: still in).
+    let until = |user: &str, at: u64| -> Option<Option<u64>> {
+        periods
+            .get(user)?
+            .iter()
+            .find(|(from, to)| *from <= at && to.is_none_or(|t| at < t))
+            .map(|(_, to)| *to)
+    };
+    let mut users: BTreeMap<String, User> = BTreeMap::new();
+    // The broadcast: its host and when it ends (`None`: it goes on).
+    let mut broadcast: Option<(String, Option<u64>)> = None;
+    for truth in history {
+        match truth {
+            Truth::Cdn { .. } => {}
+            Truth::ChannelClose { .. } => users.clear(),
+            Truth::User {
+                at,
+                user,
+                session,
+                act,
+            } => {
                 let u = users.entry(user.clone()).or_default();
+                let mut started = false;
                 match act {
                     Act::Join { viewer: false } | Act::ToInteractive => {
                         u.interactive.insert(session.clone());
@@ -99,11 +170,9 @@ pub fn expected(history: &[Truth], max_panes: usize) -> Expect {
                         u.interactive.insert(session.clone());
                         if u.publishing.is_empty() {
                             u.since = Some(*at);
+                            started = true;
                         }
                         u.publishing.insert(session.clone());
-                        if host.is_none() {
-                            host = Some(user.clone());
-                        }
                     }
                     Act::Unpublish => {
                         u.publishing.remove(session);
@@ -116,14 +185,16 @@ pub fn expected(history: &[Truth], max_panes: usize) -> Expect {
                 if u.publishing.is_empty() {
                     u.since = None;
                 }
-                let gone = u.interactive.is_empty();
-                if gone && host.as_deref() == Some(user.as_str()) {
-                    host = None;
+                let live = broadcast
+                    .as_ref()
+                    .is_some_and(|(_, end)| end.is_none_or(|e| *at < e));
+                if started && !live {
+                    broadcast = until(user, *at).map(|end| (user.clone(), end));
                 }
             }
         }
     }
-    let Some(host) = host else {
+    let Some((host, None)) = broadcast else {
         return Expect::Off;
     };
     let mut co: Vec<(u64, &String)> = users
@@ -164,16 +235,16 @@ mod tests {
             ev(1, "h", "h1", Act::Join { viewer: false }),
             ev(2, "h", "h1", Act::Publish),
         ];
-        assert_eq!(expected(&h, 16), Expect::Single("h".into()));
+        assert_eq!(expected(&h, 16, 0), Expect::Single("h".into()));
         h.push(ev(3, "g", "g1", Act::Publish));
         assert_eq!(
-            expected(&h, 16),
+            expected(&h, 16, 0),
             Expect::Mixed(vec!["h".into(), "g".into()])
         );
         h.push(ev(4, "g", "g1", Act::Leave { viewer: false }));
-        assert_eq!(expected(&h, 16), Expect::Single("h".into()));
+        assert_eq!(expected(&h, 16, 0), Expect::Single("h".into()));
         h.push(ev(5, "h", "h1", Act::Leave { viewer: false }));
-        assert_eq!(expected(&h, 16), Expect::Off);
+        assert_eq!(expected(&h, 16, 0), Expect::Off);
     }
 
     #[test]
@@ -185,16 +256,46 @@ mod tests {
             ev(4, "h", "h1", Act::Leave { viewer: false }),
         ];
         assert_eq!(
-            expected(&h, 16),
+            expected(&h, 16, 0),
             Expect::Mixed(vec!["h".into(), "g".into()]),
             "the reconnect overlapped: still the host, camera off in the new session"
         );
         let mut h2 = h.clone();
         h2.push(ev(5, "h", "h2", Act::Leave { viewer: false }));
-        assert_eq!(expected(&h2, 16), Expect::Off);
+        assert_eq!(expected(&h2, 16, 0), Expect::Off);
         h2.push(ev(6, "g", "g1", Act::Unpublish));
         h2.push(ev(7, "g", "g1", Act::Publish));
-        assert_eq!(expected(&h2, 16), Expect::Single("g".into()), "a new start");
+        assert_eq!(
+            expected(&h2, 16, 0),
+            Expect::Single("g".into()),
+            "a new start"
+        );
+    }
+
+    #[test]
+    fn a_host_back_within_the_grace_keeps_the_broadcast() {
+        let h = vec![
+            ev(1, "h", "h1", Act::Publish),
+            ev(2, "g", "g1", Act::Publish),
+            ev(10, "h", "h1", Act::Leave { viewer: false }),
+            ev(11, "x", "x1", Act::Publish),
+            ev(14, "h", "h2", Act::Join { viewer: false }),
+        ];
+        assert_eq!(
+            expected(&h, 16, 5),
+            Expect::Mixed(vec!["h".into(), "g".into(), "x".into()]),
+            "back after 4 s: the same broadcast, x a co-streamer"
+        );
+        assert_eq!(
+            expected(&h, 16, 3),
+            Expect::Mixed(vec!["x".into(), "g".into()]),
+            "back after more than the grace: x's broadcast began at 11"
+        );
+        let gone = &h[..4];
+        assert_eq!(
+            expected(gone, 16, 5),
+            Expect::Mixed(vec!["x".into(), "g".into()])
+        );
     }
 
     #[test]
@@ -204,7 +305,7 @@ mod tests {
             h.push(ev(10 + i as u64, name, name, Act::Publish));
         }
         assert_eq!(
-            expected(&h, 3),
+            expected(&h, 3, 0),
             Expect::Mixed(vec!["h".into(), "c".into(), "b".into()])
         );
     }

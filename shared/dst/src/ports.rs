@@ -224,6 +224,7 @@ impl GatedStore {
             1 => Err(StoreError::VersionConflict {
                 room: room.to_owned(),
                 expected,
+                current: None,
             }),
             2 => Err(StoreError::Unavailable {
                 room: room.to_owned(),
@@ -266,6 +267,47 @@ impl GatedStore {
 }
 
 impl StateStore for GatedStore {
+    async fn append(
+        &self,
+        key: &RoomKey,
+        life: Option<&costream_app::store::Life>,
+        entry: &costream_app::store::InboxEntry,
+        due_ms: u64,
+    ) -> Result<StoredRoom, StoreError> {
+        if std::env::var_os("COSTREAM_SIM_TRACE").is_some() {
+            eprintln!("append {key} {}", entry.id);
+        }
+        let delay = lock(&self.world).latency(20);
+        tokio::time::sleep(delay).await;
+        let fate = {
+            let mut w = lock(&self.world);
+            let k = w.knobs.clone();
+            if w.draw(k.store_unavailable) {
+                w.fired.store_unavailable += 1;
+                1
+            } else if w.draw(k.store_landed) {
+                w.fired.store_landed += 1;
+                2
+            } else {
+                0
+            }
+        };
+        match fate {
+            1 => Err(StoreError::Unavailable {
+                room: key.to_string(),
+                source: "injected: append timed out, not applied".into(),
+            }),
+            2 => {
+                self.inner.append(key, life, entry, due_ms).await?;
+                Err(StoreError::Unavailable {
+                    room: key.to_string(),
+                    source: "injected: append applied, answer lost".into(),
+                })
+            }
+            _ => self.inner.append(key, life, entry, due_ms).await,
+        }
+    }
+
     async fn load(&self, key: &RoomKey) -> Result<Option<StoredRoom>, StoreError> {
         let delay = lock(&self.world).latency(20);
         tokio::time::sleep(delay).await;
@@ -300,6 +342,29 @@ impl StateStore for GatedStore {
         let result = self
             .write(&room_name, expected, self.inner.save(key, room, expected))
             .await;
+        if std::env::var_os("COSTREAM_SIM_TRACE").is_some() {
+            let cur = match &result {
+                Err(StoreError::VersionConflict {
+                    current: Some(c), ..
+                }) => format!(
+                    "cur v{} pk={:?} wid={:?}",
+                    c.version.get(),
+                    c.facts.pk_write().map(|p| p.at),
+                    c.wid
+                ),
+                _ => String::new(),
+            };
+            eprintln!(
+                "save {key} v{} -> {:?} {cur} pk={:?} held={} inbox={} wid={:?} lease={:?}",
+                expected.get(),
+                result.as_ref().map_err(|e| e.to_string()),
+                room.facts.pk_write().map(|p| p.at),
+                room.held.len(),
+                room.inbox.len(),
+                room.wid,
+                room.lease
+            );
+        }
         self.check_pk_pairs();
         result
     }
@@ -311,6 +376,14 @@ impl StateStore for GatedStore {
     ) -> Result<(), StoreError> {
         let name = format!("{} and {}", a.0, b.0);
         let result = self.write(&name, a.2, self.inner.save_pair(a, b)).await;
+        if std::env::var_os("COSTREAM_SIM_TRACE").is_some() {
+            eprintln!(
+                "save_pair {name} -> {:?} a.pk={:?} b.pk={:?}",
+                result.as_ref().map_err(|e| e.to_string()),
+                a.1.facts.pk_write(),
+                b.1.facts.pk_write()
+            );
+        }
         self.check_pk_pairs();
         result
     }

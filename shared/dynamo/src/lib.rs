@@ -5,13 +5,19 @@
 //! | attribute     | type | content |
 //! |---------------|------|---------|
 //! | `pk`          | S    | `ROOM#<AppId>#<ChannelId>` (ids can't contain `#`, so keys of different apps never collide) |
-//! | `version`     | N    | optimistic-concurrency counter, +1 on every write |
+//! | `version`     | N    | optimistic-concurrency counter, +1 on every write (and every append) |
+//! | `life`        | S    | the item's life: set when it is created, checked by every conditional write with the version |
+//! | `wid`         | S    | the id of the write that made this version (a retried write that landed is recognised by it) |
+//! | `at`          | N    | when that write was made, epoch ms |
+//! | `inbox`       | L    | callbacks committed by an append (each a JSON string), not yet folded (absent when empty) |
+//! | `held`        | S    | events held back for the end grace, with when (JSON; absent when none) |
 //! | `facts`       | S    | the room's [`Facts`](costream_core::Facts) as compact JSON |
 //! | `record`      | S    | the shell's [`Record`](costream_core::Record) (the task applied) as JSON |
 //! | `seen`        | S    | the CDN's recently seen signature pairs with expiry (JSON), bounded |
 //! | `lease_owner` | S    | MPU lease holder (absent when free) |
 //! | `lease_until` | N    | lease expiry, epoch ms |
-//! | `expires_at`  | N    | TTL attribute: rooms untouched for `room_ttl` disappear by themselves |
+//! | `lease_token` | S    | the id of the write that took the lease |
+//! | `expires_at`  | N    | TTL attribute (s): rooms untouched for the shell's `room_ttl_ms` disappear by themselves; past it an item is treated as absent |
 //! | `shard`       | S    | `<AppId>#<n>`, n = hash(channel) mod 8: the partition key of both indexes, spread so no index partition gets one app's whole write rate |
 //! | `due_at`      | N    | when the repair loop should look at the room (absent when nothing is pending): index `due` |
 //! | `outbox`      | S    | webhooks committed with the room's changes, not yet delivered (JSON; absent when empty) |
@@ -49,13 +55,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, KeysAndAttributes,
-    Put, ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem, Update,
+    Put, ReturnValue, ReturnValuesOnConditionCheckFailure, ScalarAttributeType,
+    TimeToLiveSpecification, TransactWriteItem, Update,
 };
 use aws_sdk_dynamodb::Client;
 
 use aws_sdk_dynamodb::types::{GlobalSecondaryIndex, Projection, ProjectionType};
 use costream_app::ports::{DueRoom, RoomKey, StateStore, StoreError};
-use costream_app::store::{HistoryEntry, Lease, SeenKeys, StoredRoom, Upkeep, HISTORY_LEN};
+use costream_app::store::{
+    HistoryEntry, InboxEntry, Lease, Life, SeenKeys, StoredRoom, Upkeep, HISTORY_LEN, MAX_INBOX,
+};
 use costream_core::{AppId, ChannelId, Facts, Record, Target, TaskId, Version};
 
 /// How many `shard` values an app's rooms spread over (the indexes' partition keys).
@@ -88,10 +97,11 @@ impl DynamoStore {
         room: &StoredRoom,
         expected: Version,
     ) -> Result<(HashMap<String, AttributeValue>, WriteCondition), StoreError> {
-        let facts = serde_json::to_string(&room.facts).map_err(|e| failed(&key.to_string(), e))?;
-        let record =
-            serde_json::to_string(&room.record).map_err(|e| failed(&key.to_string(), e))?;
-        let seen = serde_json::to_string(&room.seen).map_err(|e| failed(&key.to_string(), e))?;
+        let json =
+            |v: Result<String, serde_json::Error>| v.map_err(|e| failed(&key.to_string(), e));
+        let facts = json(serde_json::to_string(&room.facts))?;
+        let record = json(serde_json::to_string(&room.record))?;
+        let seen = json(serde_json::to_string(&room.seen))?;
         let mut item = HashMap::from([
             ("pk".to_owned(), Self::pk(key)),
             (
@@ -102,9 +112,19 @@ impl DynamoStore {
             ("record".to_owned(), AttributeValue::S(record)),
             ("seen".to_owned(), AttributeValue::S(seen)),
             ("shard".to_owned(), AttributeValue::S(Self::shard(key))),
+            ("at".to_owned(), AttributeValue::N(room.at_ms.to_string())),
         ]);
-        if room.record.running().task().is_none() {
-            item.insert("expires_at".to_owned(), self.expires_at());
+        if let Some(life) = &room.life {
+            item.insert("life".to_owned(), AttributeValue::S(life.0.clone()));
+        }
+        if let Some(wid) = &room.wid {
+            item.insert("wid".to_owned(), AttributeValue::S(wid.clone()));
+        }
+        if let Some(expires) = room.expires_ms {
+            item.insert(
+                "expires_at".to_owned(),
+                AttributeValue::N(expires.div_ceil(1000).to_string()),
+            );
         }
         if let Some(since) = room.upkeep.failing_since_ms {
             item.insert(
@@ -119,16 +139,26 @@ impl DynamoStore {
             item.insert("hooks_due".to_owned(), AttributeValue::N(due.to_string()));
         }
         if !room.outbox.is_empty() {
-            let outbox =
-                serde_json::to_string(&room.outbox).map_err(|e| failed(&key.to_string(), e))?;
+            let outbox = json(serde_json::to_string(&room.outbox))?;
             item.insert("outbox".to_owned(), AttributeValue::S(outbox));
+        }
+        if !room.inbox.is_empty() {
+            let entries = room
+                .inbox
+                .iter()
+                .map(|e| json(serde_json::to_string(e)).map(AttributeValue::S))
+                .collect::<Result<Vec<_>, _>>()?;
+            item.insert("inbox".to_owned(), AttributeValue::L(entries));
+        }
+        if !room.held.is_empty() {
+            let held = json(serde_json::to_string(&room.held))?;
+            item.insert("held".to_owned(), AttributeValue::S(held));
         }
         if let Some(task) = room.record.running().task() {
             item.insert("task".to_owned(), AttributeValue::S(task.to_string()));
         }
         if !room.upkeep.is_default() {
-            let upkeep =
-                serde_json::to_string(&room.upkeep).map_err(|e| failed(&key.to_string(), e))?;
+            let upkeep = json(serde_json::to_string(&room.upkeep))?;
             item.insert("upkeep".to_owned(), AttributeValue::S(upkeep));
         }
         if let Some(lease) = &room.lease {
@@ -140,19 +170,12 @@ impl DynamoStore {
                 "lease_until".to_owned(),
                 AttributeValue::N(lease.until_ms.to_string()),
             );
+            item.insert(
+                "lease_token".to_owned(),
+                AttributeValue::S(lease.token.clone()),
+            );
         }
-        let condition = if expected == Version::NONE {
-            WriteCondition {
-                expression: "attribute_not_exists(pk)",
-                expected: None,
-            }
-        } else {
-            WriteCondition {
-                expression: "#v = :expected",
-                expected: Some(AttributeValue::N(expected.get().to_string())),
-            }
-        };
-        Ok((item, condition))
+        Ok((item, WriteCondition::of(room, expected)))
     }
 
     /// `client` is built once per process (with timeouts) and shared.
@@ -321,11 +344,13 @@ impl DynamoStore {
         let mut put = Put::builder()
             .table_name(&self.table)
             .set_item(Some(item))
-            .condition_expression(condition.expression);
-        if let Some(v) = condition.expected {
-            put = put
-                .expression_attribute_names("#v", "version")
-                .expression_attribute_values(":expected", v);
+            .condition_expression(condition.expression)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        for (name, attribute) in condition.names {
+            put = put.expression_attribute_names(name, attribute);
+        }
+        for (name, value) in condition.values {
+            put = put.expression_attribute_values(name, value);
         }
         put.build().map_err(|e| failed(&key.to_string(), e))
     }
@@ -389,10 +414,18 @@ impl DynamoStore {
         else {
             return Ok(None);
         };
-        let reasons = cancellation_reasons(&room, e)?;
-        riding_cancelled(room, expected, &reasons).map(Some)
+        let (reasons, items) = cancellation_reasons(&room, e)?;
+        match riding_cancelled(room, expected, &reasons) {
+            Err(StoreError::VersionConflict { .. }) => Err(conflict(
+                key,
+                expected,
+                items.first().and_then(Option::as_ref),
+            )),
+            other => other.map(Some),
+        }
     }
 
+    /// The expiry of a history slot: as long as a room's.
     fn expires_at(&self) -> AttributeValue {
         AttributeValue::N((now_secs() + self.room_ttl.as_secs()).to_string())
     }
@@ -490,14 +523,44 @@ fn failed(room: &str, e: impl std::error::Error + Send + Sync + 'static) -> Stor
     }
 }
 
-/// Throttling, server errors, timeouts and connection failures are retryable; the rest is not.
-/// A room write's condition: the item must not exist, or must hold version `expected`
-/// (`#v = :expected`).
+/// A room write's condition (see `StateStore::save`): a create finds no item, or one past its
+/// expiry; any other write finds version `expected` of the room's life, unexpired.
 struct WriteCondition {
     expression: &'static str,
-    expected: Option<AttributeValue>,
+    names: Vec<(&'static str, &'static str)>,
+    values: Vec<(&'static str, AttributeValue)>,
 }
 
+impl WriteCondition {
+    fn of(room: &StoredRoom, expected: Version) -> WriteCondition {
+        let now = AttributeValue::N((room.at_ms / 1000).to_string());
+        if expected == Version::NONE {
+            return WriteCondition {
+                expression: "attribute_not_exists(pk) OR expires_at <= :now",
+                names: Vec::new(),
+                values: vec![(":now", now)],
+            };
+        }
+        let mut values = vec![
+            (":expected", AttributeValue::N(expected.get().to_string())),
+            (":now", now),
+        ];
+        let expression = match &room.life {
+            Some(life) => {
+                values.push((":life", AttributeValue::S(life.0.clone())));
+                "#v = :expected AND #life = :life AND (attribute_not_exists(expires_at) OR expires_at > :now)"
+            }
+            None => "#v = :expected AND attribute_not_exists(#life) AND (attribute_not_exists(expires_at) OR expires_at > :now)",
+        };
+        WriteCondition {
+            expression,
+            names: vec![("#v", "version"), ("#life", "life")],
+            values,
+        }
+    }
+}
+
+/// Throttling, server errors, timeouts and connection failures are retryable; the rest is not.
 fn classify<E, R>(room: &str, e: SdkError<E, R>) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
@@ -638,6 +701,9 @@ fn from_item(
         (Some(owner), Some(until_ms)) => Some(Lease {
             owner: owner.to_owned(),
             until_ms,
+            token: string(item, "lease_token", key)?
+                .unwrap_or_default()
+                .to_owned(),
         }),
         (None, None) => None,
         _ => {
@@ -658,15 +724,38 @@ fn from_item(
         None => Vec::new(),
     };
     let due_ms = number::<u64>(item, "due_at", key)?;
+    let inbox = match item.get("inbox") {
+        None => Vec::new(),
+        Some(AttributeValue::L(entries)) => entries
+            .iter()
+            .map(|e| match e {
+                AttributeValue::S(json) => serde_json::from_str(json)
+                    .map_err(|e| corrupt(key, format!("an inbox entry does not parse: {e}"))),
+                _ => Err(corrupt(key, "an inbox entry is not a string")),
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(_) => return Err(corrupt(key, "attribute inbox is not a list")),
+    };
+    let held = match string(item, "held", key)? {
+        Some(h) => serde_json::from_str(h)
+            .map_err(|e| corrupt(key, format!("attribute held does not parse: {e}")))?,
+        None => Vec::new(),
+    };
     Ok(StoredRoom {
         facts,
         record,
         version: Version::new(version),
+        life: string(item, "life", key)?.map(|l| Life(l.to_owned())),
+        wid: string(item, "wid", key)?.map(str::to_owned),
+        at_ms: number::<u64>(item, "at", key)?.unwrap_or(0),
+        expires_ms: number::<u64>(item, "expires_at", key)?.map(|s| s.saturating_mul(1000)),
         lease,
         seen,
         due_ms,
         upkeep,
         outbox,
+        inbox,
+        held,
     })
 }
 
@@ -687,21 +776,84 @@ impl StateStore for DynamoStore {
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
-            .condition_expression(condition.expression);
-        if let Some(v) = condition.expected {
-            put = put
-                .expression_attribute_names("#v", "version")
-                .expression_attribute_values(":expected", v);
+            .condition_expression(condition.expression)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        for (name, attribute) in condition.names {
+            put = put.expression_attribute_names(name, attribute);
+        }
+        for (name, value) in condition.values {
+            put = put.expression_attribute_values(name, value);
         }
         match put.send().await {
             Ok(_) => Ok(()),
-            Err(e) if e.code() == Some("ConditionalCheckFailedException") => {
-                Err(StoreError::VersionConflict {
-                    room: key.to_string(),
-                    expected,
-                })
+            Err(e) => {
+                use aws_sdk_dynamodb::operation::put_item::PutItemError;
+                if let Some(PutItemError::ConditionalCheckFailedException(failed)) =
+                    e.as_service_error()
+                {
+                    return Err(conflict(key, expected, failed.item()));
+                }
+                Err(classify(&key.to_string(), e))
             }
-            Err(e) => Err(classify(&key.to_string(), e)),
+        }
+    }
+
+    /// One UpdateItem: the entry added to the `inbox` list, the version incremented, the room
+    /// marked due — conditional on the item's life, its expiry and the inbox's size only, so
+    /// appends never conflict with each other. `ALL_NEW` is the room as written; a failed
+    /// condition answers with the item as it was.
+    async fn append(
+        &self,
+        key: &RoomKey,
+        life: Option<&Life>,
+        entry: &InboxEntry,
+        due_ms: u64,
+    ) -> Result<StoredRoom, StoreError> {
+        let json = serde_json::to_string(entry).map_err(|e| failed(&key.to_string(), e))?;
+        let living = (entry.at_ms + costream_app::ports::APPEND_MIN_TTL_MS) / 1000;
+        let life_condition = match life {
+            Some(_) => "#life = :life",
+            None => "attribute_not_exists(#life)",
+        };
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", Self::pk(key))
+            .update_expression(
+                "SET #inbox = list_append(if_not_exists(#inbox, :empty), :entry), #v = #v + :one, due_at = :due",
+            )
+            .condition_expression(format!(
+                "attribute_exists(pk) AND {life_condition} AND (attribute_not_exists(expires_at) OR expires_at > :living) AND (attribute_not_exists(#inbox) OR size(#inbox) < :max)"
+            ))
+            .expression_attribute_names("#inbox", "inbox")
+            .expression_attribute_names("#v", "version")
+            .expression_attribute_names("#life", "life")
+            .expression_attribute_values(":empty", AttributeValue::L(Vec::new()))
+            .expression_attribute_values(":entry", AttributeValue::L(vec![AttributeValue::S(json)]))
+            .expression_attribute_values(":one", AttributeValue::N("1".into()))
+            .expression_attribute_values(":due", AttributeValue::N(due_ms.to_string()))
+            .expression_attribute_values(":living", AttributeValue::N(living.to_string()))
+            .expression_attribute_values(":max", AttributeValue::N(MAX_INBOX.to_string()))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        if let Some(life) = life {
+            update = update.expression_attribute_values(":life", AttributeValue::S(life.0.clone()));
+        }
+        match update.send().await {
+            Ok(out) => match out.attributes() {
+                Some(item) => from_item(key, item),
+                None => Err(corrupt(key, "an append answered without the item")),
+            },
+            Err(e) => {
+                use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+                if let Some(UpdateItemError::ConditionalCheckFailedException(failed)) =
+                    e.as_service_error()
+                {
+                    return Err(conflict(key, Version::NONE, failed.item()));
+                }
+                Err(classify(&key.to_string(), e))
+            }
         }
     }
 
@@ -726,9 +878,9 @@ impl StateStore for DynamoStore {
         {
             Ok(_) => Ok(()),
             Err(e) => {
-                let reasons = cancellation_reasons(&both, e)?;
-                // A version moved, or another transaction held an item: re-read and decide
-                // again.
+                let (reasons, items) = cancellation_reasons(&both, e)?;
+                // A version moved, or another transaction held an item: decide again from the
+                // item as it is.
                 let Some(i) = reasons
                     .iter()
                     .position(|c| c == "ConditionalCheckFailed" || c == "TransactionConflict")
@@ -736,10 +888,11 @@ impl StateStore for DynamoStore {
                     return Err(cancelled_error(both, &reasons));
                 };
                 let (key, _, expected) = if i == 0 { a } else { b };
-                Err(StoreError::VersionConflict {
-                    room: key.to_string(),
+                Err(conflict(
+                    key,
                     expected,
-                })
+                    items.get(i).and_then(Option::as_ref),
+                ))
             }
         }
     }
@@ -1027,7 +1180,11 @@ fn riding_cancelled(
     match code(0) {
         "None" => {}
         "ConditionalCheckFailed" | "TransactionConflict" => {
-            return Err(StoreError::VersionConflict { room, expected })
+            return Err(StoreError::VersionConflict {
+                room,
+                expected,
+                current: None,
+            })
         }
         _ => return Err(cancelled_error(room, reasons)),
     }
@@ -1040,11 +1197,12 @@ fn riding_cancelled(
 }
 
 /// A cancelled transaction's reasons, one per item in order ("None" for the items that were
-/// fine); any other failure, classified.
+/// fine), and the items as they were where a condition failed (`ALL_OLD`); any other failure,
+/// classified.
 fn cancellation_reasons<R>(
     room: &str,
     e: SdkError<aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError, R>,
-) -> Result<Vec<String>, StoreError>
+) -> Result<(Vec<String>, Vec<Option<Item>>), StoreError>
 where
     R: std::fmt::Debug + Send + Sync + 'static,
 {
@@ -1054,11 +1212,33 @@ where
     else {
         return Err(classify(room, e));
     };
-    Ok(cancelled
-        .cancellation_reasons()
-        .iter()
-        .map(|r| r.code().unwrap_or("None").to_owned())
-        .collect())
+    let reasons = cancelled.cancellation_reasons();
+    Ok((
+        reasons
+            .iter()
+            .map(|r| r.code().unwrap_or("None").to_owned())
+            .collect(),
+        reasons.iter().map(|r| r.item().cloned()).collect(),
+    ))
+}
+
+/// A version conflict of the room `key`, with the item as the failed condition found it (when
+/// the answer carried one that parses).
+fn conflict(key: &RoomKey, expected: Version, item: Option<&Item>) -> StoreError {
+    let current = item.filter(|i| i.contains_key("version")).and_then(|i| {
+        match from_item(key, i) {
+            Ok(room) => Some(Box::new(room)),
+            Err(e) => {
+                tracing::warn!(error = %e, "a conflict's current item does not parse; reading it");
+                None
+            }
+        }
+    });
+    StoreError::VersionConflict {
+        room: key.to_string(),
+        expected,
+        current,
+    }
 }
 
 /// The error of a transaction cancelled for reasons other than a condition: throttling is

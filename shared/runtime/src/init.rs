@@ -9,7 +9,7 @@ use crate::aws::{dynamodb_client, load_sdk_config, secret_lookup, AwsTimeouts, S
 use costream_alibaba::client::ClientBuildError;
 use costream_alibaba::{Credentials, CredentialsError, LiveClient, LiveClientConfig};
 use costream_app::config::{env_lookup, Config, ConfigError};
-use costream_app::handlers::{Notifier, Services};
+use costream_app::handlers::{EndGraceWait, Notifier, Services, INLINE_GRACE_WAIT_MS};
 use costream_app::mpu::{AlibabaMpu, MpuSettings};
 use costream_app::ports::{
     Clock, Listing, MpuDone, MpuFailure, MpuFailureKind, MpuPort, RoomKey, StateStore, SystemClock,
@@ -85,6 +85,11 @@ fn services_with<S: StateStore, M: MpuPort, C: Clock>(
         },
         config: Arc::new(config),
         notifier,
+        // A function waits out an end grace that fits its invocation; `serve` hands it to a
+        // background task instead.
+        end_grace: EndGraceWait::Inline {
+            max_ms: INLINE_GRACE_WAIT_MS,
+        },
     })
 }
 

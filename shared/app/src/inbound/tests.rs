@@ -30,84 +30,35 @@ fn tags(cb: &ArtcCallback) -> Vec<String> {
 }
 
 #[test]
-fn seed_flow_fixtures_parse_for_their_side() {
-    let cb = parse_artc(
-        &fixture("01_host_publish.json"),
-        &app(),
-        Side::Published,
-        NOW,
-    )
-    .expect("ok");
+fn seed_flow_fixtures_parse() {
+    let cb = parse_artc(&fixture("01_host_publish.json"), &app(), NOW).expect("ok");
     assert_eq!(cb.channel.as_str(), "room-1001");
     assert_eq!(cb.msg_id.as_ref().map(MsgId::as_str), Some("msg-0001"));
     assert_eq!(tags(&cb), ["host_u1:Join", "host_u1:Publish"]);
-    // The same callback on the other side: valid, nothing to do.
-    let cb = parse_artc(
-        &fixture("01_host_publish.json"),
-        &app(),
-        Side::Unpublished,
-        NOW,
-    )
-    .expect("ok");
-    assert!(cb.events.is_empty());
 
     // Lower-case-`d` field names of the older doc version.
-    let cb = parse_artc(
-        &fixture("03_guest_leave.json"),
-        &app(),
-        Side::Unpublished,
-        NOW,
-    )
-    .expect("ok");
+    let cb = parse_artc(&fixture("03_guest_leave.json"), &app(), NOW).expect("ok");
     assert_eq!(tags(&cb), ["guest_u2:Unpublish", "guest_u2:Leave"]);
 
-    let cb = parse_artc(
-        &fixture("channel_close.json"),
-        &app(),
-        Side::Unpublished,
-        NOW,
-    )
-    .expect("ok");
+    let cb = parse_artc(&fixture("channel_close.json"), &app(), NOW).expect("ok");
     assert_eq!(tags(&cb), ["close"]);
 }
 
+/// Whichever function EventBridge invokes applies every item of the callback (issue 21): a
+/// reconnect reported in one callback — a Publish and a Leave — is never half-applied.
 #[test]
-fn several_contents_are_split_between_the_functions() {
+fn every_item_of_a_callback_is_kept_whichever_function_receives_it() {
     let body = fixture("publish_and_leave.json");
-    let p = parse_artc(&body, &app(), Side::Published, NOW).expect("ok");
-    let u = parse_artc(&body, &app(), Side::Unpublished, NOW).expect("ok");
-    assert_eq!(tags(&p), ["guest_u2:Publish"]);
-    assert_eq!(tags(&u), ["guest_u3:Leave"]);
-    assert_ne!(
-        p.dedupe_key(Side::Published),
-        u.dedupe_key(Side::Unpublished)
-    );
-    assert_eq!(
-        parse_artc(&body, &app(), Side::Both, NOW)
-            .expect("ok")
-            .events
-            .len(),
-        2
-    );
-}
-
-#[test]
-fn role_updates_go_to_the_side_of_their_direction() {
-    let body = fixture("roleupdate_to_viewer.json");
-    assert!(parse_artc(&body, &app(), Side::Published, NOW)
-        .expect("ok")
-        .events
-        .is_empty());
-    assert_eq!(
-        tags(&parse_artc(&body, &app(), Side::Unpublished, NOW).expect("ok")),
-        ["guest_u2:RoleUpdate(Live)"]
-    );
+    let cb = parse_artc(&body, &app(), NOW).expect("ok");
+    assert_eq!(tags(&cb), ["guest_u2:Publish", "guest_u3:Leave"]);
+    let cb = parse_artc(&fixture("roleupdate_to_viewer.json"), &app(), NOW).expect("ok");
+    assert_eq!(tags(&cb), ["guest_u2:RoleUpdate(Live)"]);
 }
 
 #[test]
 fn bad_input_is_rejected_with_a_reason() {
     let err = |body: &[u8]| {
-        parse_artc(body, &app(), Side::Both, NOW)
+        parse_artc(body, &app(), NOW)
             .expect_err("rejected")
             .to_string()
     };
@@ -166,18 +117,17 @@ fn an_eventbridge_detail_has_the_same_size_limit_as_a_body() {
         assert_eq!(serde_json::to_vec(&detail).expect("json").len(), size);
         detail
     };
-    let at_limit = parse_artc_value(&padded(MAX_BODY_BYTES), &app(), Side::Published, NOW)
-        .expect("at the limit");
+    let at_limit = parse_artc_value(&padded(MAX_BODY_BYTES), &app(), NOW).expect("at the limit");
     assert_eq!(tags(&at_limit), ["host_u1:Join", "host_u1:Publish"]);
     assert_eq!(
-        parse_artc_value(&padded(MAX_BODY_BYTES + 1), &app(), Side::Published, NOW),
+        parse_artc_value(&padded(MAX_BODY_BYTES + 1), &app(), NOW),
         Err(InboundError::TooLarge(MAX_BODY_BYTES + 1))
     );
 }
 
 #[test]
 fn viewers_and_channel_open_are_valid_and_harmless() {
-    let cb = parse_artc(&fixture("viewer_join.json"), &app(), Side::Published, NOW).expect("ok");
+    let cb = parse_artc(&fixture("viewer_join.json"), &app(), NOW).expect("ok");
     assert!(matches!(
         &cb.events[..],
         [RoomEvent::User(UserEvent {
@@ -186,10 +136,7 @@ fn viewers_and_channel_open_are_valid_and_harmless() {
         })]
     ));
     let open = br#"{"AppId":"9qb1abcd","ChannelId":"r","Contents":[{"Event":"ChannelEvent","ChannelEvent":{"EventTag":"Open","Timestamp":1}}]}"#;
-    assert!(parse_artc(open, &app(), Side::Both, NOW)
-        .expect("ok")
-        .events
-        .is_empty());
+    assert!(parse_artc(open, &app(), NOW).expect("ok").events.is_empty());
 }
 
 #[test]
@@ -233,21 +180,16 @@ fn cdn_query_parses_and_validates() {
     assert!(parse_cdn(future, NOW).is_err());
 }
 
-/// Camera state (the 2021 tags): CameraOpen goes with the published side, CameraClose with the
-/// unpublished one, like Publish and Unpublish.
+/// Camera state (the 2021 tags): camera facts.
 #[test]
 fn camera_tags_are_camera_facts() {
     let body = br#"{"AppId":"9qb1abcd","ChannelId":"room-1001","MsgId":"m","Contents":[
         {"Event":"UserEvent","UserEvent":{"UserId":"u1","SessionId":"s1","EventTag":"CameraClose","Timestamp":1704164661}},
         {"Event":"UserEvent","UserEvent":{"UserId":"u2","SessionId":"s2","EventTag":"cameraopen","Timestamp":1704164662,"Role":1}}
     ]}"#;
-    let both = parse_artc(body, &app(), Side::Both, NOW).expect("ok");
+    let both = parse_artc(body, &app(), NOW).expect("ok");
     assert_eq!(tags(&both), ["u1:camera false", "u2:camera true"]);
     assert!(both.skipped.is_empty());
-    let published = parse_artc(body, &app(), Side::Published, NOW).expect("ok");
-    assert_eq!(tags(&published), ["u2:camera true"]);
-    let unpublished = parse_artc(body, &app(), Side::Unpublished, NOW).expect("ok");
-    assert_eq!(tags(&unpublished), ["u1:camera false"]);
 }
 
 /// Defect 5: one unknown item (a tag Alibaba added later) no longer loses the callback's known
@@ -261,7 +203,7 @@ fn unknown_items_are_skipped_and_the_known_ones_kept() {
         {"Event":"ChannelEvent","ChannelEvent":{"EventTag":"Pause","Timestamp":1704164664}},
         {"Event":"StreamEvent","StreamEvent":{"Foo":1}}
     ]}"#;
-    let cb = parse_artc(body, &app(), Side::Both, NOW).expect("the known event is kept");
+    let cb = parse_artc(body, &app(), NOW).expect("the known event is kept");
     assert_eq!(tags(&cb), ["u1:Publish"]);
     assert_eq!(
         cb.skipped,
@@ -278,7 +220,7 @@ fn unknown_items_are_skipped_and_the_known_ones_kept() {
         {"Event":"UserEvent","UserEvent":{"EventTag":"Publish"}}
     ]}"#;
     assert_eq!(
-        parse_artc(malformed, &app(), Side::Both, NOW)
+        parse_artc(malformed, &app(), NOW)
             .expect_err("malformed")
             .to_string(),
         "missing field UserId"

@@ -326,6 +326,15 @@ impl StateStore for Unreadable {
     async fn save(&self, key: &RoomKey, room: &StoredRoom, v: Version) -> Result<(), StoreError> {
         self.inner.save(key, room, v).await
     }
+    async fn append(
+        &self,
+        key: &RoomKey,
+        life: Option<&crate::store::Life>,
+        entry: &crate::store::InboxEntry,
+        due_ms: u64,
+    ) -> Result<StoredRoom, StoreError> {
+        self.inner.append(key, life, entry, due_ms).await
+    }
     async fn due_rooms(
         &self,
         app: &AppId,

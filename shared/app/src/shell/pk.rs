@@ -9,7 +9,8 @@
 
 use costream_core::{apply, PkLink, RoomEvent, Timestamp};
 
-use super::{AppError, Shell};
+use super::commit::MAX_WRITE_ATTEMPTS;
+use super::{plan, AppError, Shell};
 use crate::metrics;
 use crate::ports::{Clock, MpuPort, RoomKey, StateStore, StoreError};
 use crate::store::StoredRoom;
@@ -49,19 +50,21 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
         b: &RoomKey,
         owner: &str,
     ) -> Result<PkOutcome, AppError> {
-        for _ in 0..self.config.max_conflicts {
-            let (Some(mut ra), Some(mut rb)) =
-                (self.store.load(a).await?, self.store.load(b).await?)
-            else {
-                let missing = if self.store.load(a).await?.is_none() {
-                    a
-                } else {
-                    b
-                };
+        for _ in 0..MAX_WRITE_ATTEMPTS {
+            let (stored_a, stored_b) = (self.read(a).await?, self.read(b).await?);
+            let now_ms = self.clock.now_ms();
+            let (Some(before_a), Some(before_b)) = (stored_a, stored_b) else {
+                let missing = if self.read(a).await?.is_none() { a } else { b };
                 return Ok(PkOutcome::Refused(PkRefusal::UnknownRoom(
                     missing.channel.to_string(),
                 )));
             };
+            // The rooms as decisions see them (their inboxes folded, due held events merged).
+            let (mut ra, mut rb) = (
+                before_a.folded(now_ms, &self.rules()),
+                before_b.folded(now_ms, &self.rules()),
+            );
+            let grace = self.decision.end_grace_secs;
             for (key, room) in [(a, &ra), (b, &rb)] {
                 if room
                     .facts
@@ -73,14 +76,22 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                     )));
                 }
             }
-            let (Some(host_a), Some(host_b)) = (ra.facts.broadcast(), rb.facts.broadcast()) else {
-                let not_live = if ra.facts.broadcast().is_none() { a } else { b };
+            let (Some(host_a), Some(host_b)) =
+                (ra.facts.broadcast(grace), rb.facts.broadcast(grace))
+            else {
+                let not_live = if ra.facts.broadcast(grace).is_none() {
+                    a
+                } else {
+                    b
+                };
                 return Ok(PkOutcome::Refused(PkRefusal::NotLive(
                     not_live.channel.to_string(),
                 )));
             };
             let linked_to = |room: &StoredRoom, other: &RoomKey| {
-                room.facts.pk().is_some_and(|l| l.peer == other.channel)
+                room.facts
+                    .pk(grace)
+                    .is_some_and(|l| l.peer == other.channel)
             };
             if linked_to(&ra, b) && linked_to(&rb, a) {
                 return Ok(PkOutcome::Linked);
@@ -106,18 +117,19 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                 host: host_b.host,
                 started: host_b.started,
             };
-            let (before_a, before_b) = (ra.clone(), rb.clone());
+            let wid = self.config.writes.next();
             self.write_pk(&mut ra, Some(link_a), at);
             self.write_pk(&mut rb, Some(link_b), at);
-            let now_ms = self.clock.now_ms();
-            self.queue_hooks(&before_a, &mut ra, now_ms);
-            self.queue_hooks(&before_b, &mut rb, now_ms);
+            self.finish_write(&before_a, &mut ra, &wid);
+            self.finish_write(&before_b, &mut rb, &wid);
             match self
                 .store
                 .save_pair((a, &ra, ra.version), (b, &rb, rb.version))
                 .await
             {
                 Ok(()) => {}
+                Err(StoreError::VersionConflict { current, .. })
+                    if current.as_ref().is_some_and(|c| c.carries(&wid)) => {}
                 Err(StoreError::VersionConflict { .. }) => {
                     metrics::count("version_conflicts");
                     continue;
@@ -130,18 +142,20 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
         }
         Err(AppError::Contention {
             room: a.to_string(),
-            conflicts: self.config.max_conflicts,
+            conflicts: MAX_WRITE_ATTEMPTS,
         })
     }
 
     /// Ends room `a`'s PK in both rooms at once; then each converges back to its own picture.
     pub async fn unlink_pk(&self, a: &RoomKey, owner: &str) -> Result<PkOutcome, AppError> {
-        for _ in 0..self.config.max_conflicts {
-            let Some(mut ra) = self.store.load(a).await? else {
+        for _ in 0..MAX_WRITE_ATTEMPTS {
+            let Some(before_a) = self.read(a).await? else {
                 return Ok(PkOutcome::Refused(PkRefusal::UnknownRoom(
                     a.channel.to_string(),
                 )));
             };
+            let now_ms = self.clock.now_ms();
+            let mut ra = before_a.folded(now_ms, &self.rules());
             let Some(link) = ra.facts.pk_link().cloned() else {
                 return Ok(PkOutcome::Refused(PkRefusal::NotInPk(
                     a.channel.to_string(),
@@ -151,10 +165,9 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                 app: a.app.clone(),
                 channel: link.peer.clone(),
             };
-            let before_a = ra.clone();
-            let rb = self.end_pk(a, &mut ra, &b).await?;
-            let now_ms = self.clock.now_ms();
-            self.queue_hooks(&before_a, &mut ra, now_ms);
+            let wid = self.config.writes.next();
+            let rb = self.end_pk(a, &mut ra, &b, &wid).await?;
+            self.finish_write(&before_a, &mut ra, &wid);
             let saved = match &rb {
                 Some(rb) => {
                     self.store
@@ -169,6 +182,12 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                     self.converge_both(a, &b, owner).await;
                     return Ok(PkOutcome::Unlinked);
                 }
+                Err(StoreError::VersionConflict { current, .. })
+                    if current.as_ref().is_some_and(|c| c.carries(&wid)) =>
+                {
+                    self.converge_both(a, &b, owner).await;
+                    return Ok(PkOutcome::Unlinked);
+                }
                 Err(StoreError::VersionConflict { .. }) => {
                     metrics::count("version_conflicts");
                 }
@@ -177,20 +196,22 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
         }
         Err(AppError::Contention {
             room: a.to_string(),
-            conflicts: self.config.max_conflicts,
+            conflicts: MAX_WRITE_ATTEMPTS,
         })
     }
 
-    /// Writes the end of `a`'s PK into `ra` (as loaded, with whatever else the caller changed)
-    /// and, when its link still names `a`, into the peer `b`, which it returns (with its
-    /// webhooks queued) for the caller to save with `ra` in one transaction.
+    /// Writes the end of `a`'s PK into `ra` (as planned, with whatever else the caller changed)
+    /// and, when its link still names `a`, into the peer `b`, which it returns (stamped with
+    /// the write `wid`, its webhooks queued) for the caller to save with `ra` in one
+    /// transaction.
     pub(super) async fn end_pk(
         &self,
         a: &RoomKey,
         ra: &mut StoredRoom,
         b: &RoomKey,
+        wid: &str,
     ) -> Result<Option<StoredRoom>, StoreError> {
-        let rb = match self.store.load(b).await {
+        let rb = match self.read(b).await {
             Ok(rb) => rb,
             // A peer nobody can read: nobody sees its half either. End this room's side alone
             // rather than never commit this room's events again; the peer stays as stored.
@@ -205,13 +226,15 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
             .and_then(|r| r.facts.pk_link())
             .is_some_and(|l| l.peer == a.channel);
         match rb {
-            Some(mut rb) if peer_links_back => {
+            Some(before_b) if peer_links_back => {
+                // The peer as it is (its inbox folded, ending events kept held for its own
+                // commit).
+                let mut rb = before_b.clone();
+                rb.fold_keeping_ends(self.clock.now_ms(), &self.rules());
                 let at = self.pk_time(ra, &rb);
-                let before_b = rb.clone();
                 self.write_pk(ra, None, at);
                 self.write_pk(&mut rb, None, at);
-                let now_ms = self.clock.now_ms();
-                self.queue_hooks(&before_b, &mut rb, now_ms);
+                self.finish_write(&before_b, &mut rb, wid);
                 Ok(Some(rb))
             }
             _ => {
@@ -249,11 +272,22 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
             &mut room.facts,
             &mut room.record,
             &RoomEvent::Pk { link, at },
+            &self.decision,
         );
         let pending = costream_core::decide(&room.facts, &room.record, &self.decision)
             .command
             .is_some();
         let now_ms = self.clock.now_ms();
-        self.mark_due(room, pending, now_ms);
+        plan::mark_due(room, pending, now_ms, self.config.resign_after_ms);
+    }
+
+    /// Stamps a write of `room` made from `before` (the item as stored) with `wid`, and queues
+    /// the webhooks it means.
+    fn finish_write(&self, before: &StoredRoom, room: &mut StoredRoom, wid: &str) {
+        let now_ms = self.clock.now_ms();
+        plan::stamp(room, before, wid, now_ms, &self.config);
+        if self.config.webhooks {
+            plan::queue_hooks(before, room, now_ms, &self.decision);
+        }
     }
 }

@@ -6,10 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
+use crate::ports::MpuDone;
 use crate::store::memory::InMemoryStore;
+use crate::store::{Lease, HEAL_SPACING_MS};
 use crate::testing::concurrency::{ev, key};
 use crate::testing::{FakeFailure, ManualClock, RecordingMpu};
 use costream_core::{target, MsgId, UserAction};
+use costream_core::{Command, Shape, TaskId};
 
 type TestShell = Shell<Arc<InMemoryStore>, Arc<RecordingMpu>, Arc<ManualClock>>;
 
@@ -35,7 +38,8 @@ async fn stored(shell: &TestShell) -> StoredRoom {
 /// The request budget, on the in-memory store (which counts requests as DynamoDB would) behind
 /// the process cache: a state change from a cold process is a read, the commit and the record
 /// (with the call's history entry, one transaction); from a warm one, the two writes; a
-/// duplicate, or an event that changes nothing, one read.
+/// duplicate, or an event that changes nothing, one read. A new room's first commit is a
+/// conditional create with no read before it, cold or warm (issue 21, item 6).
 #[tokio::test]
 async fn request_budget_state_change_and_duplicate() {
     let store = Arc::new(InMemoryStore::new());
@@ -63,7 +67,10 @@ async fn request_budget_state_change_and_duplicate() {
         matches!(out, Handled::Converged { calls: 1, .. }),
         "{out:?}"
     );
-    assert_eq!(requests, 3, "cold: read + commit + record (with history)");
+    assert_eq!(
+        requests, 2,
+        "a new room, cold: the create (no read before it) + the record (with history)"
+    );
 
     let (out, requests) = handle("m2", ev("guest", 20, UserAction::Publish)).await;
     assert!(
@@ -90,6 +97,31 @@ async fn request_budget_state_change_and_duplicate() {
         2,
         "each call's history entry went with its record"
     );
+
+    // Another, cold process and an existing room: its create attempt answers with the item
+    // (instead of a read), then the commit and the record.
+    let cold = Shell {
+        store: crate::store::cached::Cached::new(store.clone()),
+        mpu: s.mpu.clone(),
+        clock: s.clock.clone(),
+        decision: DecisionConfig::default(),
+        config: ShellConfig::default(),
+    };
+    let before = store.requests();
+    let out = cold
+        .handle(
+            &key(),
+            None,
+            &[ev("guest2", 30, UserAction::Publish)],
+            "inv",
+        )
+        .await
+        .expect("handled");
+    assert!(
+        matches!(out, Handled::Converged { calls: 1, .. }),
+        "{out:?}"
+    );
+    assert_eq!(store.requests() - before, 3);
 }
 
 #[tokio::test]
@@ -111,6 +143,13 @@ async fn seed_flow_through_the_shell() {
         .await
         .expect("handled");
     }
+    // The host's Leave waits for the end grace: no Stop yet, the room due when it ends.
+    assert_eq!(s.mpu.calls().len(), 3);
+    let grace_ms = s.decision.end_grace_secs * 1000;
+    let room = stored(&s).await;
+    assert_eq!(room.due_ms, Some(s.clock.now_ms() + grace_ms));
+    s.clock.advance_ms(grace_ms);
+    s.repair(&key(), "repair").await.expect("repaired");
     let names: Vec<_> = s
         .mpu
         .calls()
@@ -150,6 +189,7 @@ async fn a_held_lease_makes_others_commit_and_leave() {
     room.lease = Some(Lease {
         owner: "other".into(),
         until_ms: s.clock.now_ms() + 10_000,
+        token: "someone-else".into(),
     });
     s.store
         .save(&key(), &room, room.version)
@@ -218,6 +258,15 @@ impl FaultyStore {
 impl StateStore for FaultyStore {
     async fn load(&self, key: &RoomKey) -> Result<Option<StoredRoom>, StoreError> {
         self.inner.load(key).await
+    }
+    async fn append(
+        &self,
+        key: &RoomKey,
+        life: Option<&crate::store::Life>,
+        entry: &crate::store::InboxEntry,
+        due_ms: u64,
+    ) -> Result<StoredRoom, StoreError> {
+        self.inner.append(key, life, entry, due_ms).await
     }
     async fn save(
         &self,
@@ -455,32 +504,26 @@ async fn a_failed_record_gives_the_lease_back() {
     assert_eq!(s.mpu.tasks(&key()).len(), 1, "still exactly one task");
 }
 
+/// A write that landed although the store reported a failure (the answer was lost) is
+/// recognised by its write id (issue 21, item 4): the holder goes on with its call rather than
+/// give back a lease it holds and leave the room to the next delivery.
 #[tokio::test]
-async fn a_commit_that_lands_but_reports_a_failure_gives_the_lease_back() {
-    // The commit taking the lease is applied, but the handler only sees an error.
+async fn a_commit_that_lands_but_reports_a_failure_is_recognised_by_its_write_id() {
     let (s, inner) = faulty_shell(&[(1, Fault::Landed)]);
     let publish = [ev("host", 10, UserAction::Publish)];
-    let err = s
+    let out = s
         .handle(&key(), Some("m1"), &publish, "a")
         .await
-        .expect_err("commit reported failed");
-    assert!(err.is_retryable(), "{err}");
-    assert!(s.mpu.calls().is_empty(), "no call after a failed commit");
-    let room = inner.load(&key()).await.expect("load").expect("room");
-    assert!(
-        room.record.is_in_doubt(),
-        "the intent went with the lease: the next holder re-asserts it"
-    );
-    assert_eq!(room.lease, None, "the landed lease was given back");
-
-    let out = s
-        .handle(&key(), Some("m1"), &publish, "b")
-        .await
-        .expect("repaired");
+        .expect("the landed commit is the commit");
     assert!(
         matches!(out, Handled::Converged { calls: 1, .. }),
         "{out:?}"
     );
+    assert_eq!(s.mpu.calls().len(), 1);
+    let room = inner.load(&key()).await.expect("load").expect("room");
+    assert!(!room.record.is_in_doubt());
+    assert_eq!(room.lease, None);
+    assert_eq!(s.mpu.tasks(&key()).len(), 1);
 }
 
 /// Defect 9: a lease is never "free because it is ours". Two deliveries sharing a request id must
@@ -493,12 +536,18 @@ async fn a_lease_left_by_the_same_request_id_is_respected_until_it_expires() {
     let publish = [ev("host", 10, UserAction::Publish)];
     let now_ms = s.clock.now_ms();
     let mut room = StoredRoom::new(key().channel);
-    costream_core::apply(&mut room.facts, &mut room.record, &publish[0]);
+    costream_core::apply(
+        &mut room.facts,
+        &mut room.record,
+        &publish[0],
+        &DecisionConfig::default(),
+    );
     room.seen
         .insert("m1".into(), now_ms / 1000, now_ms / 1000 + 3_600, 128);
     room.lease = Some(Lease {
         owner: "a".into(),
         until_ms: now_ms + s.config.lease_ms,
+        token: "someone-else".into(),
     });
     s.store
         .save(&key(), &room, Version::NONE)
@@ -804,6 +853,8 @@ async fn heals_are_spaced_and_a_deferred_heal_is_done_by_the_repair_loop() {
 async fn a_start_after_a_stop_counts_against_the_cap_too() {
     let mut s = shell(Arc::new(RecordingMpu::instant()));
     s.config.max_starts_per_minute = Some(1);
+    // The Leave acts at once (no end grace): the Stop and the new broadcast's Start follow.
+    s.decision.end_grace_secs = 0;
     s.handle(&key(), None, &[ev("host", 10, UserAction::Publish)], "i1")
         .await
         .expect("first broadcast");
@@ -851,7 +902,12 @@ impl MpuPort for CdnDropsDuringUpdate {
                 action: costream_core::CdnAction::PublishDone,
                 at: costream_core::Timestamp::from_secs(25),
             };
-            costream_core::apply(&mut r.facts, &mut r.record, &drop);
+            costream_core::apply(
+                &mut r.facts,
+                &mut r.record,
+                &drop,
+                &DecisionConfig::default(),
+            );
             assert!(r.record.needs_heal(), "the drop asks for a heal");
             self.store.save(room, &r, r.version).await.expect("commit");
         }

@@ -15,47 +15,66 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
 
+use costream_alibaba::clock::{Clock, SystemClock};
 use costream_core::{AppId, TaskId, Version};
 
-use super::{HistoryEntry, StoreError, StoredRoom};
+use super::{HistoryEntry, InboxEntry, Life, StoreError, StoredRoom};
 use crate::ports::{DueRoom, RoomKey, StateStore};
 
 /// The most the copies may take per process, by the size of their facts and record as JSON (a
 /// typical room is under 1 KB; the facts' bound is 200 KB): beyond it the memory starts over.
 pub const CACHED_BYTES: usize = 16 * 1024 * 1024;
 
-/// A copy older than this is not used: it serves a room's bursts, and an old one is likely
-/// stale — or, after a quiet room's item expired and was created again, of a past life whose
-/// version numbers the new one may reuse.
-pub const CACHED_FOR: Duration = Duration::from_secs(600);
+/// A copy older than this (on the process's clock) is not used: it serves a room's bursts, and
+/// an old one is likely stale. (A copy of a past life — the item expired or was deleted and
+/// created again — is harmless anyway: every write is conditional on the item's life too.)
+pub const CACHED_FOR_MS: u64 = 600_000;
 
 /// A [`StateStore`] that keeps what it last wrote or read of each room (see the module docs).
-#[derive(Debug)]
 pub struct Cached<S> {
     inner: S,
     rooms: Mutex<Copies>,
+    clock: Arc<dyn Clock>,
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for Cached<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cached")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Default)]
 struct Copies {
-    rooms: HashMap<RoomKey, (StoredRoom, Instant, usize)>,
+    /// Each room's copy, when it was taken (the clock's ms) and its size.
+    rooms: HashMap<RoomKey, (StoredRoom, u64, usize)>,
     bytes: usize,
 }
 
 /// About what a copy takes in memory: its facts and record as JSON, and a little more.
 fn size_of(room: &StoredRoom) -> usize {
     let json = |v: Result<Vec<u8>, serde_json::Error>| v.map_or(0, |v| v.len());
-    json(serde_json::to_vec(&room.facts)) + json(serde_json::to_vec(&room.record)) + 256
+    json(serde_json::to_vec(&room.facts))
+        + json(serde_json::to_vec(&room.record))
+        + json(serde_json::to_vec(&room.inbox))
+        + 256
 }
 
 impl<S> Cached<S> {
+    /// Copies aged on the system clock.
     pub fn new(inner: S) -> Self {
+        Self::with_clock(inner, Arc::new(SystemClock))
+    }
+
+    /// Copies aged on `clock` (the deterministic simulation's).
+    pub fn with_clock(inner: S, clock: Arc<dyn Clock>) -> Self {
         Cached {
             inner,
             rooms: Mutex::new(Copies::default()),
+            clock,
         }
     }
 
@@ -63,7 +82,11 @@ impl<S> Cached<S> {
         &self.inner
     }
 
+    /// Keeps `room` as the room's copy (an item past its expiry is absent: nothing is kept), or
+    /// forgets the room.
     fn remember(&self, key: &RoomKey, room: Option<StoredRoom>) {
+        let now_ms = self.clock.now_ms();
+        let room = room.filter(|r| !r.expired(now_ms));
         let size = room.as_ref().map(size_of);
         let mut copies = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((_, _, old)) = copies.rooms.remove(key) {
@@ -74,15 +97,13 @@ impl<S> Cached<S> {
                 *copies = Copies::default();
             }
             copies.bytes += size;
-            copies
-                .rooms
-                .insert(key.clone(), (room, Instant::now(), size));
+            copies.rooms.insert(key.clone(), (room, now_ms, size));
         }
     }
 
-    /// After a write of `room` over `expected`: remember what was written, or forget the room
-    /// when the write failed (a conflict means the copy was stale; any other error leaves the
-    /// stored version unknown).
+    /// After a write of `room` over `expected`: remember what was written; after a conflict,
+    /// the item as the store returned it; after any other failure, forget the room (its stored
+    /// version is unknown).
     fn wrote<T>(
         &self,
         key: &RoomKey,
@@ -98,6 +119,12 @@ impl<S> Cached<S> {
                 self.remember(key, Some(stored));
             }
             Ok(_) => {}
+            Err(StoreError::VersionConflict {
+                current: Some(current),
+                ..
+            }) if current.facts.channel() == &key.channel => {
+                self.remember(key, Some((**current).clone()));
+            }
             Err(_) => self.remember(key, None),
         }
     }
@@ -114,11 +141,12 @@ impl<S: StateStore> StateStore for Cached<S> {
     }
 
     fn cached(&self, key: &RoomKey) -> Option<StoredRoom> {
+        let now_ms = self.clock.now_ms();
         let copies = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
         copies
             .rooms
             .get(key)
-            .filter(|(_, at, _)| at.elapsed() < CACHED_FOR)
+            .filter(|(room, at, _)| now_ms < at + CACHED_FOR_MS && !room.expired(now_ms))
             .map(|(room, _, _)| room.clone())
     }
 
@@ -137,6 +165,25 @@ impl<S: StateStore> StateStore for Cached<S> {
     ) -> Result<(), StoreError> {
         let result = self.inner.save(key, room, expected).await;
         self.wrote(key, room, expected, &result, |_| true);
+        result
+    }
+
+    async fn append(
+        &self,
+        key: &RoomKey,
+        life: Option<&Life>,
+        entry: &InboxEntry,
+        due_ms: u64,
+    ) -> Result<StoredRoom, StoreError> {
+        let result = self.inner.append(key, life, entry, due_ms).await;
+        match &result {
+            Ok(room) => self.remember(key, Some(room.clone())),
+            Err(StoreError::VersionConflict {
+                current: Some(current),
+                ..
+            }) => self.remember(key, Some((**current).clone())),
+            Err(_) => self.remember(key, None),
+        }
         result
     }
 

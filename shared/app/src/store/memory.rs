@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use super::{HistoryEntry, StoreError, StoredRoom, HISTORY_LEN};
-use crate::ports::{DueRoom, RoomKey, StateStore};
+use super::{HistoryEntry, InboxEntry, Life, StoreError, StoredRoom, HISTORY_LEN, MAX_INBOX};
+use crate::ports::{DueRoom, RoomKey, StateStore, APPEND_MIN_TTL_MS};
 use costream_core::{AppId, TaskId, Version};
 
 #[derive(Debug, Default)]
@@ -38,8 +38,22 @@ impl InMemoryStore {
 }
 
 impl InMemoryStore {
-    /// Writes `room` over `expected` if the version matches and `admit` agrees (evaluated only
-    /// then): `Ok(false)` when it did not.
+    /// Removes a room's item, as DynamoDB's TTL (or an operator) would.
+    pub fn delete(&self, key: &RoomKey) -> Option<StoredRoom> {
+        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        rooms.remove(key)
+    }
+
+    /// Sets a room's expiry (tests and the simulation: an idle item expiring).
+    pub fn set_expiry(&self, key: &RoomKey, expires_ms: Option<u64>) {
+        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(room) = rooms.get_mut(key) {
+            room.expires_ms = expires_ms;
+        }
+    }
+
+    /// Writes `room` over `expected` if the item's condition holds (see [`StateStore::save`])
+    /// and `admit` agrees (evaluated only then): `Ok(false)` when it did not.
     fn put(
         &self,
         key: &RoomKey,
@@ -48,12 +62,9 @@ impl InMemoryStore {
         admit: impl FnOnce() -> bool,
     ) -> Result<bool, StoreError> {
         let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
-        let current = rooms.get(key).map_or(Version::NONE, |r| r.version);
-        if current != expected {
-            return Err(StoreError::VersionConflict {
-                room: key.to_string(),
-                expected,
-            });
+        let current = rooms.get(key);
+        if !writable(current, room, expected) {
+            return Err(conflict(key, expected, current));
         }
         if !admit() {
             return Ok(false);
@@ -78,7 +89,54 @@ impl InMemoryStore {
     }
 }
 
+/// The condition of every room write: a create finds no item, or one past its expiry at the
+/// write's time; any other write finds its expected version of the same life, unexpired.
+fn writable(current: Option<&StoredRoom>, room: &StoredRoom, expected: Version) -> bool {
+    match current {
+        None => expected == Version::NONE,
+        Some(c) if c.expired(room.at_ms) => expected == Version::NONE,
+        Some(c) => expected != Version::NONE && c.version == expected && c.life == room.life,
+    }
+}
+
+fn conflict(key: &RoomKey, expected: Version, current: Option<&StoredRoom>) -> StoreError {
+    StoreError::VersionConflict {
+        room: key.to_string(),
+        expected,
+        current: current.map(|c| Box::new(c.clone())),
+    }
+}
+
 impl StateStore for InMemoryStore {
+    async fn append(
+        &self,
+        key: &RoomKey,
+        life: Option<&Life>,
+        entry: &InboxEntry,
+        due_ms: u64,
+    ) -> Result<StoredRoom, StoreError> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        let current = rooms.get_mut(key);
+        match current {
+            Some(c)
+                if c.life.as_ref() == life
+                    && !c.expired(entry.at_ms + APPEND_MIN_TTL_MS)
+                    && c.inbox.len() < MAX_INBOX =>
+            {
+                c.inbox.push(entry.clone());
+                c.version = c.version.next();
+                c.due_ms = Some(due_ms);
+                Ok(c.clone())
+            }
+            current => Err(StoreError::VersionConflict {
+                room: key.to_string(),
+                expected: Version::NONE,
+                current: current.map(|c| Box::new(c.clone())),
+            }),
+        }
+    }
+
     async fn load(&self, key: &RoomKey) -> Result<Option<StoredRoom>, StoreError> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         // A poisoned lock only means another thread panicked mid-test; the map itself is whole
@@ -140,13 +198,10 @@ impl StateStore for InMemoryStore {
     ) -> Result<(), StoreError> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
-        for (key, _, expected) in [a, b] {
-            let current = rooms.get(key).map_or(Version::NONE, |r| r.version);
-            if current != expected {
-                return Err(StoreError::VersionConflict {
-                    room: key.to_string(),
-                    expected,
-                });
+        for (key, room, expected) in [a, b] {
+            let current = rooms.get(key);
+            if !writable(current, room, expected) {
+                return Err(conflict(key, expected, current));
             }
         }
         for (key, room, expected) in [a, b] {

@@ -24,7 +24,12 @@ fn ev(user: &str, at: u64, action: UserAction) -> RoomEvent {
 /// The room after `events`, and the kinds of the events the last one means.
 fn step(room: &mut StoredRoom, event: RoomEvent, cfg: &DecisionConfig) -> Vec<(String, String)> {
     let before = room.clone();
-    apply(&mut room.facts, &mut room.record, &event);
+    apply(
+        &mut room.facts,
+        &mut room.record,
+        &event,
+        &DecisionConfig::default(),
+    );
     let hooks = derive(&before, room, room.version.next(), 1_700_000_000_000, cfg);
     room.version = room.version.next();
     hooks.into_iter().map(|h| (h.kind, h.id)).collect()

@@ -1,0 +1,370 @@
+//! How a room takes in events: the callback's own (a commit), the inbox's (callbacks committed
+//! by an append while the room was contended), and the events held back for the end grace.
+//!
+//! **The inbox.** Under a burst of callbacks into one room, writes conditional on the room's
+//! version conflict with each other; a handler whose versioned write conflicts twice appends its
+//! events to the item's inbox instead — an update conditional only on the item's life, which
+//! never conflicts with another append — so every callback is committed, whatever the
+//! contention. The events wait there, already durable, until a versioned write *folds* them into
+//! the facts (every write of the shell does: the lease holder's record, the next commit, the
+//! repair loop's pass, for which the append marks the room due). Facts are a join-semilattice, so
+//! folding later, in another order or twice gives the same facts.
+//!
+//! **The end grace.** An event that would end the live broadcast (the host's Leave, a switch to
+//! viewer, a channel close: [`Facts::ends_broadcast`](costream_core::Facts::ends_broadcast)) is
+//! held back for `end_grace_secs` after it was committed, and merged when that has passed — by
+//! whichever write comes first after it, the room being marked due then. A reconnect whose old
+//! Leave is processed before the new session's Join therefore never stops the task, ends the
+//! PK or tells the backend `room.ended`: by the time the Leave is merged, the new session is
+//! known and the Leave ends nothing. A held event is a fact not yet merged: nothing is lost, and
+//! the facts in the end are the same as with no grace.
+
+use serde::{Deserialize, Serialize};
+
+use super::{SeenKeys, StoredRoom};
+use costream_core::{apply, DecisionConfig, Merge, RoomEvent};
+
+/// The most entries an inbox holds: an append finding it full conflicts, and its handler folds
+/// with a versioned write instead (the item stays bounded; a typical entry is ~150 bytes).
+pub const MAX_INBOX: usize = 128;
+
+/// The most events a room holds back; beyond it the one due first is merged at once.
+pub const MAX_HELD: usize = 32;
+
+/// One callback's events, appended to the room's inbox without the room's version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboxEntry {
+    /// The append's write id.
+    pub id: String,
+    /// When it was appended (epoch ms): an ending event's grace counts from here.
+    pub at_ms: u64,
+    /// The callback's de-duplication key as a digest ([`SeenKeys::digest`]), if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    pub events: Vec<RoomEvent>,
+}
+
+/// An event that ends the live broadcast, held back until `until_ms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Held {
+    pub event: RoomEvent,
+    pub until_ms: u64,
+}
+
+/// What folding and admitting need to know.
+#[derive(Debug, Clone, Copy)]
+pub struct FoldRules<'a> {
+    pub decision: &'a DecisionConfig,
+    /// How long a callback key is remembered, and how many (see `ShellConfig`).
+    pub dedupe_secs: u64,
+    pub dedupe_cap: usize,
+}
+
+impl FoldRules<'_> {
+    fn grace_ms(&self) -> u64 {
+        self.decision.end_grace_secs.saturating_mul(1000)
+    }
+}
+
+/// What [`StoredRoom::admit`] did with one callback's events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Admitted {
+    /// The callback's key was seen before: nothing was taken in.
+    pub duplicate: bool,
+    /// The facts, the record or the held events changed (the key alone is not a change).
+    pub changed: bool,
+    /// Events of forgotten users older than the room's horizon, ignored.
+    pub beyond_horizon: u32,
+}
+
+impl StoredRoom {
+    /// Takes in one callback's events, committed at `at_ms`: a callback whose key (a digest) was
+    /// seen is a duplicate and changes nothing; otherwise its key is remembered, an event that
+    /// would end the live broadcast is held until `at_ms` + the end grace (unless that has
+    /// passed), and every other event is merged.
+    pub fn admit(
+        &mut self,
+        key: Option<&str>,
+        events: &[RoomEvent],
+        at_ms: u64,
+        now_ms: u64,
+        rules: &FoldRules<'_>,
+    ) -> Admitted {
+        self.take_in(key, events, at_ms, now_ms, rules, false)
+    }
+
+    /// [`StoredRoom::admit`]; with `keep_ends`, an ending event whose grace is over is held
+    /// all the same (due now), for a commit to merge with what it brings.
+    fn take_in(
+        &mut self,
+        key: Option<&str>,
+        events: &[RoomEvent],
+        at_ms: u64,
+        now_ms: u64,
+        rules: &FoldRules<'_>,
+        keep_ends: bool,
+    ) -> Admitted {
+        let mut out = Admitted::default();
+        let now_secs = now_ms / 1000;
+        if let Some(key) = key {
+            if self.seen.contains_digest(key, now_secs) {
+                out.duplicate = true;
+                return out;
+            }
+            // Remembered with what it brings (a key whose callback changes nothing is not worth
+            // a write of its own).
+            self.seen.insert_digest(
+                key.to_owned(),
+                now_secs,
+                now_secs + rules.dedupe_secs,
+                rules.dedupe_cap,
+            );
+        }
+        let grace = rules.decision.end_grace_secs;
+        let mut until_ms = at_ms.saturating_add(rules.grace_ms());
+        if keep_ends {
+            until_ms = until_ms.max(now_ms);
+        }
+        for event in events {
+            let hold = (until_ms > now_ms || keep_ends) && grace > 0;
+            if hold && self.facts.ends_broadcast(event, grace) {
+                if !self.held.iter().any(|h| h.event == *event) {
+                    self.held.push(Held {
+                        event: event.clone(),
+                        until_ms,
+                    });
+                    out.changed = true;
+                    tracing::info!(
+                        until_ms,
+                        at = event.at().secs(),
+                        "an event that ends the broadcast is held for the end grace"
+                    );
+                }
+                continue;
+            }
+            match self.merge(event, rules) {
+                Merge::Changed => out.changed = true,
+                Merge::BeyondHorizon => out.beyond_horizon += 1,
+                Merge::Unchanged | Merge::IgnoredViewer => {}
+            }
+        }
+        // Bounded: beyond the cap, the events due first are merged now.
+        while self.held.len() > MAX_HELD {
+            let first = (0..self.held.len())
+                .min_by_key(|i| self.held[*i].until_ms)
+                .unwrap_or(0);
+            let held = self.held.remove(first);
+            self.merge(&held.event, rules);
+        }
+        out
+    }
+
+    /// Folds the inbox into the facts (oldest entry first, each as [`StoredRoom::admit`] at the
+    /// time it was appended) and merges the held events whose grace is over at `now_ms`.
+    /// Whether the room changed.
+    pub fn fold(&mut self, now_ms: u64, rules: &FoldRules<'_>) -> bool {
+        let changed = self.fold_inbox(now_ms, rules, false);
+        self.release_held(now_ms, rules) || changed
+    }
+
+    /// Folds the inbox, but merges no event that ends the broadcast (it is held, due at once if
+    /// its grace is over): for writes that cannot end a PK with it — the lease holder's record,
+    /// a lease's release. The next commit (the room is due) merges it.
+    pub fn fold_keeping_ends(&mut self, now_ms: u64, rules: &FoldRules<'_>) -> bool {
+        self.fold_inbox(now_ms, rules, true)
+    }
+
+    fn fold_inbox(&mut self, now_ms: u64, rules: &FoldRules<'_>, keep_ends: bool) -> bool {
+        let mut changed = false;
+        for entry in std::mem::take(&mut self.inbox) {
+            changed = true;
+            let admitted = self.take_in(
+                entry.key.as_deref(),
+                &entry.events,
+                entry.at_ms,
+                now_ms,
+                rules,
+                keep_ends,
+            );
+            if admitted.beyond_horizon > 0 {
+                tracing::warn!(
+                    counter = "events_beyond_horizon",
+                    events = admitted.beyond_horizon,
+                    "event of a forgotten user older than the room's horizon: ignored"
+                );
+            }
+        }
+        changed
+    }
+
+    /// Merges the held events whose grace is over at `now_ms`; whether any was.
+    fn release_held(&mut self, now_ms: u64, rules: &FoldRules<'_>) -> bool {
+        let (due, waiting): (Vec<Held>, Vec<Held>) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|h| h.until_ms <= now_ms);
+        self.held = waiting;
+        let released = !due.is_empty();
+        for held in due {
+            self.merge(&held.event, rules);
+        }
+        released
+    }
+
+    /// When the first held event's grace ends, if one is held.
+    pub fn held_until(&self) -> Option<u64> {
+        self.held.iter().map(|h| h.until_ms).min()
+    }
+
+    /// The room as every decision sees it: its inbox folded and the held events that are due
+    /// merged, on a copy.
+    pub fn folded(&self, now_ms: u64, rules: &FoldRules<'_>) -> StoredRoom {
+        let mut room = self.clone();
+        room.fold(now_ms, rules);
+        room
+    }
+
+    fn merge(&mut self, event: &RoomEvent, rules: &FoldRules<'_>) -> Merge {
+        apply(&mut self.facts, &mut self.record, event, rules.decision)
+    }
+}
+
+/// The digest of a callback key, as an inbox entry and the seen keys carry it.
+pub fn key_digest(key: &str) -> String {
+    SeenKeys::digest(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use costream_core::{ChannelId, SessionId, Timestamp, UserAction, UserEvent, UserId};
+
+    fn ev(user: &str, session: &str, at: u64, action: UserAction) -> RoomEvent {
+        RoomEvent::User(UserEvent {
+            user: UserId::parse(user).expect("user"),
+            session: SessionId::parse(session).expect("session"),
+            at: Timestamp::from_secs(at),
+            action,
+            role: None,
+        })
+    }
+
+    fn room() -> StoredRoom {
+        StoredRoom::new(ChannelId::parse("room-1").expect("channel"))
+    }
+
+    const T: u64 = 1_700_000_000;
+
+    #[test]
+    fn an_ending_event_is_held_for_the_grace_and_merged_after_it() {
+        let cfg = DecisionConfig::default();
+        let rules = FoldRules {
+            decision: &cfg,
+            dedupe_secs: 3600,
+            dedupe_cap: 128,
+        };
+        let mut r = room();
+        let now = (T + 20) * 1000;
+        r.admit(
+            None,
+            &[ev("host", "h1", T + 10, UserAction::Publish)],
+            now,
+            now,
+            &rules,
+        );
+        let leave = ev("host", "h1", T + 20, UserAction::Leave);
+        let admitted = r.admit(None, std::slice::from_ref(&leave), now, now, &rules);
+        assert!(admitted.changed);
+        assert_eq!(r.held.len(), 1, "held, not merged");
+        assert!(
+            r.facts.broadcast(5).is_some(),
+            "still live during the grace"
+        );
+        assert_eq!(r.held_until(), Some(now + 5_000));
+        // A duplicate delivery is held once.
+        r.admit(None, &[leave], now + 1, now + 1, &rules);
+        assert_eq!(r.held.len(), 1);
+        assert!(!r.fold(now + 4_999, &rules), "not yet");
+        assert!(r.fold(now + 5_000, &rules));
+        assert!(r.held.is_empty());
+        assert!(
+            r.facts.broadcast(5).is_none(),
+            "merged: the broadcast ended"
+        );
+    }
+
+    #[test]
+    fn a_reconnect_processed_leave_first_never_ends_the_broadcast() {
+        let cfg = DecisionConfig::default();
+        let rules = FoldRules {
+            decision: &cfg,
+            dedupe_secs: 3600,
+            dedupe_cap: 128,
+        };
+        let mut r = room();
+        let now = (T + 21) * 1000;
+        r.admit(
+            None,
+            &[ev("host", "h1", T + 10, UserAction::Publish)],
+            now,
+            now,
+            &rules,
+        );
+        // The old session's Leave (t+1) first, then the new session's Join and Publish (t).
+        r.admit(
+            None,
+            &[ev("host", "h1", T + 21, UserAction::Leave)],
+            now,
+            now,
+            &rules,
+        );
+        let new = [
+            ev("host", "h2", T + 20, UserAction::Join),
+            ev("host", "h2", T + 20, UserAction::Publish),
+        ];
+        r.admit(None, &new, now + 300, now + 300, &rules);
+        let started = r.facts.broadcast(5).map(|b| b.started);
+        r.fold(now + 10_000, &rules);
+        assert_eq!(r.facts.broadcast(5).map(|b| b.started), started);
+        assert_eq!(started, Some(Timestamp::from_secs(T + 10)));
+    }
+
+    #[test]
+    fn the_inbox_folds_once_and_duplicate_keys_are_skipped() {
+        let cfg = DecisionConfig::default();
+        let rules = FoldRules {
+            decision: &cfg,
+            dedupe_secs: 3600,
+            dedupe_cap: 128,
+        };
+        let mut r = room();
+        let now = T * 1000;
+        let key = key_digest("cdnsig:publish:1:abc");
+        for (i, events) in [
+            vec![ev("host", "h1", T, UserAction::Publish)],
+            vec![ev("guest", "g1", T + 1, UserAction::Publish)],
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            r.inbox.push(InboxEntry {
+                id: format!("w{i}"),
+                at_ms: now,
+                key: (i == 1).then(|| key.clone()),
+                events,
+            });
+        }
+        // The same key again: a duplicate, skipped.
+        r.inbox.push(InboxEntry {
+            id: "w2".into(),
+            at_ms: now,
+            key: Some(key.clone()),
+            events: vec![ev("other", "o1", T + 2, UserAction::Publish)],
+        });
+        assert!(r.fold(now, &rules));
+        assert!(r.inbox.is_empty());
+        let stage = r.facts.stage(16, 5).expect("live");
+        assert_eq!(stage.on_stage.len(), 2, "{:?}", stage.on_stage);
+        assert!(r.seen.contains_digest(&key, T));
+        assert!(!r.fold(now, &rules), "nothing left to fold");
+    }
+}
