@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import warnings
 from pathlib import Path
 
 import pytest
@@ -177,16 +176,15 @@ REQUIRED_ENV = {
 
 
 def _rust_constant(path: str, pattern: str, fallback: float, unit: float) -> float:
-    """A timing constant read from the Rust source, so the template follows the code. Falls back
-    (with a warning) if the code moved: the fallback is the value these bounds were designed for."""
-    try:
-        m = re.search(pattern, (REPO / path).read_text())
-    except OSError:
-        m = None
-    if not m:
-        warnings.warn(f"could not find {pattern!r} in {path}; using {fallback}")
-        return fallback
-    return float(m.group(1).replace("_", "")) * unit
+    """A timing constant read from the Rust source, so the template follows the code. A constant
+    that moved fails loudly (a fallback would let the bounds below pass whatever the code says);
+    `fallback` is the value the bounds were designed for, checked in
+    `test_timing_constants_are_what_the_template_was_designed_for`."""
+    m = re.search(pattern, (REPO / path).read_text())
+    assert m, f"could not find {pattern!r} in {path} (it moved: point this test at it)"
+    value = float(m.group(1).replace("_", "")) * unit
+    del fallback
+    return value
 
 
 # The MPU client's total deadline, the DynamoDB operation timeout, how long a Start waits out a held
@@ -198,9 +196,13 @@ DYNAMODB_TIMEOUT = _rust_constant(
     "shared/runtime/src/aws.rs", r"operation:\s*Duration::from_millis\(([\d_]+)\)", 4, 0.001
 )
 STREAM_URL_WAIT = _rust_constant(
-    "shared/runtime/src/init.rs", r"stream_url_wait:\s*Duration::from_secs\((\d+)\)", 12, 1
+    "shared/app/src/config.rs", r"stream_url_wait:\s*Duration::from_secs\((\d+)\)", 12, 1
 )
-LEASE = _rust_constant("shared/app/src/shell.rs", r"lease_ms:\s*([\d_]+)", 45, 0.001)
+LEASE = _rust_constant("shared/app/src/shell/mod.rs", r"lease_ms:\s*([\d_]+)", 45, 0.001)
+# How long a stream function waits out an end grace before it merges the held event itself.
+INLINE_GRACE_WAIT = _rust_constant(
+    "shared/app/src/handlers.rs", r"INLINE_GRACE_WAIT_MS:\s*u64\s*=\s*([\d_]+)", 20, 0.001
+)
 
 
 @pytest.fixture(scope="module")
@@ -294,6 +296,10 @@ def test_timeout_is_inside_the_lease_and_outside_the_calls(template, functions, 
     if binary in SHELL:
         # Any of these may Start a task, which may wait out a held StreamURL and then call once.
         assert STREAM_URL_WAIT + MPU_DEADLINE < timeout <= 30
+    if binary in ("stream-published", "stream-unpublished"):
+        # A stream function that waits out an end grace still makes the call it ends with (a
+        # Stop) inside its timeout.
+        assert INLINE_GRACE_WAIT + MPU_DEADLINE < timeout
 
 
 def test_environment(template, functions):
@@ -1005,6 +1011,7 @@ NUMERIC_PARAMETERS = {
     "VideoBitrateKbps": "COSTREAM_VIDEO_BITRATE_KBPS",
     "MaxIdleTime": "COSTREAM_MAX_IDLE_TIME",
     "MaxStartsPerMinute": "COSTREAM_MAX_STARTS_PER_MINUTE",
+    "EndGraceSecs": "COSTREAM_END_GRACE_SECS",
 }
 
 
