@@ -110,6 +110,13 @@ METRICS = [
     # CDN heals spaced per room (a heal inside the spacing waits for the repair loop)
     "heals_deferred",
     "webhooks_paced",
+    # the write path under contention: callbacks committed by an append (the room was
+    # contended), events held for the end grace, writes recognised as landed by their id after
+    # a conflict or an error, writes given up after their budget (the room left to the loop)
+    "events_appended",
+    "events_held",
+    "writes_landed",
+    "writes_out_of_budget",
 ]
 # Read as a maximum per minute; every other metric is a count, read as a sum per minute. (The code
 # publishes `*_secs` in Seconds, everything else as a Count.)
@@ -855,7 +862,7 @@ def test_repair_alarms_watch_the_loop_itself(template, functions):
 
 
 def test_metric_list_is_well_formed():
-    assert len(METRICS) == len(set(METRICS)) == 31
+    assert len(METRICS) == len(set(METRICS)) == 35
     assert GAUGES == {m for m in METRICS if m.endswith("_secs")}
     assert all(re.fullmatch(r"[a-z][a-z0-9_]*", m) for m in METRICS)
 

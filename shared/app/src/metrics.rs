@@ -45,6 +45,10 @@ pub const NAMES: &[&str] = &[
     "starts_capped",
     "heals_deferred",
     "webhooks_paced",
+    "events_appended",
+    "events_held",
+    "writes_landed",
+    "writes_out_of_budget",
 ];
 
 static REGISTRY: Mutex<BTreeMap<&'static str, f64>> = Mutex::new(BTreeMap::new());

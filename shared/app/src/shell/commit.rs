@@ -149,7 +149,7 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                     match current {
                         // The write landed (the SDK's retry of it failed its condition).
                         Some(c) if c.carries(&wid) => {
-                            metrics::count("writes_landed_as_conflicts");
+                            metrics::count("writes_landed");
                             let ended_pk = plan.ends_pk.clone().map(|peer| RoomKey {
                                 app: key.app.clone(),
                                 channel: peer,
@@ -169,7 +169,7 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                     // The write may have landed all the same: its id tells.
                     match self.read(key).await {
                         Ok(Some(c)) if c.carries(&wid) => {
-                            metrics::count("writes_landed_as_errors");
+                            metrics::count("writes_landed");
                             let ended_pk = plan.ends_pk.clone().map(|peer| RoomKey {
                                 app: key.app.clone(),
                                 channel: peer,
@@ -355,7 +355,7 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
         conflicts: u32,
         version: costream_core::Version,
     ) -> Result<(Commit, Option<RoomKey>), AppError> {
-        metrics::count("commits_out_of_budget");
+        metrics::count("writes_out_of_budget");
         if appended {
             tracing::warn!(
                 conflicts,

@@ -199,7 +199,7 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                     match current {
                         Some(c) if c.wid.as_deref() == Some(wid.as_str()) => {
                             // The write landed (the SDK's retry of it failed its condition).
-                            metrics::count("writes_landed_as_conflicts");
+                            metrics::count("writes_landed");
                             self.keep_note(key, entry).await;
                             return Ok(match next {
                                 None => Recorded::Converged(Box::new(c)),
@@ -219,7 +219,7 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                 Err(e) => return Err(e.into()),
             }
         }
-        metrics::count("records_out_of_budget");
+        metrics::count("writes_out_of_budget");
         Err(AppError::Contention {
             room: key.to_string(),
             conflicts: MAX_WRITE_ATTEMPTS,

@@ -129,6 +129,7 @@ impl StoredRoom {
             let hold = (until_ms > now_ms || keep_ends) && grace > 0;
             if hold && self.facts.ends_broadcast(event, grace) {
                 if !self.held.iter().any(|h| h.event == *event) {
+                    crate::metrics::count("events_held");
                     self.held.push(Held {
                         event: event.clone(),
                         until_ms,
