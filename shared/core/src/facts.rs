@@ -600,7 +600,18 @@ impl Facts {
             };
             candidates.push((order, !leaves_only, user.clone()));
         }
-        candidates.sort();
+        // Within a class, oldest first; publishing co-streamers latest starter first, and of
+        // those who started in the same second the one the stage orders last first (the stage
+        // orders by start, then user id) — so forgetting never drops someone the stage shows
+        // while someone it would not show is kept.
+        candidates.sort_by(|(a, a_horizon, a_user), (b, b_horizon, b_user)| {
+            let by_user = if a.0 == 2 {
+                b_user.cmp(a_user)
+            } else {
+                a_user.cmp(b_user)
+            };
+            a.cmp(b).then(a_horizon.cmp(b_horizon)).then(by_user)
+        });
         let excess = self.members.len() - MAX_MEMBERS;
         for ((class, at, _), moves_horizon, user) in candidates.into_iter().take(excess) {
             if class == 0 && moves_horizon {

@@ -1930,3 +1930,26 @@ fn the_named_stored_form_still_reads() {
         "an unknown mark is refused"
     );
 }
+
+/// Beyond 64 users the room forgets the co-streamers who started last; of those who started in
+/// the same second, the ones the stage orders last (by user id) — never one the stage shows.
+/// (A burst of co-hosts publishing in one second kept the wrong ones before.)
+#[test]
+fn forgetting_in_a_same_second_burst_keeps_the_stage() {
+    for reversed in [false, true] {
+        let mut room = Room::new();
+        room.step(ev("host", "h", 10, Publish));
+        let mut users: Vec<u32> = (0..80).collect();
+        if reversed {
+            users.reverse();
+        }
+        for i in users {
+            room.apply(&ev(&format!("guest{i:03}"), &format!("g{i}"), 20, Publish));
+        }
+        assert_eq!(room.facts.member_count(), MAX_MEMBERS);
+        let mut want = vec!["host".to_owned()];
+        want.extend((0..15).map(|i| format!("guest{i:03}")));
+        assert_eq!(room.stage(), want, "reversed: {reversed}");
+    }
+}
+
