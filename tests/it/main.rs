@@ -3,6 +3,7 @@
 //! `AWS_ENDPOINT_URL_DYNAMODB`); each test creates its own table.
 
 mod bad_input;
+mod burst;
 mod cost;
 mod e2e;
 mod helpers;

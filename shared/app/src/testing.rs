@@ -521,3 +521,173 @@ pub mod concurrency {
         }
     }
 }
+
+/// A burst of concurrent callbacks into one room (issue 21): the driver of the burst tests (in
+/// memory, and on DynamoDB through moto) and of `scripts/bench-burst.sh`. A host is live; then
+/// `n` co-hosts join and publish at once (`n` concurrent callbacks, each delivered once, never
+/// again), then all `n` unpublish and leave at once. Every callback must be answered with
+/// success, and the room must be right — the host and the first co-hosts by the documented
+/// order, then the host alone — soon after the last answer.
+pub mod burst {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use super::RecordingMpu;
+    use crate::ports::{Clock, RoomKey, StateStore};
+    use crate::shell::Shell;
+    use costream_core::{
+        AppId, ChannelId, MixMode, RoomEvent, SessionId, Timestamp, UserAction, UserEvent, UserId,
+        MAX_PANES,
+    };
+
+    /// The room of a burst run `run` (a fresh room each run).
+    pub fn room(run: usize) -> RoomKey {
+        RoomKey {
+            app: AppId::parse("app").expect("app"),
+            channel: ChannelId::parse(format!("burst-{run}")).expect("channel"),
+        }
+    }
+
+    fn event(user: &str, at: u64, action: UserAction) -> RoomEvent {
+        RoomEvent::User(UserEvent {
+            user: UserId::parse(user).expect("user"),
+            session: SessionId::parse(format!("{user}-s")).expect("session"),
+            at: Timestamp::from_secs(at),
+            action,
+            role: None,
+        })
+    }
+
+    /// The `i`th co-host's name: zero-padded, so the stage's order (start, then user id) is
+    /// their number.
+    pub fn guest(i: usize) -> String {
+        format!("guest{i:03}")
+    }
+
+    /// One burst's measurements.
+    #[derive(Debug, Clone, Default)]
+    pub struct Measured {
+        /// Callbacks answered with success, and the failures (each a defect).
+        pub answered: usize,
+        pub failed: Vec<String>,
+        /// From the burst's start to its last answer.
+        pub answers_took: Duration,
+        /// From the last answer until the task was right (`None`: not within the settle time).
+        pub right_after: Option<Duration>,
+    }
+
+    /// What the task should show: `mix_mode` and the users in pane order.
+    pub type Want = (MixMode, Vec<UserId>);
+
+    /// Sends `callbacks` at once, each through one of `shells` in turn (one shell per
+    /// container), and waits (polling the simulated Live API) until the room's one task is
+    /// `want`, at most `settle` after the last answer.
+    pub async fn burst<S, C>(
+        shells: &[Arc<Shell<S, Arc<RecordingMpu>, C>>],
+        key: &RoomKey,
+        callbacks: Vec<Vec<RoomEvent>>,
+        want: &Want,
+        settle: Duration,
+    ) -> Measured
+    where
+        S: StateStore + 'static,
+        C: Clock + 'static,
+    {
+        let started = Instant::now();
+        let tasks: Vec<_> = callbacks
+            .into_iter()
+            .enumerate()
+            .map(|(i, events)| {
+                let shell = shells[i % shells.len()].clone();
+                let key = key.clone();
+                tokio::spawn(async move {
+                    shell
+                        .handle(&key, None, &events, &format!("burst-{i}"))
+                        .await
+                        .map_err(|e| {
+                            format!(
+                                "callback {i}: {e} ({:?})",
+                                std::error::Error::source(&e).map(ToString::to_string)
+                            )
+                        })
+                })
+            })
+            .collect();
+        let mut out = Measured::default();
+        for t in tasks {
+            match t.await {
+                Ok(Ok(_)) => out.answered += 1,
+                Ok(Err(e)) => out.failed.push(e),
+                Err(e) => out.failed.push(format!("handler panicked: {e}")),
+            }
+        }
+        let last_answer = Instant::now();
+        out.answers_took = last_answer - started;
+        let mpu = &shells[0].mpu;
+        loop {
+            let tasks = mpu.tasks(key);
+            if tasks.len() == 1 && tasks.values().next() == Some(want) {
+                out.right_after = Some(last_answer.elapsed());
+                break;
+            }
+            if last_answer.elapsed() > settle {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        out
+    }
+
+    /// The whole scenario in room `key`: the host goes live, `n` co-hosts join and publish at
+    /// once, then leave at once. The two bursts' measurements.
+    pub async fn scenario<S, C>(
+        shells: &[Arc<Shell<S, Arc<RecordingMpu>, C>>],
+        key: &RoomKey,
+        n: usize,
+        settle: Duration,
+    ) -> [Measured; 2]
+    where
+        S: StateStore + 'static,
+        C: Clock + 'static,
+    {
+        let t = shells[0].clock.now_ms() / 1000 - 60;
+        let host = || UserId::parse("host").expect("host");
+        shells[0]
+            .handle(key, None, &[event("host", t, UserAction::Publish)], "host")
+            .await
+            .expect("the host goes live");
+        let joins = (0..n)
+            .map(|i| {
+                vec![
+                    event(&guest(i), t + 10, UserAction::Join),
+                    event(&guest(i), t + 10, UserAction::Publish),
+                ]
+            })
+            .collect();
+        let mut stage = vec![host()];
+        stage.extend((0..n.min(MAX_PANES - 1)).map(|i| UserId::parse(guest(i)).expect("user")));
+        let want = if n == 0 {
+            (MixMode::Single, stage)
+        } else {
+            (MixMode::Mixed, stage)
+        };
+        let joined = burst(shells, key, joins, &want, settle).await;
+        let leaves = (0..n)
+            .map(|i| {
+                vec![
+                    event(&guest(i), t + 20, UserAction::Unpublish),
+                    event(&guest(i), t + 20, UserAction::Leave),
+                ]
+            })
+            .collect();
+        let left = burst(
+            shells,
+            key,
+            leaves,
+            &(MixMode::Single, vec![host()]),
+            settle,
+        )
+        .await;
+        [joined, left]
+    }
+}

@@ -1952,4 +1952,3 @@ fn forgetting_in_a_same_second_burst_keeps_the_stage() {
         assert_eq!(room.stage(), want, "reversed: {reversed}");
     }
 }
-

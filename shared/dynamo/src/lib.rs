@@ -9,7 +9,7 @@
 //! | `life`        | S    | the item's life: set when it is created, checked by every conditional write with the version |
 //! | `wid`         | S    | the id of the write that made this version (a retried write that landed is recognised by it) |
 //! | `at`          | N    | when that write was made, epoch ms |
-//! | `inbox`       | L    | callbacks committed by an append (each a JSON string), not yet folded (absent when empty) |
+//! | `inbox`       | SS   | callbacks committed by an append (each a compact JSON string with its unique write id), not yet folded (absent when empty) |
 //! | `held`        | S    | events held back for the end grace, with when (JSON; absent when none) |
 //! | `facts`       | S    | the room's [`Facts`](costream_core::Facts) as compact JSON |
 //! | `record`      | S    | the shell's [`Record`](costream_core::Record) (the task applied) as JSON |
@@ -146,9 +146,9 @@ impl DynamoStore {
             let entries = room
                 .inbox
                 .iter()
-                .map(|e| json(serde_json::to_string(e)).map(AttributeValue::S))
+                .map(|e| json(serde_json::to_string(e)))
                 .collect::<Result<Vec<_>, _>>()?;
-            item.insert("inbox".to_owned(), AttributeValue::L(entries));
+            item.insert("inbox".to_owned(), AttributeValue::Ss(entries));
         }
         if !room.held.is_empty() {
             let held = json(serde_json::to_string(&room.held))?;
@@ -724,18 +724,19 @@ fn from_item(
         None => Vec::new(),
     };
     let due_ms = number::<u64>(item, "due_at", key)?;
-    let inbox = match item.get("inbox") {
+    let mut inbox: Vec<InboxEntry> = match item.get("inbox") {
         None => Vec::new(),
-        Some(AttributeValue::L(entries)) => entries
+        Some(AttributeValue::Ss(entries)) => entries
             .iter()
-            .map(|e| match e {
-                AttributeValue::S(json) => serde_json::from_str(json)
-                    .map_err(|e| corrupt(key, format!("an inbox entry does not parse: {e}"))),
-                _ => Err(corrupt(key, "an inbox entry is not a string")),
+            .map(|json| {
+                serde_json::from_str(json)
+                    .map_err(|e| corrupt(key, format!("an inbox entry does not parse: {e}")))
             })
             .collect::<Result<Vec<_>, _>>()?,
-        Some(_) => return Err(corrupt(key, "attribute inbox is not a list")),
+        Some(_) => return Err(corrupt(key, "attribute inbox is not a string set")),
     };
+    // A set has no order; the fold needs none, but a stable one keeps reads reproducible.
+    inbox.sort_by(|a, b| (a.at_ms, &a.id).cmp(&(b.at_ms, &b.id)));
     let held = match string(item, "held", key)? {
         Some(h) => serde_json::from_str(h)
             .map_err(|e| corrupt(key, format!("attribute held does not parse: {e}")))?,
@@ -820,17 +821,17 @@ impl StateStore for DynamoStore {
             .update_item()
             .table_name(&self.table)
             .key("pk", Self::pk(key))
-            .update_expression(
-                "SET #inbox = list_append(if_not_exists(#inbox, :empty), :entry), #v = #v + :one, due_at = :due",
-            )
+            // A string set: an append the SDK retries after it landed adds nothing the second
+            // time (the entry carries its unique write id), and sets are cheaper to grow than
+            // lists.
+            .update_expression("ADD #inbox :entry SET #v = #v + :one, due_at = :due")
             .condition_expression(format!(
                 "attribute_exists(pk) AND {life_condition} AND (attribute_not_exists(expires_at) OR expires_at > :living) AND (attribute_not_exists(#inbox) OR size(#inbox) < :max)"
             ))
             .expression_attribute_names("#inbox", "inbox")
             .expression_attribute_names("#v", "version")
             .expression_attribute_names("#life", "life")
-            .expression_attribute_values(":empty", AttributeValue::L(Vec::new()))
-            .expression_attribute_values(":entry", AttributeValue::L(vec![AttributeValue::S(json)]))
+            .expression_attribute_values(":entry", AttributeValue::Ss(vec![json]))
             .expression_attribute_values(":one", AttributeValue::N("1".into()))
             .expression_attribute_values(":due", AttributeValue::N(due_ms.to_string()))
             .expression_attribute_values(":living", AttributeValue::N(living.to_string()))

@@ -14,6 +14,10 @@ use crate::store::{InboxEntry, StoredRoom, DUE_MARGIN_MS};
 /// answering "conflict" must not hold a handler for ever).
 pub(super) const MAX_WRITE_ATTEMPTS: u32 = 64;
 
+/// The pause before a write that failed with a retryable error is tried again (times the
+/// attempts so far, up to 8).
+const RETRY_PAUSE_MS: u64 = 50;
+
 /// What a commit left the handler with.
 pub(super) enum Commit {
     /// Nothing for this handler to call.
@@ -107,9 +111,16 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                 Base::Absent => (StoredRoom::new(key.channel.clone()), true),
                 Base::Guess => (StoredRoom::new(key.channel.clone()), false),
                 Base::Read => {
-                    base = match self.read(key).await? {
-                        Some(room) => Base::Fresh(room),
-                        None => Base::Absent,
+                    base = match self.read(key).await {
+                        Ok(Some(room)) => Base::Fresh(room),
+                        Ok(None) => Base::Absent,
+                        // Slow or throttled: read again, within the handler's budget.
+                        Err(e) if e.is_retryable() && !self.over_budget(started_ms) => {
+                            conflicts += 1;
+                            self.pause(conflicts).await;
+                            Base::Read
+                        }
+                        Err(e) => return Err(e.into()),
                     };
                     continue;
                 }
@@ -126,10 +137,43 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                 tracing::debug!(version = %room.version, "no change");
                 return Ok((Commit::Done(plan.outcome), None));
             }
+            if appended && plan.command.is_none() {
+                // The events are committed and there is nothing for this handler to call: the
+                // lease holder's record, the next commit or the repair loop (the append marked
+                // the room due) folds them.
+                return Ok((
+                    Commit::Done(Handled::Committed {
+                        version: room.version,
+                    }),
+                    None,
+                ));
+            }
             if now_ms.saturating_sub(started_ms) > self.config.write_budget_ms
                 || conflicts >= MAX_WRITE_ATTEMPTS
             {
                 return self.out_of_budget(key, appended, conflicts, room.version);
+            }
+            // The events are committed without the version when the room is contended — it
+            // conflicted `conflicts_before_append` times — or when another handler holds its
+            // lease (it is calling, and its record folds what is appended; there is nothing to
+            // take): no conflict with the holder's record, nor with the rest of a burst.
+            let appendable = !appended
+                && matches!(input, Input::Events { .. })
+                && room.version != costream_core::Version::NONE
+                && plan.ends_pk.is_none()
+                && plan.refused.is_none();
+            let busy = plan.command.is_none() && !room.lease_free(now_ms);
+            let contended = conflicts >= self.config.conflicts_before_append;
+            if appendable && (busy || contended) {
+                if !matches!(plan.outcome, Handled::Committed { .. }) {
+                    // The callback changes nothing; what else waits is for others to fold.
+                    if fresh {
+                        return Ok((Commit::Done(plan.outcome), None));
+                    }
+                    continue;
+                }
+                appended = self.append(key, input, &room, &mut base, now_ms).await?;
+                continue;
             }
             let expected = room.version;
             let outcome = self.write_commit(key, &plan, expected, &wid).await;
@@ -161,9 +205,6 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                         None => base = Base::Read,
                     }
                     conflicts += 1;
-                    if !appended && conflicts >= self.config.conflicts_before_append {
-                        appended = self.append(key, input, &mut base, now_ms).await?;
-                    }
                 }
                 Err(e) => {
                     // The write may have landed all the same: its id tells.
@@ -176,9 +217,31 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                             });
                             return self.committed(key, c, plan, wid, ended_pk);
                         }
+                        // It did not land, and the store is only slow or throttling: try again
+                        // from the item as it is, within the handler's budget — a callback is
+                        // not given up because the table is busy.
+                        Ok(current) if e.is_retryable() => {
+                            base = match current {
+                                Some(c) => Base::Fresh(c),
+                                None => Base::Absent,
+                            };
+                            conflicts += 1;
+                            self.pause(conflicts).await;
+                            continue;
+                        }
                         Ok(_) => {}
-                        // Unknown: a lease it may have taken expires, and its mark (written
-                        // with it) brings the repair loop.
+                        // Unknown yet: read again (the write's id will tell) while there is
+                        // time; past it, a lease it may have taken expires, and its mark
+                        // (written with it) brings the repair loop.
+                        Err(read) if read.is_retryable() && !self.over_budget(started_ms) => {
+                            conflicts += 1;
+                            self.pause(conflicts).await;
+                            base = Base::Read;
+                            // (The next plan carries a new write id; this one's landing, if it
+                            // did, is a write like any other's: the next attempt conflicts
+                            // with it and goes on from the item.)
+                            continue;
+                        }
                         Err(read) => {
                             tracing::warn!(error = %read, "could not tell whether a failed write landed")
                         }
@@ -200,22 +263,21 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
     }
 
     /// A contended room: commits the callback's events by an append to its inbox (conditional on
-    /// the item's life only, so it never conflicts with another append), from `base` (the item a
-    /// conflict answered with). Whether it did; `base` becomes the item as written.
+    /// the item's life only, so it never conflicts with another append) of the item `current`
+    /// (as a conflict answered, or the process's copy). Whether it did; `base` becomes the item
+    /// as written, or as the failed append found it.
     async fn append(
         &self,
         key: &RoomKey,
         input: &Input<'_>,
+        current: &StoredRoom,
         base: &mut Base,
         now_ms: u64,
     ) -> Result<bool, AppError> {
-        let (
-            Input::Events {
-                key: digest,
-                events,
-            },
-            Base::Fresh(current),
-        ) = (input, &*base)
+        let Input::Events {
+            key: digest,
+            events,
+        } = input
         else {
             return Ok(false);
         };
@@ -244,6 +306,13 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                     Some(_) => Base::Absent,
                     None => Base::Read,
                 };
+                Ok(false)
+            }
+            // Slow or throttled: the entry carries its id and the inbox is a set, so sending it
+            // again cannot add it twice; the caller's next attempt does.
+            Err(e) if e.is_retryable() && !matches!(e, StoreError::VersionConflict { .. }) => {
+                tracing::warn!(error = %e, "append failed; trying again");
+                self.pause(1).await;
                 Ok(false)
             }
             Err(e) => Err(e.into()),
@@ -298,6 +367,17 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                 Ok((Saved::Written(Box::new(planned)), None))
             }
         }
+    }
+
+    /// Whether a commit begun at `started_ms` has used up its write budget.
+    fn over_budget(&self, started_ms: u64) -> bool {
+        self.clock.now_ms().saturating_sub(started_ms) > self.config.write_budget_ms
+    }
+
+    /// The pause before the `attempt`th retry of a write or read that failed retryably.
+    async fn pause(&self, attempt: u32) {
+        let ms = RETRY_PAUSE_MS * u64::from(attempt.clamp(1, 8));
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     }
 
     /// After a commit's write landed (`room` as written, or as found carrying it).

@@ -10,7 +10,8 @@
 //!    After two conflicts the room is contended, and the callback's events are committed by an
 //!    **append** to the room's inbox (conditional on the life only: appends never conflict with
 //!    each other), after which the handler only tries to take the lease if a command waits and
-//!    nobody holds it. No event is ever given up.
+//!    nobody holds it; a room whose lease another handler holds gets the append at once (the
+//!    holder folds it when it records). No event is ever given up.
 //! 2. **Converge (lease holders only)** ([`converge`]). Execute the command decided from the
 //!    version just written. Record the result and decide again from the same state, in one
 //!    write conditional on the version ([`plan::plan_record`]): if nothing is left to do the
@@ -117,7 +118,8 @@ pub struct ShellConfig {
     /// At most this many keys are remembered per room (about 30 bytes each in the item).
     pub dedupe_cap: usize,
     /// Versioned writes of a commit that may conflict before its events are committed by an
-    /// append instead (the room is contended).
+    /// append instead (the room is contended). A commit whose room another handler's lease
+    /// holds appends at once (it could not take the lease anyway, and the holder folds).
     pub conflicts_before_append: u32,
     /// How long a handler keeps trying to write after conflicts (its events are committed long
     /// before: this bounds taking a lease, recording a call, folding).

@@ -964,3 +964,36 @@ async fn a_heal_asked_for_during_an_update_is_made_after_it() {
     let room = store.load(&key()).await.expect("load").expect("room");
     assert!(!room.record.needs_heal() && room.lease.is_none());
 }
+
+/// A burst of 100 concurrent callbacks into one room (issue 21, item 1), in memory, over three
+/// containers with their own copies: every callback is answered with success and committed (none
+/// given up), and the room is right within 2 s of the last answer, both when 100 co-hosts join
+/// and publish at once and when they all leave at once. (The same on DynamoDB: tests/it/burst.rs.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_a_hundred_callbacks_is_committed_and_converges() {
+    let store = Arc::new(InMemoryStore::new());
+    let mpu = Arc::new(RecordingMpu::new(7, Duration::from_millis(50), 0.0));
+    let shells: Vec<_> = (0..3)
+        .map(|_| {
+            Arc::new(Shell {
+                store: crate::store::cached::Cached::new(store.clone()),
+                mpu: mpu.clone(),
+                clock: crate::ports::SystemClock,
+                decision: DecisionConfig::default(),
+                config: ShellConfig::default(),
+            })
+        })
+        .collect();
+    let key = crate::testing::burst::room(0);
+    let bursts = crate::testing::burst::scenario(&shells, &key, 100, Duration::from_secs(2)).await;
+    for (name, b) in ["join", "leave"].iter().zip(&bursts) {
+        assert!(b.failed.is_empty(), "{name}: {:?}", b.failed);
+        assert_eq!(b.answered, 100, "{name}");
+        assert!(
+            b.right_after.is_some(),
+            "{name}: the room was not right within 2 s of the last answer: {:?}",
+            mpu.tasks(&key)
+        );
+    }
+    assert_eq!(mpu.overlaps(), 0, "never two calls of the room at once");
+}

@@ -22,33 +22,179 @@
 use serde::{Deserialize, Serialize};
 
 use super::{SeenKeys, StoredRoom};
-use costream_core::{apply, DecisionConfig, Merge, RoomEvent};
+use costream_core::{
+    apply, DecisionConfig, Merge, Role, RoomEvent, SessionId, Timestamp, UserAction, UserEvent,
+    UserId,
+};
 
 /// The most entries an inbox holds: an append finding it full conflicts, and its handler folds
-/// with a versioned write instead (the item stays bounded; a typical entry is ~150 bytes).
-pub const MAX_INBOX: usize = 128;
+/// with a versioned write instead (the item stays bounded; a typical entry is ~90 bytes).
+pub const MAX_INBOX: usize = 100;
 
 /// The most events a room holds back; beyond it the one due first is merged at once.
 pub const MAX_HELD: usize = 32;
 
-/// One callback's events, appended to the room's inbox without the room's version.
+/// One callback's events, appended to the room's inbox without the room's version. Stored
+/// compactly, as `[id, at_ms, key, [events]]` with the ARTC events as short arrays (see
+/// [`Compact`]): under a burst the inbox is rewritten with every append, and a write is billed
+/// (and, on one item, throttled) by the item's size.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "EntryRepr", try_from = "EntryRepr")]
 pub struct InboxEntry {
     /// The append's write id.
     pub id: String,
     /// When it was appended (epoch ms): an ending event's grace counts from here.
     pub at_ms: u64,
     /// The callback's de-duplication key as a digest ([`SeenKeys::digest`]), if it has one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
     pub events: Vec<RoomEvent>,
 }
 
-/// An event that ends the live broadcast, held back until `until_ms`.
+/// An event that ends the live broadcast, held back until `until_ms`. Stored as
+/// `[event, until_ms]`, the event compact.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "HeldRepr", try_from = "HeldRepr")]
 pub struct Held {
     pub event: RoomEvent,
     pub until_ms: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct EntryRepr(String, u64, Option<String>, Vec<Compact>);
+
+#[derive(Serialize, Deserialize)]
+struct HeldRepr(Compact, u64);
+
+impl From<InboxEntry> for EntryRepr {
+    fn from(e: InboxEntry) -> Self {
+        EntryRepr(
+            e.id,
+            e.at_ms,
+            e.key,
+            e.events.into_iter().map(Compact::from).collect(),
+        )
+    }
+}
+
+impl TryFrom<EntryRepr> for InboxEntry {
+    type Error = String;
+    fn try_from(r: EntryRepr) -> Result<Self, String> {
+        Ok(InboxEntry {
+            id: r.0,
+            at_ms: r.1,
+            key: r.2,
+            events: r
+                .3
+                .into_iter()
+                .map(RoomEvent::try_from)
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+impl From<Held> for HeldRepr {
+    fn from(h: Held) -> Self {
+        HeldRepr(Compact::from(h.event), h.until_ms)
+    }
+}
+
+impl TryFrom<HeldRepr> for Held {
+    type Error = String;
+    fn try_from(r: HeldRepr) -> Result<Self, String> {
+        Ok(Held {
+            event: RoomEvent::try_from(r.0)?,
+            until_ms: r.1,
+        })
+    }
+}
+
+/// A room event as an inbox keeps it: ARTC's user and camera events (nearly all of a burst) as
+/// `[letter, user, session, at, role]` (`J`oin `L`eave `P`ublish `U`npublish, role update to
+/// `I`nteractive or `V`iewer; role 0 none, 1, 2; a camera `C` with 1 for on), a channel close as
+/// `["X", at]`, anything else in its named form.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum Compact {
+    Member(String, UserId, SessionId, u64, u8),
+    Close(String, u64),
+    Named(RoomEvent),
+}
+
+impl From<RoomEvent> for Compact {
+    fn from(event: RoomEvent) -> Self {
+        match event {
+            RoomEvent::User(u) => {
+                let letter = match u.action {
+                    UserAction::Join => "J",
+                    UserAction::Leave => "L",
+                    UserAction::Publish => "P",
+                    UserAction::Unpublish => "U",
+                    UserAction::RoleUpdate(Role::Interactive) => "I",
+                    UserAction::RoleUpdate(Role::Live) => "V",
+                };
+                let role = match u.role {
+                    None => 0,
+                    Some(Role::Interactive) => 1,
+                    Some(Role::Live) => 2,
+                };
+                Compact::Member(letter.to_owned(), u.user, u.session, u.at.secs(), role)
+            }
+            RoomEvent::Camera {
+                user,
+                session,
+                on,
+                at,
+            } => Compact::Member("C".to_owned(), user, session, at.secs(), u8::from(on)),
+            RoomEvent::ChannelClosed { at } => Compact::Close("X".to_owned(), at.secs()),
+            other => Compact::Named(other),
+        }
+    }
+}
+
+impl TryFrom<Compact> for RoomEvent {
+    type Error = String;
+    fn try_from(c: Compact) -> Result<Self, String> {
+        Ok(match c {
+            Compact::Member(letter, user, session, at, code) => {
+                let at = Timestamp::from_secs(at);
+                if letter == "C" {
+                    return Ok(RoomEvent::Camera {
+                        user,
+                        session,
+                        on: code == 1,
+                        at,
+                    });
+                }
+                let action = match letter.as_str() {
+                    "J" => UserAction::Join,
+                    "L" => UserAction::Leave,
+                    "P" => UserAction::Publish,
+                    "U" => UserAction::Unpublish,
+                    "I" => UserAction::RoleUpdate(Role::Interactive),
+                    "V" => UserAction::RoleUpdate(Role::Live),
+                    other => return Err(format!("unknown event letter {other:?}")),
+                };
+                let role = match code {
+                    0 => None,
+                    1 => Some(Role::Interactive),
+                    2 => Some(Role::Live),
+                    other => return Err(format!("unknown role code {other}")),
+                };
+                RoomEvent::User(UserEvent {
+                    user,
+                    session,
+                    at,
+                    action,
+                    role,
+                })
+            }
+            Compact::Close(letter, at) if letter == "X" => RoomEvent::ChannelClosed {
+                at: Timestamp::from_secs(at),
+            },
+            Compact::Close(letter, _) => return Err(format!("unknown event letter {letter:?}")),
+            Compact::Named(event) => event,
+        })
+    }
 }
 
 /// What folding and admitting need to know.
@@ -237,7 +383,7 @@ pub fn key_digest(key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use costream_core::{ChannelId, SessionId, Timestamp, UserAction, UserEvent, UserId};
+    use costream_core::ChannelId;
 
     fn ev(user: &str, session: &str, at: u64, action: UserAction) -> RoomEvent {
         RoomEvent::User(UserEvent {
@@ -254,6 +400,53 @@ mod tests {
     }
 
     const T: u64 = 1_700_000_000;
+
+    #[test]
+    fn inbox_entries_and_held_events_are_stored_compactly_and_read_back() {
+        let events = vec![
+            ev("guest001", "guest001-s", T, UserAction::Join),
+            ev("guest001", "guest001-s", T, UserAction::Publish),
+            ev("g", "s", T, UserAction::RoleUpdate(Role::Live)),
+            RoomEvent::Camera {
+                user: UserId::parse("g").expect("user"),
+                session: SessionId::parse("s").expect("session"),
+                on: false,
+                at: Timestamp::from_secs(T),
+            },
+            RoomEvent::ChannelClosed {
+                at: Timestamp::from_secs(T + 1),
+            },
+            RoomEvent::Cdn {
+                action: costream_core::CdnAction::PublishDone,
+                at: Timestamp::from_secs(T + 2),
+            },
+        ];
+        let entry = InboxEntry {
+            id: "0123456789abcdef.42".into(),
+            at_ms: T * 1000,
+            key: Some(key_digest("k")),
+            events,
+        };
+        let json = serde_json::to_string(&entry).expect("json");
+        assert!(
+            json.starts_with(r#"["0123456789abcdef.42",1700000000000,""#),
+            "{json}"
+        );
+        assert!(
+            json.contains(r#"["P","guest001","guest001-s",1700000000,0]"#),
+            "{json}"
+        );
+        let back: InboxEntry = serde_json::from_str(&json).expect("parses");
+        assert_eq!(back, entry);
+        let held = Held {
+            event: ev("host", "h", T, UserAction::Leave),
+            until_ms: 5,
+        };
+        let json = serde_json::to_string(&held).expect("json");
+        assert_eq!(json, r#"[["L","host","h",1700000000,0],5]"#);
+        assert_eq!(serde_json::from_str::<Held>(&json).expect("parses"), held);
+        assert!(serde_json::from_str::<Held>(r#"[["Q","h","h",1,0],5]"#).is_err());
+    }
 
     #[test]
     fn an_ending_event_is_held_for_the_grace_and_merged_after_it() {

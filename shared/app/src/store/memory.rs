@@ -124,7 +124,10 @@ impl StateStore for InMemoryStore {
                     && !c.expired(entry.at_ms + APPEND_MIN_TTL_MS)
                     && c.inbox.len() < MAX_INBOX =>
             {
-                c.inbox.push(entry.clone());
+                // A set, as DynamoDB's: the same entry twice (a retried append) is one.
+                if !c.inbox.contains(entry) {
+                    c.inbox.push(entry.clone());
+                }
                 c.version = c.version.next();
                 c.due_ms = Some(due_ms);
                 Ok(c.clone())
