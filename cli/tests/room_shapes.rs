@@ -717,3 +717,100 @@ async fn a_voice_room_sends_audio_only_parameters() {
     );
     assert!(live.refusals().is_empty(), "{:?}", live.refusals());
 }
+
+/// One ARTC callback for `channel` carrying `contents` (user, session, tag, seconds ago).
+fn callback_in(channel: &str, msg: &str, contents: &[(&str, &str, &str, u64)]) -> Value {
+    let contents: Vec<Value> = contents
+        .iter()
+        .map(|(user, session, tag, ago)| {
+            json!({"Event": "UserEvent", "UserEvent": {"UserId": user, "SessionId": session,
+                "EventTag": tag, "Timestamp": now() - ago, "Role": 1}})
+        })
+        .collect();
+    json!({"AppId": "9qb1abcd", "ChannelId": channel, "MsgId": msg, "Contents": contents})
+}
+
+/// A host's reconnect processed out of order (issue 21, item 2): ARTC reports the new session's
+/// Join and Publish at t and the old session's Leave at t+1, in two callbacks, and `serve`
+/// commits them in either order. Whichever comes first, the broadcast goes on: no Stop (no 10 s
+/// of black), the same task, and its PK with another room holds — in both rooms, after the end
+/// grace too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reordered_reconnect_stops_nothing_and_keeps_the_pk() {
+    let live = Live::start().await;
+    let serve = Serve::start(&live);
+    let ts = now();
+    let link = |peer: &str| format!(r#"{{"peer_channel_id":"{peer}"}}"#);
+    // Two PKs: room-a with room-b (the Leave first), room-c with room-d (the new session first).
+    for (host_room, peer_room) in [("room-a", "room-b"), ("room-c", "room-d")] {
+        for room in [host_room, peer_room] {
+            serve
+                .callback(callback_in(
+                    room,
+                    &format!("{room}-live"),
+                    &[(&format!("host_{room}"), "s1", "Publish", 60)],
+                ))
+                .await;
+        }
+        let (status, answer) = serve
+            .backend(
+                "PUT",
+                &format!("/rooms/{host_room}/pk"),
+                &link(peer_room),
+                ts,
+            )
+            .await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    let tasks_before: Vec<String> = ["room-a", "room-b", "room-c", "room-d"]
+        .iter()
+        .map(|r| task_of(&live, r).task_id)
+        .collect();
+    for (room, leave_first) in [("room-a", true), ("room-c", false)] {
+        let host = format!("host_{room}");
+        let new_session = callback_in(
+            room,
+            &format!("{room}-new"),
+            &[(&host, "s2", "Join", 20), (&host, "s2", "Publish", 20)],
+        );
+        let old_leave = callback_in(room, &format!("{room}-old"), &[(&host, "s1", "Leave", 19)]);
+        let (first, second) = if leave_first {
+            (old_leave, new_session)
+        } else {
+            (new_session, old_leave)
+        };
+        serve.callback(first).await;
+        serve.callback(second).await;
+    }
+    // Past the end grace (5 s): the held Leave was merged, and ended nothing.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(
+        live.count("StopLiveMPUTask"),
+        0,
+        "no Stop of a live broadcast"
+    );
+    let tasks_after: Vec<String> = ["room-a", "room-b", "room-c", "room-d"]
+        .iter()
+        .map(|r| task_of(&live, r).task_id)
+        .collect();
+    assert_eq!(tasks_after, tasks_before, "the same tasks");
+    for (room, peer) in [
+        ("room-a", "room-b"),
+        ("room-b", "room-a"),
+        ("room-c", "room-d"),
+        ("room-d", "room-c"),
+    ] {
+        assert_eq!(
+            serve.status_of(room).await["pk"]["peer_channel_id"],
+            peer,
+            "{room}: the PK holds"
+        );
+        let panes = pk_panes(&task_of(&live, room));
+        assert_eq!(
+            panes.iter().map(|p| p.0.as_str()).collect::<Vec<_>>(),
+            [format!("host_{room}"), format!("host_{peer}")],
+            "{room}: both hosts still shown"
+        );
+    }
+    assert!(live.refusals().is_empty(), "{:?}", live.refusals());
+}

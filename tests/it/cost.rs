@@ -345,6 +345,23 @@ async fn a_callback_costs_at_most_two_requests() {
     );
     assert!(cold_cost.ops.len() <= 3, "{:?}", cold_cost.ops);
 
+    // A brand-new room's first Start in a fresh container: a conditional create with no read
+    // before it, then the record — two requests, as in a warm one.
+    let (fresh, _sim3) = deployed_like_with(Cached::new(store.clone()), config(&[])).await;
+    counter.take();
+    let mut first = artc("m16", "Publish", "host_new", 1, t0 + 30);
+    first["ChannelID"] = json!("room-new");
+    let results = deliver(&fresh, &first).await;
+    let new_room = meter.price(&counter.take());
+    eprintln!(
+        "fresh container, a new room's first Start: {} req {:?} ({})",
+        new_room.ops.len(),
+        new_room.ops,
+        results.join(",")
+    );
+    assert_eq!(results, ["converged"]);
+    assert!(new_room.ops.len() <= 2, "{:?}", new_room.ops);
+
     let budget: HashMap<&str, usize> = [
         ("viewer joins", 1),
         ("viewer leaves", 1),

@@ -997,3 +997,150 @@ async fn a_burst_of_a_hundred_callbacks_is_committed_and_converges() {
     }
     assert_eq!(mpu.overlaps(), 0, "never two calls of the room at once");
 }
+
+/// A process's copy of a room's past life never overwrites its new life (issue 21, item 3): a
+/// container's copy is at version N, the item is deleted (TTL, or by hand), another container
+/// creates the room again and brings it to version N too — the first container's next commit,
+/// conditional on version N, must not land on the new life.
+#[tokio::test]
+async fn a_copy_of_a_past_life_never_overwrites_the_new_life() {
+    let store = Arc::new(InMemoryStore::new());
+    let shell = || Shell {
+        store: crate::store::cached::Cached::new(store.clone()),
+        mpu: Arc::new(RecordingMpu::instant()),
+        clock: Arc::new(ManualClock::at_ms(1_000_000)),
+        decision: DecisionConfig::default(),
+        config: ShellConfig::default(),
+    };
+    let (a, b) = (shell(), shell());
+    for (i, who) in ["u1", "u2"].iter().enumerate() {
+        a.handle(
+            &key(),
+            None,
+            &[ev(who, 10 + i as u64, UserAction::Join)],
+            "a",
+        )
+        .await
+        .expect("a");
+    }
+    let old = store.load(&key()).await.expect("load").expect("room");
+    assert_eq!(old.version, Version::new(2));
+    store.delete(&key());
+    for (i, who) in ["v1", "v2"].iter().enumerate() {
+        b.handle(
+            &key(),
+            None,
+            &[ev(who, 100 + i as u64, UserAction::Join)],
+            "b",
+        )
+        .await
+        .expect("b");
+    }
+    let new = store.load(&key()).await.expect("load").expect("room");
+    assert_eq!(
+        new.version, old.version,
+        "the same version number, another life"
+    );
+    assert_ne!(new.life, old.life);
+    // a's copy is of the past life, at the same version.
+    a.handle(&key(), None, &[ev("u3", 120, UserAction::Join)], "a")
+        .await
+        .expect("a again");
+    let room = store.load(&key()).await.expect("load").expect("room");
+    assert_eq!(room.life, new.life, "still the new life");
+    let json = serde_json::to_string(&room.facts).expect("json");
+    for who in ["v1", "v2", "u3"] {
+        assert!(json.contains(&format!("\"{who}\"")), "{who} kept: {json}");
+    }
+    assert!(
+        !json.contains("\"u1\""),
+        "nothing of the past life comes back: {json}"
+    );
+}
+
+/// A write that landed but whose answer came back as a conflict — the SDK retried it after its
+/// attempt timed out, and the retry failed the condition the first attempt had met — is that
+/// write's success (issue 21, items 4 and 5): the handler goes on with its call instead of
+/// answering `no_change` and leaving the room to the lease's expiry and a repair pass.
+#[tokio::test]
+async fn a_landed_write_answered_as_a_conflict_is_recognised() {
+    struct RetriedStore(Arc<InMemoryStore>, AtomicU32);
+    impl StateStore for RetriedStore {
+        async fn load(&self, key: &RoomKey) -> Result<Option<StoredRoom>, StoreError> {
+            self.0.load(key).await
+        }
+        async fn save(
+            &self,
+            key: &RoomKey,
+            room: &StoredRoom,
+            expected: Version,
+        ) -> Result<(), StoreError> {
+            self.0.save(key, room, expected).await?;
+            if self.1.fetch_add(1, Ordering::SeqCst) == 0 {
+                // The first attempt landed; the SDK's retry of it finds the version moved.
+                return Err(StoreError::VersionConflict {
+                    room: key.to_string(),
+                    expected,
+                    current: self.0.load(key).await?.map(Box::new),
+                });
+            }
+            Ok(())
+        }
+        async fn append(
+            &self,
+            key: &RoomKey,
+            life: Option<&crate::store::Life>,
+            entry: &crate::store::InboxEntry,
+            due_ms: u64,
+        ) -> Result<StoredRoom, StoreError> {
+            self.0.append(key, life, entry, due_ms).await
+        }
+        async fn due_rooms(
+            &self,
+            app: &costream_core::AppId,
+            now_ms: u64,
+            limit: usize,
+        ) -> Result<Vec<crate::ports::DueRoom>, StoreError> {
+            self.0.due_rooms(app, now_ms, limit).await
+        }
+        async fn rooms_with_tasks(
+            &self,
+            app: &costream_core::AppId,
+        ) -> Result<Vec<(RoomKey, TaskId)>, StoreError> {
+            self.0.rooms_with_tasks(app).await
+        }
+        async fn append_history(
+            &self,
+            key: &RoomKey,
+            entry: &crate::store::HistoryEntry,
+        ) -> Result<(), StoreError> {
+            self.0.append_history(key, entry).await
+        }
+        async fn history(
+            &self,
+            key: &RoomKey,
+        ) -> Result<Vec<crate::store::HistoryEntry>, StoreError> {
+            self.0.history(key).await
+        }
+    }
+    let inner = Arc::new(InMemoryStore::new());
+    let s = Shell {
+        store: RetriedStore(inner.clone(), AtomicU32::new(0)),
+        mpu: Arc::new(RecordingMpu::instant()),
+        clock: Arc::new(ManualClock::at_ms(1_000_000)),
+        decision: DecisionConfig::default(),
+        config: ShellConfig::default(),
+    };
+    let out = s
+        .handle(&key(), None, &[ev("host", 10, UserAction::Publish)], "a")
+        .await
+        .expect("handled");
+    assert!(
+        matches!(out, Handled::Converged { calls: 1, .. }),
+        "the commit that took the lease landed: {out:?}"
+    );
+    let room = inner.load(&key()).await.expect("load").expect("room");
+    assert_eq!(room.lease, None);
+    assert!(!room.record.is_in_doubt());
+    assert_eq!(s.mpu.tasks(&key()).len(), 1);
+}
