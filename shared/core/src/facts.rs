@@ -12,7 +12,8 @@
 //! Why sessions: a user who reconnects gets a new session, and the old session's `Leave` can
 //! arrive late *with a later timestamp* (ARTC kicks the old connection when the new one logs in).
 //! Comparing only timestamps would let that Leave remove the user; comparing sessions by when they
-//! began keeps the newer session authoritative.
+//! began keeps the newer session authoritative. A session known only by its Leave (its Join is
+//! late too) is older than every session known to have begun.
 
 use std::collections::BTreeMap;
 
@@ -23,6 +24,9 @@ use crate::ids::{ChannelId, SessionId, Timestamp, UserId};
 
 /// Sessions kept per user. Older ones are only needed to recognise their late events as stale.
 pub(crate) const MAX_SESSIONS: usize = 3;
+/// Sessions known only by their Leave (their Join late) kept per user, besides the
+/// [`MAX_SESSIONS`]: each waits for its Join.
+pub(crate) const MAX_UNBEGUN: usize = 3;
 /// Ids of dropped sessions remembered per user.
 pub(crate) const MAX_PRUNED: usize = 8;
 /// Host registrations kept per room.
@@ -32,9 +36,9 @@ pub(crate) const MAX_MARKS: usize = 8;
 /// Users kept per room. Beyond this, users who have left are forgotten, oldest first.
 pub const MAX_MEMBERS: usize = 64;
 /// The hard bound of a room's facts as JSON, whatever the event stream: [`MAX_MEMBERS`] users,
-/// each with [`MAX_SESSIONS`] sessions of [`MAX_MARKS`] events and [`MAX_PRUNED`] dropped session
-/// ids, at the longest ids (user 64, session 128 characters), plus [`MAX_REGISTRATIONS`]
-/// registrations — about 3 KB per user. With the record (≤ 16 panes) and the dedupe keys the
+/// each with [`MAX_SESSIONS`] sessions of [`MAX_MARKS`] events, [`MAX_UNBEGUN`] of one event
+/// and [`MAX_PRUNED`] dropped session ids, at the longest ids (user 64, session 128 characters),
+/// plus [`MAX_REGISTRATIONS`] registrations — under 3 KB per user. With the record (≤ 16 panes) and the dedupe keys the
 /// DynamoDB item stays below half of its 400 KB limit. Tested with 10,000 random users.
 pub const MAX_FACTS_JSON_BYTES: usize = 200 * 1024;
 
@@ -165,6 +169,30 @@ impl TryFrom<SessionRepr> for Session {
     }
 }
 
+/// When `session` stopped holding the channel, its next session having begun at `next_first`:
+/// its Leave (or switch to viewer), a close after its last event, or `next_first`, whichever
+/// comes first (as [`Facts::session_end`](crate::facts::Facts) reads it), never before it began.
+fn session_end_before(
+    session: &Session,
+    next_first: Timestamp,
+    closed_at: Option<Timestamp>,
+) -> Timestamp {
+    let latest = session.latest();
+    let mut end = next_first;
+    if matches!(
+        latest.action,
+        UserAction::Leave | UserAction::RoleUpdate(Role::Live)
+    ) {
+        end = end.min(latest.at);
+    }
+    if let Some(closed) = closed_at {
+        if latest.at < closed || (latest.at == closed && session.first < closed) {
+            end = end.min(closed);
+        }
+    }
+    end.max(session.first)
+}
+
 impl Session {
     /// The session's latest event.
     pub(crate) fn latest(&self) -> Mark {
@@ -222,8 +250,17 @@ impl Session {
     }
 
     /// Sessions are ordered by when they began (ties by id): the greatest is the current one.
-    fn order_key(&self) -> (Timestamp, &SessionId) {
-        (self.first, &self.id)
+    /// A session known only by its Leave never is: its beginning is unknown (its Join is late),
+    /// and a connection that left is no newer one that superseded the user's others — ordering
+    /// it by its Leave would let the late Leave of an old connection end a user who is in the
+    /// channel on a newer one.
+    fn order_key(&self) -> (bool, Timestamp, &SessionId) {
+        (self.has_begun(), self.first, &self.id)
+    }
+
+    /// Whether an event other than its Leave is known (else its beginning is not).
+    pub(crate) fn has_begun(&self) -> bool {
+        self.marks.iter().any(|m| m.action != UserAction::Leave)
     }
 }
 
@@ -239,6 +276,13 @@ pub(crate) struct Member {
     /// The user's latest camera event (`CameraOpen`/`CameraClose`), of whichever session.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) camera: Option<CameraMark>,
+    /// What dropped sessions leave for a long broadcast: `(publish, until)`, the earliest Publish
+    /// of the dropped sessions whose presence ran on into the kept ones (gaps of at most
+    /// [`MAX_END_GRACE_SECS`](crate::config::MAX_END_GRACE_SECS)), and when that presence ended.
+    /// Read as a presence period from `publish` to `until`: a broadcast begun in a dropped
+    /// session keeps its start (and its task) while the host is still there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) carried: Option<(Timestamp, Timestamp)>,
 }
 
 /// A camera event: the greatest by (time, on, session) wins, so merging is order-insensitive
@@ -497,23 +541,60 @@ impl Facts {
                 marks: vec![mark],
             });
         }
-        // `first` may have moved: keep newest-first order, then keep the newest few.
+        // `first` may have moved: keep the order (begun sessions newest first, then those known
+        // only by their Leave), then the newest few of each kind. A session known only by its
+        // Leave is never current and never displaces a begun one (the oldest may hold the
+        // broadcast's start), but is kept on its own: its Join, still to come, must find the
+        // Leave (pruned, the Join alone would make the user present for good).
         member
             .sessions
             .sort_by(|a, b| b.order_key().cmp(&a.order_key()));
-        let kept_new = member
-            .sessions
-            .iter()
-            .take(MAX_SESSIONS)
-            .any(|s| s.id == ev.session);
-        for dropped in member
-            .sessions
-            .split_off(MAX_SESSIONS.min(member.sessions.len()))
-        {
-            if !member.pruned.contains(&dropped.id) {
-                member.pruned.push(dropped.id);
+        let mut dropped = Vec::new();
+        // Begun sessions beyond the few: the oldest goes, its broadcast start carried over.
+        loop {
+            let begun = member.sessions.iter().filter(|s| s.has_begun()).count();
+            if begun <= MAX_SESSIONS {
+                break;
+            }
+            let oldest = member.sessions.remove(begun - 1);
+            let next_first = member.sessions[begun - 2].first;
+            let end = session_end_before(&oldest, next_first, self.closed_at);
+            let chained = |from: Timestamp| {
+                from <= end && next_first <= end.saturating_add(crate::config::MAX_END_GRACE_SECS)
+            };
+            // The chain into `oldest` (an earlier carry whose presence reached it), else its own.
+            let earlier = member
+                .carried
+                .filter(|(_, until)| {
+                    oldest.first <= until.saturating_add(crate::config::MAX_END_GRACE_SECS)
+                })
+                .map(|(publish, _)| publish);
+            member.carried = earlier
+                .into_iter()
+                .chain(oldest.first_publish)
+                .min()
+                .filter(|publish| chained(*publish))
+                .map(|publish| (publish, end));
+            dropped.push(oldest.id);
+        }
+        // Sessions known only by their Leave beyond as many: the oldest go.
+        let mut unbegun = 0;
+        member.sessions.retain(|s| {
+            if s.has_begun() {
+                return true;
+            }
+            unbegun += 1;
+            if unbegun > MAX_UNBEGUN {
+                dropped.push(s.id.clone());
+            }
+            unbegun <= MAX_UNBEGUN
+        });
+        for id in dropped {
+            if !member.pruned.contains(&id) {
+                member.pruned.push(id);
             }
         }
+        let kept_new = member.sessions.iter().any(|s| s.id == ev.session);
         member.pruned.sort();
         if member.pruned.len() > MAX_PRUNED {
             member.pruned.remove(0);
@@ -566,10 +647,13 @@ impl Facts {
         if self.members.len() <= MAX_MEMBERS {
             return;
         }
-        // The host under any end grace the configuration allows (`facts` know no configuration).
+        // The host under any end grace the configuration allows (`facts` know no configuration),
+        // and the host the backend registered: the only one who can begin a broadcast, though
+        // their Publish may still be on its way.
         let hosts: Vec<UserId> = [0, crate::config::MAX_END_GRACE_SECS]
             .into_iter()
             .filter_map(|grace| self.broadcast(grace).map(|b| b.host))
+            .chain(self.registered_host().cloned())
             .collect();
         // (order, whether forgetting the user moves the horizon, user)
         let mut candidates: Vec<((u8, Timestamp, u8), bool, UserId)> = Vec::new();

@@ -61,8 +61,14 @@ impl Facts {
             let closed = self.closed_at().unwrap_or(latest.at);
             end = Some(end.map_or(closed, |e| e.min(closed)));
         }
-        // Sessions are newest first: the next session is the one before this index.
-        if let Some(next) = index.checked_sub(1).map(|i| &member.sessions[i]) {
+        // Begun sessions are newest first: the next session is the one before this index. A
+        // session known only by its Leave comes after them and supersedes none (its Join is
+        // late: it may be the old connection ARTC kicked).
+        if let Some(next) = index
+            .checked_sub(1)
+            .map(|i| &member.sessions[i])
+            .filter(|_| s.has_begun())
+        {
             end = Some(end.map_or(next.first, |e| e.min(next.first)));
         }
         end
@@ -74,7 +80,12 @@ impl Facts {
     /// periods at most `grace` seconds apart (a host back within the end grace: a reconnect
     /// whose old connection ARTC reported gone first).
     fn presence_periods(&self, member: &Member, grace: u64) -> Vec<(Timestamp, Option<Timestamp>)> {
-        let mut periods: Vec<(Timestamp, Option<Timestamp>)> = Vec::new();
+        // What dropped sessions left: presence from their broadcast's start (see `carried`).
+        let mut periods: Vec<(Timestamp, Option<Timestamp>)> = member
+            .carried
+            .map(|(publish, until)| (publish, Some(until)))
+            .into_iter()
+            .collect();
         for i in (0..member.sessions.len()).rev() {
             let session = &member.sessions[i];
             let end = self.session_end(member, i).map(|e| e.max(session.first));
@@ -170,6 +181,9 @@ impl Facts {
     pub fn broadcast(&self, grace: u64) -> Option<Broadcast> {
         let mut starts: Vec<(Timestamp, &UserId, &Member)> = Vec::new();
         for (user, member) in self.members() {
+            if let Some((publish, _)) = member.carried {
+                starts.push((publish, user, member));
+            }
             for s in &member.sessions {
                 let from_marks = s.publish_intervals().into_iter().map(|(start, _)| start);
                 for start in s.first_publish.into_iter().chain(from_marks) {
@@ -238,6 +252,14 @@ impl Facts {
         let Some(before) = self.broadcast(grace) else {
             return false;
         };
+        // Only the host's own events can end their broadcast (another user's Leave changes
+        // nothing of it; had that user hosted an earlier broadcast that this one depends on,
+        // they would be the host the facts name).
+        if let RoomEvent::User(u) = event {
+            if u.user != before.host {
+                return false;
+            }
+        }
         let mut after = self.clone();
         if after.apply(event) != crate::facts::Merge::Changed {
             return false;

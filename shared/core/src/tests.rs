@@ -676,8 +676,8 @@ fn everyone_leaving_at_once_is_one_stop() {
     room.step(ev("a", "a", 2, Publish));
     room.step(ev("b", "b", 3, Publish));
     let mut cmds = Vec::new();
-    for who in ["b", "host", "a"] {
-        cmds.extend(room.step(ev(who, who, 9, Leave)));
+    for (who, session) in [("b", "b"), ("host", "h"), ("a", "a")] {
+        cmds.extend(room.step(ev(who, session, 9, Leave)));
     }
     // b leaving first while the host is still there shrinks the mix; then the host ends it.
     assert_eq!(
@@ -1951,4 +1951,187 @@ fn forgetting_in_a_same_second_burst_keeps_the_stage() {
         want.extend((0..15).map(|i| format!("guest{i:03}")));
         assert_eq!(room.stage(), want, "reversed: {reversed}");
     }
+}
+
+/// Found by the simulation (seed 791626): the registered host who joined is never forgotten to
+/// make room for a burst of co-hosts, though their Publish is still on its way (forgotten, the
+/// Publish came after the horizon had passed it and was ignored: the room never went live).
+#[test]
+fn forgetting_keeps_the_registered_host_whose_publish_is_late() {
+    let mut room = Room::new();
+    room.step(RoomEvent::HostRegistered {
+        user: Some(user("host")),
+        at: Timestamp::from_secs(9),
+    });
+    room.step(ev("host", "h", 10, Join));
+    // 64 co-hosts publish: the room is full.
+    for i in 0..64 {
+        room.apply(&ev(&format!("guest{i:03}"), &format!("g{i}"), 12, Join));
+        room.apply(&ev(&format!("guest{i:03}"), &format!("g{i}"), 12, Publish));
+    }
+    // Others' Unpublish and Leave come before their Join: forgetting them moves the horizon.
+    for i in 64..80 {
+        room.apply(&ev(
+            &format!("guest{i:03}"),
+            &format!("g{i}"),
+            17,
+            Unpublish,
+        ));
+        room.apply(&ev(&format!("guest{i:03}"), &format!("g{i}"), 17, Leave));
+    }
+    assert!(
+        room.facts.is_present(&user("host")),
+        "the registered host is kept"
+    );
+    room.step(ev("host", "h", 11, Publish));
+    assert_eq!(room.stage()[0], "host");
+}
+
+/// Found by the simulation (seed 1304): with three sessions kept, a new session's Leave that
+/// came before its Join was dropped as "older than every kept one"; the Join alone then made the
+/// host present for good, and the task ran on after everyone had left.
+#[test]
+fn a_leave_before_its_join_is_kept_when_the_user_has_many_sessions() {
+    let mut room = Room::new();
+    room.cfg.end_grace_secs = 0;
+    room.step(ev("host", "h1", 10, Join));
+    room.step(ev("host", "h1", 11, Publish));
+    room.step(ev("host", "h1", 12, Leave));
+    room.step(ev("host", "h2", 13, Join));
+    room.step(ev("host", "h2", 14, Publish));
+    room.step(ev("host", "h2", 20, Leave));
+    room.step(ev("host", "h3", 30, Join));
+    room.step(ev("host", "h3", 31, Publish));
+    assert_eq!(room.stage(), ["host"]);
+    // h3's Leave is processed; a fourth session's Leave arrives before its Join.
+    room.step(ev("host", "h3", 40, Leave));
+    room.step(ev("host", "h4", 42, Leave));
+    room.step(ev("host", "h4", 41, Join));
+    assert!(room.stage().is_empty(), "the host left on every session");
+    assert!(
+        room.record.running().task().is_none(),
+        "the task is stopped"
+    );
+    // In the other order the same.
+    let mut other = Room::new();
+    other.cfg.end_grace_secs = 0;
+    for (s, at, a) in [
+        ("h1", 10, Join),
+        ("h1", 11, Publish),
+        ("h1", 12, Leave),
+        ("h2", 13, Join),
+        ("h2", 14, Publish),
+        ("h2", 20, Leave),
+        ("h3", 30, Join),
+        ("h3", 31, Publish),
+        ("h3", 40, Leave),
+        ("h4", 41, Join),
+        ("h4", 42, Leave),
+    ] {
+        other.step(ev("host", s, at, a));
+    }
+    assert_eq!(other.facts, room.facts);
+}
+
+/// A Leave of a session the room never saw begin (its Join is late) does not end a user who is
+/// in the channel on a session that began: the old connection's late Leave of a reconnect
+/// whose own Join is later still.
+#[test]
+fn a_late_leave_of_an_unseen_session_does_not_end_the_host() {
+    let mut room = Room::new();
+    room.cfg.end_grace_secs = 0;
+    room.step(ev("host", "h2", 22, Join));
+    room.step(ev("host", "h2", 23, Publish));
+    assert!(
+        room.step(ev("host", "h1", 24, Leave)).is_empty(),
+        "still live"
+    );
+    assert_eq!(room.stage(), ["host"]);
+    // The old session's Join and Publish arrive at last: nothing changes.
+    room.step(ev("host", "h1", 8, Join));
+    assert!(room.step(ev("host", "h1", 9, Publish)).is_empty());
+    assert_eq!(
+        room.record.running().task().map(TaskId::as_str),
+        Some("room-1_23"),
+        "a late event revealed an earlier start: the running task keeps its name"
+    );
+}
+
+/// Found by the simulation (seed 3581): a session known only by its Leave (its Join late) is
+/// no newer connection that superseded the host's current one — it may be the old connection
+/// ARTC kicked. The broadcast goes on, also when the host reconnects later; once the late Join
+/// shows the session began after the current one, it did end it.
+#[test]
+fn a_leave_whose_join_is_late_does_not_end_the_current_session() {
+    let mut room = Room::new();
+    for e in [
+        ev("host1", "s1", 609, Join),
+        ev("host1", "s1", 610, Publish),
+        ev("host1", "s1", 613, Unpublish),
+        ev("host1", "s1", 614, Leave),
+        ev("host1", "s2", 616, Join),
+        ev("host1", "s3", 621, Leave),
+    ] {
+        room.step(e);
+    }
+    let task = |room: &Room| room.record.running().task().map(|t| t.as_str().to_owned());
+    assert_eq!(task(&room).as_deref(), Some("room-1_610"));
+    room.step(ev("host1", "s4", 920, Join));
+    room.step(ev("host1", "s4", 921, Publish));
+    assert_eq!(
+        task(&room).as_deref(),
+        Some("room-1_610"),
+        "s2 held the channel until s4 began: the same broadcast"
+    );
+    // The late Join: s3 began at 619, so s2 ended then, and s3 left at 621.
+    room.step(ev("host1", "s3", 619, Join));
+    assert_eq!(
+        task(&room).as_deref(),
+        Some("room-1_921"),
+        "a new broadcast after the gap"
+    );
+}
+
+/// Found by the simulation (seed 10516): a host who reconnects without publishing again (three
+/// sessions that only joined) drops the session where the broadcast began; its start is carried
+/// over, so the task is not stopped while the host is still there. A chain broken by a long
+/// absence carries nothing.
+#[test]
+fn a_dropped_session_keeps_the_start_of_a_broadcast_that_goes_on() {
+    let mut room = Room::new();
+    for e in [
+        ev("host1", "s1", 604, Join),
+        ev("host1", "s1", 605, Publish),
+        ev("host1", "s2", 625, Join),
+        ev("host1", "s1", 627, Leave),
+        ev("host1", "s3", 652, Join),
+        ev("host1", "s4", 1031, Join),
+    ] {
+        room.step(e);
+    }
+    let task = |room: &Room| room.record.running().task().map(|t| t.as_str().to_owned());
+    assert_eq!(task(&room).as_deref(), Some("room-1_605"));
+    room.step(ev("host1", "s5", 1100, Join));
+    assert_eq!(task(&room).as_deref(), Some("room-1_605"), "carried on");
+    // The host leaves for good: the broadcast ends.
+    room.step(ev("host1", "s5", 1200, Leave));
+    assert_eq!(task(&room), None);
+    // A chain broken by a long absence: nothing is carried.
+    let mut broken = Room::new();
+    broken.cfg.end_grace_secs = 0;
+    for e in [
+        ev("host1", "s1", 604, Join),
+        ev("host1", "s1", 605, Publish),
+        ev("host1", "s1", 606, Leave),
+        ev("host1", "s2", 700, Join),
+        ev("host1", "s3", 752, Join),
+        ev("host1", "s4", 1031, Join),
+    ] {
+        broken.step(e);
+    }
+    assert_eq!(
+        task(&broken),
+        None,
+        "no broadcast: nobody published since 700"
+    );
 }
