@@ -265,7 +265,7 @@ where
     };
     let mut sent: Vec<String> = Vec::new();
     let mut failed: Option<String> = None;
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let allowed = MAX_PER_MINUTE.saturating_sub(window(&room, now_ms).1) as usize;
     for pending in room
         .outbox

@@ -67,6 +67,16 @@ enum Base {
     Read,
 }
 
+/// What an append did.
+enum Appended {
+    Yes,
+    /// Its condition failed (the inbox is full, the item's life changed or is ending): the
+    /// commit goes on with versioned writes.
+    Refused,
+    /// Slow or throttled: try again.
+    Later,
+}
+
 /// What a commit's write did.
 enum Saved {
     /// The room as written (the plan's, with the end of a PK when it ended one).
@@ -99,6 +109,8 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
         };
         // Once an append committed the events, the commit only folds and takes the lease.
         let mut appended = false;
+        // An append found the inbox full: fold with versioned writes.
+        let mut refused_append = false;
         let mut conflicts = 0u32;
         // The app's start cap refused this commit's Start (counted with an earlier attempt).
         let mut capped = None;
@@ -125,6 +137,40 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                     continue;
                 }
             };
+            // Another handler holds the lease: its record folds what is appended, so a callback
+            // that brings anything new is appended at once — judged against the facts as
+            // written, the inbox unfolded (folding a burst's inbox for each of its callbacks
+            // would cost far more than the append).
+            let quick = !appended
+                && !refused_append
+                && room.version != costream_core::Version::NONE
+                && !room.lease_free(now_ms)
+                && match input {
+                    Input::Events {
+                        key: digest,
+                        events,
+                    } => {
+                        let mut probe = StoredRoom {
+                            facts: room.facts.clone(),
+                            record: room.record.clone(),
+                            seen: room.seen.clone(),
+                            held: room.held.clone(),
+                            ..StoredRoom::new(key.channel.clone())
+                        };
+                        probe
+                            .admit(digest.as_deref(), events, now_ms, now_ms, &self.rules())
+                            .changed
+                    }
+                    _ => false,
+                };
+            if quick {
+                match self.append(key, input, &room, &mut base, now_ms).await? {
+                    Appended::Yes => appended = true,
+                    Appended::Refused => refused_append = true,
+                    Appended::Later => conflicts += 1,
+                }
+                continue;
+            }
             let wid = self.config.writes.next();
             let who = Writer { owner, wid: &wid };
             let plan = plan::plan(&room, input, now_ms, who, capped.as_ref(), self.ctx());
@@ -158,6 +204,7 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
             // lease (it is calling, and its record folds what is appended; there is nothing to
             // take): no conflict with the holder's record, nor with the rest of a burst.
             let appendable = !appended
+                && !refused_append
                 && matches!(input, Input::Events { .. })
                 && room.version != costream_core::Version::NONE
                 && plan.ends_pk.is_none()
@@ -172,7 +219,13 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                     }
                     continue;
                 }
-                appended = self.append(key, input, &room, &mut base, now_ms).await?;
+                match self.append(key, input, &room, &mut base, now_ms).await? {
+                    Appended::Yes => appended = true,
+                    // The inbox is full (or the item's life changed): this commit folds with a
+                    // versioned write instead, as everyone's does until the inbox is emptied.
+                    Appended::Refused => refused_append = true,
+                    Appended::Later => conflicts += 1,
+                }
                 continue;
             }
             let expected = room.version;
@@ -273,13 +326,13 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
         current: &StoredRoom,
         base: &mut Base,
         now_ms: u64,
-    ) -> Result<bool, AppError> {
+    ) -> Result<Appended, AppError> {
         let Input::Events {
             key: digest,
             events,
         } = input
         else {
-            return Ok(false);
+            return Ok(Appended::Refused);
         };
         let entry = InboxEntry {
             id: self.config.writes.next(),
@@ -296,7 +349,7 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                 metrics::count("events_appended");
                 tracing::info!(version = %written.version, entries = written.inbox.len(), "events committed by an append (the room is contended)");
                 *base = Base::Fresh(written);
-                Ok(true)
+                Ok(Appended::Yes)
             }
             // Its life changed, it is about to expire or its inbox is full: commit with a
             // versioned write again, from the item as it is.
@@ -306,14 +359,15 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                     Some(_) => Base::Absent,
                     None => Base::Read,
                 };
-                Ok(false)
+                Ok(Appended::Refused)
             }
             // Slow or throttled: the entry carries its id and the inbox is a set, so sending it
             // again cannot add it twice; the caller's next attempt does.
             Err(e) if e.is_retryable() && !matches!(e, StoreError::VersionConflict { .. }) => {
                 tracing::warn!(error = %e, "append failed; trying again");
                 self.pause(1).await;
-                Ok(false)
+                *base = Base::Read;
+                Ok(Appended::Later)
             }
             Err(e) => Err(e.into()),
         }
