@@ -48,6 +48,25 @@ pub struct Knobs {
     pub repair_period_ms: u64,
     /// When the seed signs StreamURLs: their validity (s), so the loop re-signs at half of it.
     pub url_validity_secs: Option<u64>,
+    /// A write lands, its answer is lost, and the SDK's retry of it fails its condition: the
+    /// store answers a conflict with the item carrying the write.
+    pub store_landed_conflict: f64,
+    /// The riding item of a transaction (a history slot, the start counter) is busy: the
+    /// DynamoDB adapter's fallbacks (the room's write alone, the plain counter increment).
+    pub riding_busy: f64,
+    /// The app's backend refuses a webhook (5xx), or takes it and its answer is lost.
+    pub hook_refused: f64,
+    pub hook_lost: f64,
+    /// A room of the seed gets a burst of this many co-hosts at once.
+    pub burst: Option<usize>,
+    /// Rooms empty and come back after a quiet while; their idle items expire or are deleted.
+    pub second_life: bool,
+    pub expire_idle: bool,
+    /// The backend registers hosts and sets settings; co-hosts toggle their camera.
+    pub backend: bool,
+    pub cameras: bool,
+    /// The app's cap on task Starts per minute.
+    pub start_cap: Option<u32>,
 }
 
 impl Knobs {
@@ -60,28 +79,62 @@ impl Knobs {
         let repair_period_ms = if rng.random_bool(0.7) { 60_000 } else { 15_000 };
         // The shortest validity the configuration accepts (600 s) up to 20 minutes.
         let url_validity_secs = rng.random_bool(0.3).then(|| rng.random_range(600..=1_200));
-        let mut rate = |max: f64| {
+        fn rate(rng: &mut ChaCha8Rng, max: f64) -> f64 {
             if rng.random_bool(0.5) {
                 rng.random_range(0.0..max)
             } else {
                 0.0
             }
-        };
+        }
+        let store_conflict = rate(rng, 0.1);
+        let store_unavailable = rate(rng, 0.05);
+        let store_landed = rate(rng, 0.05);
+        let live_throttled = rate(rng, 0.1);
+        let live_5xx = rate(rng, 0.05);
+        let live_timeout_applied = rate(rng, 0.05);
+        let live_timeout_lost = rate(rng, 0.05);
+        let live_applied_later = rate(rng, 0.05);
+        let kill = rate(rng, 0.2);
+        let duplicates = rate(rng, 0.5);
+        let long_delays = rate(rng, 0.1);
+        // Drawn after the older knobs, so their seeds keep their values.
+        let store_landed_conflict = rate(rng, 0.05);
+        let riding_busy = rate(rng, 0.2);
+        let hook_refused = rate(rng, 0.3);
+        let hook_lost = rate(rng, 0.2);
+        // Up to 62 co-hosts, two callbacks each (up to 124 handlers at once): with the host, the
+        // room never holds more users than it remembers (64; see `workload::room`).
+        let burst = rng.random_bool(0.04).then(|| rng.random_range(20..=62));
+        let second_life = rng.random_bool(0.25);
+        let expire_idle = second_life && rng.random_bool(0.7);
+        let backend = rng.random_bool(0.4);
+        let cameras = rng.random_bool(0.4);
+        let start_cap = rng.random_bool(0.15).then(|| rng.random_range(2..=3));
         Knobs {
-            store_conflict: rate(0.1),
-            store_unavailable: rate(0.05),
-            store_landed: rate(0.05),
-            live_throttled: rate(0.1),
-            live_5xx: rate(0.05),
-            live_timeout_applied: rate(0.05),
-            live_timeout_lost: rate(0.05),
-            live_applied_later: rate(0.05),
-            kill: rate(0.2),
+            store_conflict,
+            store_unavailable,
+            store_landed,
+            live_throttled,
+            live_5xx,
+            live_timeout_applied,
+            live_timeout_lost,
+            live_applied_later,
+            kill,
             idle_stops,
-            duplicates: rate(0.5),
-            long_delays: rate(0.1),
+            duplicates,
+            long_delays,
             repair_period_ms,
             url_validity_secs,
+            store_landed_conflict,
+            riding_busy,
+            hook_refused,
+            hook_lost,
+            burst,
+            second_life,
+            expire_idle,
+            backend,
+            cameras,
+            start_cap,
         }
     }
 }
@@ -104,6 +157,17 @@ pub struct Fired {
     /// Backend PK requests made, and links that took (both rooms live, neither in a PK).
     pub pk_requests: u64,
     pub pk_links: u64,
+    pub store_landed_conflict: u64,
+    pub riding_busy: u64,
+    pub hooks_refused: u64,
+    pub hooks_lost: u64,
+    pub hooks_accepted: u64,
+    pub bursts: u64,
+    pub items_expired: u64,
+    pub items_deleted: u64,
+    pub backend_requests: u64,
+    pub camera_events: u64,
+    pub held_stops_checked: u64,
 }
 
 impl Fired {
@@ -122,6 +186,17 @@ impl Fired {
         self.calls += o.calls;
         self.pk_requests += o.pk_requests;
         self.pk_links += o.pk_links;
+        self.store_landed_conflict += o.store_landed_conflict;
+        self.riding_busy += o.riding_busy;
+        self.hooks_refused += o.hooks_refused;
+        self.hooks_lost += o.hooks_lost;
+        self.hooks_accepted += o.hooks_accepted;
+        self.bursts += o.bursts;
+        self.items_expired += o.items_expired;
+        self.items_deleted += o.items_deleted;
+        self.backend_requests += o.backend_requests;
+        self.camera_events += o.camera_events;
+        self.held_stops_checked += o.held_stops_checked;
     }
 
     /// The classes that never fired, by name.
@@ -139,6 +214,17 @@ impl Fired {
             ("idle_stops", self.idle_stops),
             ("redeliveries", self.redeliveries),
             ("pk_links", self.pk_links),
+            ("store_landed_conflict", self.store_landed_conflict),
+            ("riding_busy", self.riding_busy),
+            ("hooks_refused", self.hooks_refused),
+            ("hooks_lost", self.hooks_lost),
+            ("hooks_accepted", self.hooks_accepted),
+            ("bursts", self.bursts),
+            ("items_expired", self.items_expired),
+            ("items_deleted", self.items_deleted),
+            ("backend_requests", self.backend_requests),
+            ("camera_events", self.camera_events),
+            ("held_stops_checked", self.held_stops_checked),
         ]
         .into_iter()
         .filter(|(_, n)| *n == 0)
@@ -156,6 +242,18 @@ pub struct Applied {
     pub at_ms: u64,
 }
 
+/// An MPU command as the shell began it: which room, which task, which action, when (the
+/// decision was the write just before).
+#[derive(Debug, Clone)]
+pub struct Begun {
+    pub channel: String,
+    pub task: String,
+    pub action: &'static str,
+    pub at_ms: u64,
+    /// Other tasks of the channel the Live API ran then.
+    pub other_tasks: usize,
+}
+
 /// What every port shares: the RNG (one stream for fates, so a run is one sequence of draws),
 /// the knobs, whether faults are on, the trace and the safety log.
 #[derive(Debug)]
@@ -165,6 +263,10 @@ pub struct World {
     pub faults: bool,
     pub fired: Fired,
     pub applied: Vec<Applied>,
+    /// Every command the shell began (the transient invariants read the Stops).
+    pub begun: Vec<Begun>,
+    /// When a room's item was expired or deleted (epoch ms): its versions start over after.
+    pub lives_ended: Vec<(String, u64)>,
     pub trace: Vec<String>,
     pub violations: Vec<String>,
 }
@@ -199,6 +301,7 @@ impl GatedStore {
     async fn write(
         &self,
         room: &str,
+        key: Option<&RoomKey>,
         expected: Version,
         apply: impl std::future::Future<Output = Result<(), StoreError>>,
     ) -> Result<(), StoreError> {
@@ -216,6 +319,9 @@ impl GatedStore {
             } else if w.draw(k.store_landed) {
                 w.fired.store_landed += 1;
                 3
+            } else if w.draw(k.store_landed_conflict) {
+                w.fired.store_landed_conflict += 1;
+                4
             } else {
                 0
             }
@@ -237,8 +343,31 @@ impl GatedStore {
                     source: "injected: write applied, answer lost".into(),
                 })
             }
+            4 => {
+                apply.await?;
+                // The SDK's retry of the landed write: the version moved (to it).
+                Err(StoreError::VersionConflict {
+                    room: room.to_owned(),
+                    expected,
+                    current: match key {
+                        Some(key) => self.inner.load(key).await?.map(Box::new),
+                        None => None,
+                    },
+                })
+            }
             _ => apply.await,
         }
+    }
+
+    /// Whether the riding item of this transaction is busy (a fate).
+    fn riding_busy(&self) -> bool {
+        let mut w = lock(&self.world);
+        let p = w.knobs.riding_busy;
+        let busy = w.draw(p);
+        if busy {
+            w.fired.riding_busy += 1;
+        }
+        busy
     }
 
     /// The PK invariant, after every write: a room whose stored facts link it to a peer is
@@ -340,31 +469,14 @@ impl StateStore for GatedStore {
         }
         let room_name = key.to_string();
         let result = self
-            .write(&room_name, expected, self.inner.save(key, room, expected))
+            .write(
+                &room_name,
+                Some(key),
+                expected,
+                self.inner.save(key, room, expected),
+            )
             .await;
-        if std::env::var_os("COSTREAM_SIM_TRACE").is_some() {
-            let cur = match &result {
-                Err(StoreError::VersionConflict {
-                    current: Some(c), ..
-                }) => format!(
-                    "cur v{} pk={:?} wid={:?}",
-                    c.version.get(),
-                    c.facts.pk_write().map(|p| p.at),
-                    c.wid
-                ),
-                _ => String::new(),
-            };
-            eprintln!(
-                "save {key} v{} -> {:?} {cur} pk={:?} held={} inbox={} wid={:?} lease={:?}",
-                expected.get(),
-                result.as_ref().map_err(|e| e.to_string()),
-                room.facts.pk_write().map(|p| p.at),
-                room.held.len(),
-                room.inbox.len(),
-                room.wid,
-                room.lease
-            );
-        }
+        trace_write("save", key, room, expected, &result);
         self.check_pk_pairs();
         result
     }
@@ -375,7 +487,9 @@ impl StateStore for GatedStore {
         b: (&RoomKey, &StoredRoom, Version),
     ) -> Result<(), StoreError> {
         let name = format!("{} and {}", a.0, b.0);
-        let result = self.write(&name, a.2, self.inner.save_pair(a, b)).await;
+        let result = self
+            .write(&name, Some(a.0), a.2, self.inner.save_pair(a, b))
+            .await;
         if std::env::var_os("COSTREAM_SIM_TRACE").is_some() {
             eprintln!(
                 "save_pair {name} -> {:?} a.pk={:?} b.pk={:?}",
@@ -386,6 +500,85 @@ impl StateStore for GatedStore {
         }
         self.check_pk_pairs();
         result
+    }
+
+    /// As DynamoDB's transaction of the room and the call's history slot; when the slot is
+    /// busy, the adapter's fallback: the room alone, then the entry on its own.
+    async fn save_noting(
+        &self,
+        key: &RoomKey,
+        room: &StoredRoom,
+        expected: Version,
+        entry: &HistoryEntry,
+    ) -> Result<(), StoreError> {
+        self.save(key, room, expected).await?;
+        if self.riding_busy() {
+            // The slot's write, after the room's (best effort, as the adapter does it).
+            let delay = lock(&self.world).latency(20);
+            tokio::time::sleep(delay).await;
+        }
+        let _ = self.inner.append_history(key, entry).await;
+        Ok(())
+    }
+
+    /// As DynamoDB's transaction of the room and the start counter; when the counter is busy,
+    /// the adapter's fallback: the plain conditional increment, then the room alone.
+    async fn save_counting_start(
+        &self,
+        key: &RoomKey,
+        room: &StoredRoom,
+        expected: Version,
+        minute: u64,
+        cap: u32,
+    ) -> Result<bool, StoreError> {
+        if self.riding_busy() {
+            self.gate_query("start counter").await?;
+            if !self.inner.take_start(&key.app, minute, cap).await? {
+                return Ok(false);
+            }
+            return self.save(key, room, expected).await.map(|()| true);
+        }
+        let counted = {
+            let inner = self.inner.clone();
+            let (key, room) = (key.clone(), room.clone());
+            async move {
+                match inner
+                    .save_counting_start(&key, &room, expected, minute, cap)
+                    .await
+                {
+                    Ok(true) => Ok(()),
+                    Ok(false) => Err(StoreError::Failed {
+                        room: key.to_string(),
+                        source: "capped".into(),
+                    }),
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        let result = self
+            .write(&key.to_string(), Some(key), expected, counted)
+            .await;
+        trace_write("save_counting_start", key, room, expected, &result);
+        match result {
+            Ok(()) => Ok(true),
+            Err(StoreError::Failed { source, .. }) if source.to_string() == "capped" => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn take_start(&self, app: &AppId, minute: u64, cap: u32) -> Result<bool, StoreError> {
+        self.gate_query("start counter").await?;
+        self.inner.take_start(app, minute, cap).await
+    }
+
+    async fn hook_rooms(
+        &self,
+        app: &AppId,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<RoomKey>, StoreError> {
+        self.gate_query("hook rooms").await?;
+        self.inner.hook_rooms(app, now_ms, limit).await
     }
 
     async fn due_rooms(
@@ -575,6 +768,11 @@ impl LiveApi for GatedLive {
 #[derive(Debug, Clone)]
 pub struct Recorder<M> {
     pub inner: M,
+    /// Where the commands begun are logged, the clock they are timed on, and the Live API
+    /// they are judged against.
+    pub world: Option<Shared>,
+    pub clock: SimClock,
+    pub sim: Option<Arc<SimulatedLive>>,
 }
 
 impl<M: MpuPort> MpuPort for Recorder<M> {
@@ -584,6 +782,23 @@ impl<M: MpuPort> MpuPort for Recorder<M> {
         command: &Command,
         version: Version,
     ) -> Result<MpuDone, MpuFailure> {
+        if let (Some(world), Some(sim)) = (&self.world, &self.sim) {
+            let other_tasks = sim
+                .tasks()
+                .iter()
+                .filter(|t| {
+                    t.channel_id == room.channel.as_str() && t.task_id != command.task().as_str()
+                })
+                .count();
+            let at_ms = self.clock.now_ms();
+            lock(world).begun.push(Begun {
+                channel: room.channel.to_string(),
+                task: command.task().to_string(),
+                action: command.name(),
+                at_ms,
+                other_tasks,
+            });
+        }
         VERSION
             .scope(version, self.inner.execute(room, command, version))
             .await
@@ -613,4 +828,49 @@ impl<M: MpuPort> MpuPort for Recorder<M> {
             )
             .await
     }
+}
+
+/// With `COSTREAM_SIM_TRACE`, one line per room write: the version, the result, what it wrote.
+fn trace_write(
+    kind: &str,
+    key: &RoomKey,
+    room: &StoredRoom,
+    expected: Version,
+    result: &Result<(), StoreError>,
+) {
+    if std::env::var_os("COSTREAM_SIM_TRACE").is_none() {
+        return;
+    }
+    let cur = match result {
+        Err(StoreError::VersionConflict {
+            current: Some(c), ..
+        }) => format!(
+            "cur v{} pk={:?} wid={:?}",
+            c.version.get(),
+            c.facts.pk_write().map(|p| p.at),
+            c.wid
+        ),
+        _ => String::new(),
+    };
+    eprintln!(
+        "{kind} {key} v{} -> {:?} {cur} pk={:?} held={} inbox={} wid={:?} lease={:?}\n  marks {}\n  held {:?}",
+        expected.get(),
+        result.as_ref().map_err(|e| e.to_string()),
+        room.facts.pk_write().map(|p| p.at),
+        room.held.len(),
+        room.inbox.len(),
+        room.wid,
+        room.lease,
+        marks_of(&room.facts),
+        room.held
+    );
+}
+
+/// A compact view of a room's sessions for traces: the members as stored (compact).
+fn marks_of(facts: &costream_core::Facts) -> String {
+    let value = serde_json::to_value(facts).unwrap_or_default();
+    value
+        .get("members")
+        .map(|m| m.to_string())
+        .unwrap_or_default()
 }

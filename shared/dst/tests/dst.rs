@@ -40,9 +40,15 @@ fn run_many(base: u64, count: u64, threads: u64) -> (Vec<Stats>, f64) {
     let failures: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
     if !failures.is_empty() {
         let shown: Vec<&str> = failures.iter().take(3).map(|s| s.as_str()).collect();
+        let seeds: Vec<&str> = failures
+            .iter()
+            .filter_map(|s| s.strip_prefix("COSTREAM_SIM_SEED="))
+            .filter_map(|s| s.split_whitespace().next())
+            .collect();
         panic!(
-            "{} of {count} seeds failed (base {base}); first ones:\n{}",
+            "{} of {count} seeds failed (base {base}): {}; first ones:\n{}",
             failures.len(),
+            seeds.join(" "),
             shown.join("\n---\n")
         );
     }
