@@ -231,22 +231,17 @@ impl Facts {
     }
 
     /// Whether merging `event` would end the live broadcast (`grace` as for
-    /// [`Facts::broadcast`]): a Leave, a switch to the viewer role or a channel close after
-    /// which the broadcast is over, or another one has begun. A late event that only moves the
+    /// [`Facts::broadcast`]): an event of the host (a Leave, a switch to the viewer role, the
+    /// late Join of a session whose Leave came first) or a channel close after which the
+    /// broadcast is over, or another one has begun. A late event that only moves the
     /// broadcast's start earlier does not end it. The shell holds such an event back for the end
     /// grace before it merges it, so a reconnect whose Leave it processes first never stops the
     /// broadcast (its new session's events arrive meanwhile).
     pub fn ends_broadcast(&self, event: &crate::event::RoomEvent, grace: u64) -> bool {
         use crate::event::RoomEvent;
-        let may_end = match event {
-            RoomEvent::User(u) => matches!(
-                u.action,
-                UserAction::Leave | UserAction::RoleUpdate(Role::Live)
-            ),
-            RoomEvent::ChannelClosed { .. } => true,
-            _ => false,
-        };
-        if !may_end {
+        // Any event of the host may: a session that begins supersedes the one before it,
+        // and its Leave may be known already.
+        if !matches!(event, RoomEvent::User(_) | RoomEvent::ChannelClosed { .. }) {
             return false;
         }
         let Some(before) = self.broadcast(grace) else {

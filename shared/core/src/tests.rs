@@ -284,6 +284,23 @@ fn ends_broadcast_names_the_events_the_shell_holds_back() {
     assert!(!room.facts.ends_broadcast(&ev("host", "h1", 20, Leave), g));
 }
 
+/// The Join of a short session whose Leave came first ends the broadcast too (the new session
+/// supersedes the old, and is over): it is held like a Leave (simulation seed 50434: the host's
+/// session h1 left, a session h2 joined and left, a third came back within the grace; the Join
+/// of h2 arrived last, was merged at once and stopped the task).
+#[test]
+fn a_late_join_of_a_session_already_left_is_held_like_a_leave() {
+    let mut room = Room::new();
+    let g = room.cfg.end_grace_secs;
+    room.step(ev("host", "h1", 10, Join));
+    room.step(ev("host", "h1", 11, Publish));
+    room.step(ev("host", "h2", 14, Leave));
+    let join = ev("host", "h2", 13, Join);
+    assert!(room.facts.ends_broadcast(&join, g));
+    // A Join of a session that goes on ends nothing.
+    assert!(!room.facts.ends_broadcast(&ev("host", "h3", 15, Join), g));
+}
+
 #[test]
 fn host_reconnects_without_a_blip() {
     // Same second: the new connection joins and publishes as the old one is kicked.

@@ -343,6 +343,24 @@ pub fn broadcast(history: &[Truth], grace: u64) -> Option<Broadcast> {
         .filter(|b| b.end.is_none())
 }
 
+/// The broadcast that goes on at `now_ms` (ms since the Unix epoch) in `history`: one
+/// not ended, or one whose host left (or the channel closed) less than `grace` seconds before
+/// `now_ms` — costream must wait the end grace before it acts on such an end, since the host may
+/// be back. An end by a new host registration is at once.
+pub fn goes_on_at(history: &[Truth], grace: u64, now_ms: u64) -> Option<Broadcast> {
+    let b = replay(history, grace).broadcasts.pop()?;
+    match b.end {
+        None => Some(b),
+        Some(e) => {
+            // Another host registered since it began: over at once, grace or not.
+            let registered = history.iter().any(|t| {
+                matches!(t, Truth::Registered { at, user: Some(u) } if *u != b.host && *at >= b.start)
+            });
+            (!registered && now_ms < (e + grace) * 1000).then_some(b)
+        }
+    }
+}
+
 /// The broadcast live at time `at` (seconds), from the whole `history` (so a host back within
 /// the grace after `at` was never gone).
 pub fn broadcast_at(history: &[Truth], grace: u64, at: u64) -> Option<Broadcast> {

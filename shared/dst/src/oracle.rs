@@ -7,7 +7,9 @@
 //! **The views costream may have had at a time `s`** ([`in_every_view`]): it surely knew the
 //! callbacks an invocation completed a second before `s` (committed by then, each whole), and may
 //! have known any combination of those handed to an invocation by `s` but not surely done (each
-//! committed whole or not yet). When the model says a broadcast goes on in every such view,
+//! committed whole or not yet). A broadcast goes on at `s` in a view when it has not ended, or
+//! its host left (or the channel closed) less than the end grace before `s` — the host may be
+//! back, so nothing may act on that end yet. When the model says a broadcast goes on in every such view,
 //! stopping its task (or ending its PK) at `s` was a defect, not a missing callback; a stop that
 //! some view explains is not judged further (the end state is, by the final check).
 
@@ -483,7 +485,7 @@ fn stops(
         }
         let s = stop.at_ms.saturating_sub(EPOCH_MS);
         let goes_on = |view: &[Truth]| {
-            model::broadcast(view, rules.grace).is_some_and(|b| b.start <= task_secs)
+            model::goes_on_at(view, rules.grace, stop.at_ms).is_some_and(|b| b.start <= task_secs)
         };
         let Some(defect) = in_every_view(seen, rooms, r, s, goes_on) else {
             continue;
@@ -531,7 +533,7 @@ fn pk_ends(rooms: &[Room], seen: &Seen, rules: Rules, problems: &mut Vec<String>
             };
             let goes_on = |view: &[Truth]| {
                 !model::voice(view)
-                    && model::broadcast(view, rules.grace)
+                    && model::goes_on_at(view, rules.grace, EPOCH_MS + c)
                         .is_some_and(|b| b.host == linked.host && b.start <= at)
             };
             in_every_view(seen, rooms, room, c, goes_on) == Some(true)
