@@ -407,7 +407,7 @@ pub mod concurrency {
         let shells: Vec<_> = (0..3)
             .map(|_| {
                 Arc::new(Shell {
-                    store: crate::store::cached::Cached::new(store.clone()),
+                    store: crate::store::cached::Cached::with_clock(store.clone(), clock.clone()),
                     mpu: mpu.clone(),
                     clock: clock.clone(),
                     decision: DecisionConfig::default(),

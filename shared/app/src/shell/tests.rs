@@ -43,10 +43,11 @@ async fn stored(shell: &TestShell) -> StoredRoom {
 #[tokio::test]
 async fn request_budget_state_change_and_duplicate() {
     let store = Arc::new(InMemoryStore::new());
+    let clock = Arc::new(ManualClock::at_ms(1_000_000));
     let s = Shell {
-        store: crate::store::cached::Cached::new(store.clone()),
+        store: crate::store::cached::Cached::with_clock(store.clone(), clock.clone()),
         mpu: Arc::new(RecordingMpu::instant()),
-        clock: Arc::new(ManualClock::at_ms(1_000_000)),
+        clock,
         decision: DecisionConfig::default(),
         config: ShellConfig::default(),
     };
@@ -101,7 +102,7 @@ async fn request_budget_state_change_and_duplicate() {
     // Another, cold process and an existing room: its create attempt answers with the item
     // (instead of a read), then the commit and the record.
     let cold = Shell {
-        store: crate::store::cached::Cached::new(store.clone()),
+        store: crate::store::cached::Cached::with_clock(store.clone(), s.clock.clone()),
         mpu: s.mpu.clone(),
         clock: s.clock.clone(),
         decision: DecisionConfig::default(),
@@ -1005,10 +1006,13 @@ async fn a_burst_of_a_hundred_callbacks_is_committed_and_converges() {
 #[tokio::test]
 async fn a_copy_of_a_past_life_never_overwrites_the_new_life() {
     let store = Arc::new(InMemoryStore::new());
+    // The copies age on the shell's clock (on the system clock, every copy would look expired
+    // and the shell would read instead: the test would pass without the life check).
+    let clock = Arc::new(ManualClock::at_ms(1_000_000));
     let shell = || Shell {
-        store: crate::store::cached::Cached::new(store.clone()),
+        store: crate::store::cached::Cached::with_clock(store.clone(), clock.clone()),
         mpu: Arc::new(RecordingMpu::instant()),
-        clock: Arc::new(ManualClock::at_ms(1_000_000)),
+        clock: clock.clone(),
         decision: DecisionConfig::default(),
         config: ShellConfig::default(),
     };
@@ -1043,6 +1047,8 @@ async fn a_copy_of_a_past_life_never_overwrites_the_new_life() {
     );
     assert_ne!(new.life, old.life);
     // a's copy is of the past life, at the same version.
+    let copy = a.store.cached(&key()).expect("a keeps a copy");
+    assert_eq!((copy.version, &copy.life), (old.version, &old.life));
     a.handle(&key(), None, &[ev("u3", 120, UserAction::Join)], "a")
         .await
         .expect("a again");
