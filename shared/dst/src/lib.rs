@@ -1017,7 +1017,24 @@ fn spawn_invocation(
                 }
             }
             Ok(Err(e)) if !e.is_retryable() => panic!("non-retryable error {e}: {e:?}"),
-            Ok(Err(_)) | Err(_) => {
+            Ok(Err(e)) => {
+                // A handler that gave its events up to contention (out of conflicts or time
+                // with its events not committed) is a defect, not a transient (issue 21).
+                if let costream_app::handlers::HandlerError::App(
+                    costream_app::shell::AppError::Contention { .. },
+                ) = &e
+                {
+                    lock(&world)
+                        .violations
+                        .push(format!("delivery #{} gave up: {e}", d.id));
+                }
+                let mut d = d;
+                if let Payload::Pk { tries, .. } = &mut d.payload {
+                    *tries = 0;
+                }
+                Done::Retry(d)
+            }
+            Err(_) => {
                 let mut d = d;
                 if let Payload::Pk { tries, .. } = &mut d.payload {
                     *tries = 0;
