@@ -54,7 +54,7 @@ use costream_app::inbound::Side;
 use costream_app::mpu::{AlibabaMpu, IngestSettings, MpuSettings};
 use costream_app::ports::{Clock, RoomKey, StateStore};
 use costream_app::repair::RepairConfig;
-use costream_app::shell::{PkOutcome, Shell, ShellConfig, WriteIds};
+use costream_app::shell::{PkOutcome, PkRefusal, Shell, ShellConfig, WriteIds};
 use costream_app::store::cached::Cached;
 use costream_app::store::memory::InMemoryStore;
 use costream_app::store::MAX_BACKOFF_MS;
@@ -910,7 +910,8 @@ fn spawn_invocation(
     // Whether a PK request may go now: what costream knows of both rooms is settled.
     let settled = match &d.payload {
         Payload::Pk { .. } => {
-            let now = svc.shell.clock.now_ms();
+            // In sim ms, as the driver's records.
+            let now = svc.shell.clock.now_ms().saturating_sub(EPOCH_MS);
             oracle::settled(&lock_seen(seen), rooms, now, grace)
         }
         _ => true,
@@ -985,6 +986,12 @@ fn spawn_invocation(
                             Ok(())
                         }
                         Ok(PkOutcome::Unlinked) => {
+                            lock_seen(&seen).pk.push((started, d.room, None));
+                            Ok(())
+                        }
+                        // An unlink answered "not in a PK" tells the backend there is none
+                        // (its earlier try may have landed with its answer lost).
+                        Ok(PkOutcome::Refused(PkRefusal::NotInPk(_))) if !*link => {
                             lock_seen(&seen).pk.push((started, d.room, None));
                             Ok(())
                         }

@@ -136,7 +136,8 @@ fn in_every_view(
 
 /// Whether a PK request may go at sim time `now`: every stage-relevant event of rooms 0 and 1
 /// that happened by now was committed (an invocation of it completed), and none that could end
-/// a broadcast happened within the end grace (plus a second) before now — so costream's view of
+/// a broadcast happened or was committed within the end grace (plus two seconds) before now —
+/// so costream's view of
 /// both rooms is the truth's, and the link binds the broadcasts the model says were live.
 pub(crate) fn settled(seen: &Seen, rooms: &[Room], now: u64, grace: u64) -> bool {
     rooms.iter().take(2).enumerate().all(|(r, room)| {
@@ -145,9 +146,13 @@ pub(crate) fn settled(seen: &Seen, rooms: &[Room], now: u64, grace: u64) -> bool
             if matches!(truth, Truth::Cdn { .. }) || at > now {
                 return true;
             }
-            let done = seen.completed[r].get(&i).is_some_and(|d| *d <= now);
-            let recent_end = truth.may_end() && at + (grace + 2) * 1000 > now;
-            done && !recent_end
+            let Some(done) = seen.completed[r].get(&i).copied().filter(|d| *d <= now) else {
+                return false;
+            };
+            // costream holds such an event for the grace from when it received it (at the
+            // latest, when its invocation completed), not from when it happened.
+            let recent_end = truth.may_end() && at.max(done) + (grace + 2) * 1000 > now;
+            !recent_end
         })
     })
 }
