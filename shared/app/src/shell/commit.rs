@@ -7,8 +7,8 @@ use costream_core::{Command, Record, Shape, TaskId};
 use super::plan::{self, Ctx, Input, Plan, Writer};
 use super::{AppError, Handled, Shell};
 use crate::metrics;
-use crate::ports::{Clock, MpuPort, RoomKey, StateStore, StoreError};
-use crate::store::{InboxEntry, StoredRoom, DUE_MARGIN_MS};
+use crate::ports::{Clock, MpuPort, RoomKey, StateStore, StoreError, APPEND_MIN_TTL_MS};
+use crate::store::{InboxEntry, StoredRoom, DUE_MARGIN_MS, MAX_INBOX};
 
 /// Conflicts one commit (or one record) tolerates, whatever its time budget (a store that keeps
 /// answering "conflict" must not hold a handler for ever).
@@ -137,6 +137,16 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                     continue;
                 }
             };
+            // A full inbox that was folded since (a versioned write emptied it) takes appends
+            // again: a burst's handlers go back to the append, which never conflicts, instead
+            // of all contending with versioned writes until their budget is spent.
+            if refused_append
+                && fresh
+                && room.inbox.len() < MAX_INBOX / 2
+                && !room.expired(now_ms + APPEND_MIN_TTL_MS)
+            {
+                refused_append = false;
+            }
             // Another handler holds the lease: its record folds what is appended, so a callback
             // that brings anything new is appended at once — judged against the facts as
             // written, the inbox unfolded (folding a burst's inbox for each of its callbacks
@@ -424,12 +434,12 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
     }
 
     /// Whether a commit begun at `started_ms` has used up its write budget.
-    fn over_budget(&self, started_ms: u64) -> bool {
+    pub(super) fn over_budget(&self, started_ms: u64) -> bool {
         self.clock.now_ms().saturating_sub(started_ms) > self.config.write_budget_ms
     }
 
     /// The pause before the `attempt`th retry of a write or read that failed retryably.
-    async fn pause(&self, attempt: u32) {
+    pub(super) async fn pause(&self, attempt: u32) {
         let ms = RETRY_PAUSE_MS * u64::from(attempt.clamp(1, 8));
         tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     }

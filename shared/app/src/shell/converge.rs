@@ -148,6 +148,9 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
     /// if nothing is left to do, in one conditional write. A conflict answers with the item as
     /// it is: while the lease is still this holder's, it records on top of it (other handlers'
     /// commits and appends included) and decides again.
+    /// A retryable store failure while recording (a timeout, throttling: a burst on a busy
+    /// table) is tried again this many times within the handler's budget; past that the error
+    /// is the caller's (the lease is given back, the room's mark brings the repair loop).
     #[allow(clippy::too_many_arguments)]
     async fn record(
         &self,
@@ -163,6 +166,7 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
         // The entry rides with the first attempt only (a conflict is usually an append: the
         // next attempt is a plain write, and the entry is written on its own if none carried it).
         let mut noting = true;
+        let mut failures = 0u32;
         for _ in 0..MAX_WRITE_ATTEMPTS {
             let now_ms = self.clock.now_ms();
             let wid = self.config.writes.next();
@@ -216,6 +220,41 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
                         break;
                     }
                 }
+                // Slow or throttled (a burst on a busy table): the call's result is not given
+                // up. The write may have landed — its id tells — else record again from the
+                // item as it is, within the handler's budget.
+                Err(e)
+                    if e.is_retryable()
+                        && failures < RECORD_RETRIES
+                        && !self.over_budget(started_ms) =>
+                {
+                    tracing::warn!(error = %e, "recording the call's result failed; trying again");
+                    failures += 1;
+                    self.pause(failures).await;
+                    let current = match self.read(key).await {
+                        Ok(current) => current,
+                        // Still unknown: the next attempt's condition tells.
+                        Err(read) if read.is_retryable() => continue,
+                        Err(read) => return Err(read.into()),
+                    };
+                    // From here the entry is written on its own, after the write.
+                    let noted = std::mem::replace(&mut noting, false);
+                    match current {
+                        Some(c) if c.wid.as_deref() == Some(wid.as_str()) => {
+                            metrics::count("writes_landed");
+                            if !noted {
+                                // (A landed transaction wrote the entry with the room.)
+                                self.keep_note(key, entry).await;
+                            }
+                            return Ok(match next {
+                                None => Recorded::Converged(Box::new(c)),
+                                Some(next) => Recorded::Next(Box::new(c), Box::new(next), prior),
+                            });
+                        }
+                        Some(c) if c.holds_lease(token) && !c.expired(now_ms) => room = c,
+                        _ => return Ok(Recorded::LeaseLost),
+                    }
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -226,6 +265,9 @@ impl<S: StateStore, M: MpuPort, C: Clock> Shell<S, M, C> {
         })
     }
 }
+
+/// See [`Shell::record`].
+const RECORD_RETRIES: u32 = 3;
 
 fn mpu_error(key: &RoomKey, source: MpuFailure) -> AppError {
     AppError::Mpu {

@@ -332,10 +332,18 @@ fn faulty_shell(
     (s, inner)
 }
 
+/// The record after the first call (the 2nd save) is lost, and so are the record's retries.
+const RECORD_LOST: [(u32, Fault); 4] = [
+    (2, Fault::Lost),
+    (3, Fault::Lost),
+    (4, Fault::Lost),
+    (5, Fault::Lost),
+];
+
 #[tokio::test]
 async fn crash_between_call_and_record_is_repaired_by_the_next_delivery() {
     // The commit succeeds, the record after the Start fails.
-    let (s, inner) = faulty_shell(&[(2, Fault::Lost)]);
+    let (s, inner) = faulty_shell(&RECORD_LOST);
     let (mpu, clock) = (s.mpu.clone(), s.clock.clone());
     let publish = [ev("host", 10, UserAction::Publish)];
     let err = s
@@ -376,7 +384,7 @@ async fn crash_between_call_and_record_is_repaired_by_the_next_delivery() {
 /// and starts the one the facts want; the room ends with exactly one, right task.
 #[tokio::test(start_paused = true)]
 async fn an_unrecorded_task_does_not_block_the_next_broadcast() {
-    let (s, inner) = faulty_shell(&[(2, Fault::Lost)]);
+    let (s, inner) = faulty_shell(&RECORD_LOST);
     // The guest's Publish arrives first: a broadcast by the guest starts; its record is lost.
     s.handle(
         &key(),
@@ -482,7 +490,7 @@ async fn a_start_that_landed_in_doubt_is_stopped_when_the_room_ends() {
 #[tokio::test]
 async fn a_failed_record_gives_the_lease_back() {
     // The Start is made, then its record write fails: nothing of ours is in flight any more.
-    let (s, inner) = faulty_shell(&[(2, Fault::Lost)]);
+    let (s, inner) = faulty_shell(&RECORD_LOST);
     let publish = [ev("host", 10, UserAction::Publish)];
     let err = s
         .handle(&key(), Some("m1"), &publish, "a")
@@ -1149,4 +1157,28 @@ async fn a_landed_write_answered_as_a_conflict_is_recognised() {
     assert_eq!(room.lease, None);
     assert!(!room.record.is_in_doubt());
     assert_eq!(s.mpu.tasks(&key()).len(), 1);
+}
+
+/// A record lost once (a timeout on a busy table, as in a burst of 100 callbacks on moto) is
+/// written again, not given up: the callback succeeds and the room converges with no repair.
+#[tokio::test]
+async fn a_record_lost_once_is_written_again() {
+    let (s, inner) = faulty_shell(&[(2, Fault::Lost)]);
+    let out = s
+        .handle(
+            &key(),
+            Some("m1"),
+            &[ev("host", 10, UserAction::Publish)],
+            "a",
+        )
+        .await
+        .expect("recorded on the second try");
+    assert!(
+        matches!(out, Handled::Converged { calls: 1, .. }),
+        "{out:?}"
+    );
+    let room = inner.load(&key()).await.expect("load").expect("room");
+    assert_eq!(room.lease, None);
+    assert!(!room.record.is_in_doubt());
+    assert!(room.record.running().task().is_some());
 }

@@ -344,17 +344,47 @@ impl StoredRoom {
         changed
     }
 
-    /// Merges the held events whose grace is over at `now_ms`; whether any was.
+    /// Merges the held events whose grace is over at `now_ms`; whether the held events
+    /// changed. While other events are still held, due ones that would end the broadcast wait
+    /// for them (re-dated to the last one's end): a held event may be the host's presence —
+    /// the late start of a short session that is over — and the end of the broadcast is
+    /// judged with all of them, never in a view that hides where the host was (simulation seed
+    /// 72387: a reconnect's Leave came due first, and the Stop came before the grace after the
+    /// host's last session).
     fn release_held(&mut self, now_ms: u64, rules: &FoldRules<'_>) -> bool {
-        let (due, waiting): (Vec<Held>, Vec<Held>) = std::mem::take(&mut self.held)
+        let (mut due, waiting): (Vec<Held>, Vec<Held>) = std::mem::take(&mut self.held)
             .into_iter()
             .partition(|h| h.until_ms <= now_ms);
+        if due.is_empty() {
+            self.held = waiting;
+            return false;
+        }
+        if let Some(last) = waiting.iter().map(|h| h.until_ms).max() {
+            let grace = rules.decision.end_grace_secs;
+            let before = self.facts.broadcast(grace);
+            let mut probe = self.facts.clone();
+            for held in &due {
+                probe.apply(&held.event);
+            }
+            let ends = before.as_ref().is_some_and(|b| {
+                !probe
+                    .broadcast(grace)
+                    .is_some_and(|a| a.host == b.host && a.started <= b.started)
+            });
+            if ends {
+                for held in &mut due {
+                    held.until_ms = last;
+                }
+                self.held = waiting;
+                self.held.extend(due);
+                return true;
+            }
+        }
         self.held = waiting;
-        let released = !due.is_empty();
         for held in due {
             self.merge(&held.event, rules);
         }
-        released
+        true
     }
 
     /// When the first held event's grace ends, if one is held.
