@@ -179,7 +179,7 @@ fn pk_of(
         && peer.end.is_none()
         && !model::voice(&rooms[r].history)
         && !model::voice(&rooms[1 - r].history);
-    holds.then(|| model::Pk {
+    holds.then_some(model::Pk {
         peer_host: peer.host,
     })
 }
@@ -528,7 +528,7 @@ fn pk_ends(rooms: &[Room], seen: &Seen, rules: Rules, problems: &mut Vec<String>
         }
         let Some(c) = created_ms(hook) else { continue };
         // The backend's last accepted request before the end.
-        let Some((at_ms, _, Some(_))) = seen.pk.iter().filter(|p| p.0 <= c).last() else {
+        let Some((at_ms, _, Some(_))) = seen.pk.iter().rfind(|p| p.0 <= c) else {
             continue;
         };
         let at = (EPOCH_MS + at_ms) / 1000;
