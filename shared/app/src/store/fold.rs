@@ -425,6 +425,14 @@ mod tests {
         })
     }
 
+    fn ev_role(user: &str, session: &str, at: u64, action: UserAction, role: Role) -> RoomEvent {
+        let RoomEvent::User(mut u) = ev(user, session, at, action) else {
+            unreachable!()
+        };
+        u.role = Some(role);
+        RoomEvent::User(u)
+    }
+
     fn room() -> StoredRoom {
         StoredRoom::new(ChannelId::parse("room-1").expect("channel"))
     }
@@ -513,6 +521,73 @@ mod tests {
         assert!(
             r.facts.broadcast(5).is_none(),
             "merged: the broadcast ended"
+        );
+    }
+
+    /// Seed 72387 in small: the host's session h1 leaves (held), a short session h2 begins
+    /// as a viewer, turns interactive and leaves; its ToInteractive arrives last (held: with
+    /// h2's Leave known, it ends the broadcast). When h1's Leave comes due first it waits for
+    /// the ToInteractive, so the end is judged from the host's last session, not before.
+    #[test]
+    fn a_due_end_waits_for_the_events_still_held() {
+        let cfg = DecisionConfig::default();
+        let rules = FoldRules {
+            decision: &cfg,
+            dedupe_secs: 3600,
+            dedupe_cap: 128,
+        };
+        let mut r = room();
+        let now = (T + 20) * 1000;
+        let host = |session: &str, at: u64, action| ev("host", session, at, action);
+        r.admit(
+            None,
+            &[host("h1", T + 10, UserAction::Publish)],
+            now,
+            now,
+            &rules,
+        );
+        r.admit(
+            None,
+            &[host("h1", T + 12, UserAction::Leave)],
+            now,
+            now,
+            &rules,
+        );
+        assert_eq!(r.held.len(), 1, "h1's Leave is held");
+        r.admit(
+            None,
+            &[
+                ev_role("host", "h2", T + 13, UserAction::Join, Role::Live),
+                host("h2", T + 15, UserAction::Leave),
+            ],
+            now,
+            now,
+            &rules,
+        );
+        let later = now + 3_000;
+        r.admit(
+            None,
+            &[ev_role(
+                "host",
+                "h2",
+                T + 14,
+                UserAction::RoleUpdate(Role::Interactive),
+                Role::Interactive,
+            )],
+            later,
+            later,
+            &rules,
+        );
+        assert_eq!(r.held.len(), 2, "the late ToInteractive is held too");
+        // h1's Leave is due, the ToInteractive is not: nothing ends yet.
+        assert!(r.fold(now + 5_000, &rules), "re-dated");
+        assert!(r.facts.broadcast(5).is_some(), "still live");
+        assert_eq!(r.held_until(), Some(later + 5_000));
+        assert!(r.fold(later + 5_000, &rules));
+        assert!(r.held.is_empty());
+        assert!(
+            r.facts.broadcast(5).is_none(),
+            "ended, judged with every session"
         );
     }
 
