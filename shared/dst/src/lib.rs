@@ -184,7 +184,7 @@ pub struct Seen {
     /// Per room, per history index: the first delivery start and the first success (sim ms).
     pub started: Vec<BTreeMap<usize, u64>>,
     pub completed: Vec<BTreeMap<usize, u64>>,
-    /// Accepted PK requests: (start ms, room, Some(peer) for a link / None for an end).
+    /// Accepted PK requests: (start, sim ms; room; Some(peer) for a link / None for an end).
     pub pk: Vec<(u64, usize, Option<usize>)>,
     pub hooks: oracle::Hooks,
 }
@@ -971,7 +971,8 @@ fn spawn_invocation(
                     }
                     let (own, peer) = (&pair[d.room], &pair[1 - d.room]);
                     lock(&world).fired.pk_requests += 1;
-                    let started = svc.shell.clock.now_ms();
+                    // In sim ms, as every record of `Seen`.
+                    let started = svc.shell.clock.now_ms().saturating_sub(EPOCH_MS);
                     let outcome = if *link {
                         svc.shell.link_pk(own, peer, &invocation).await
                     } else {
