@@ -186,6 +186,9 @@ pub struct Seen {
     pub completed: Vec<BTreeMap<usize, u64>>,
     /// Accepted PK requests: (start, sim ms; room; Some(peer) for a link / None for an end).
     pub pk: Vec<(u64, usize, Option<usize>)>,
+    /// When each attempt of an unlink request began (sim ms): an attempt whose answer was lost
+    /// may have ended the PK all the same.
+    pub unlink_tries: Vec<u64>,
     pub hooks: oracle::Hooks,
 }
 
@@ -973,6 +976,9 @@ fn spawn_invocation(
                     lock(&world).fired.pk_requests += 1;
                     // In sim ms, as every record of `Seen`.
                     let started = svc.shell.clock.now_ms().saturating_sub(EPOCH_MS);
+                    if !*link {
+                        lock_seen(&seen).unlink_tries.push(started);
+                    }
                     let outcome = if *link {
                         svc.shell.link_pk(own, peer, &invocation).await
                     } else {

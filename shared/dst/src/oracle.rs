@@ -135,15 +135,17 @@ fn in_every_view(
 }
 
 /// Whether a PK request may go at sim time `now`: every stage-relevant event of rooms 0 and 1
-/// that happened by now was committed (an invocation of it completed), and none that could end
-/// a broadcast happened or was committed within the end grace (plus two seconds) before now —
-/// so costream's view of
+/// was committed (an invocation of it completed), and none that could end a broadcast happened
+/// or was committed within the end grace (plus two seconds) before now — so costream's view of
 /// both rooms is the truth's, and the link binds the broadcasts the model says were live.
+/// (Every event, not only those that happened by now: a reconnect whose new session arrives
+/// later than the grace ends the PK in costream's view, rightly, and the model's PK, made from
+/// the truth, would not know it.)
 pub(crate) fn settled(seen: &Seen, rooms: &[Room], now: u64, grace: u64) -> bool {
     rooms.iter().take(2).enumerate().all(|(r, room)| {
         room.history.iter().enumerate().all(|(i, truth)| {
             let at = sim_ms(truth);
-            if matches!(truth, Truth::Cdn { .. }) || at > now {
+            if matches!(truth, Truth::Cdn { .. }) {
                 return true;
             }
             let Some(done) = seen.completed[r].get(&i).copied().filter(|d| *d <= now) else {
@@ -531,6 +533,10 @@ fn pk_ends(rooms: &[Room], seen: &Seen, rules: Rules, problems: &mut Vec<String>
         let Some((at_ms, _, Some(_))) = seen.pk.iter().rfind(|p| p.0 <= c) else {
             continue;
         };
+        // An unlink tried since the link (its answer may have been lost) explains the end.
+        if seen.unlink_tries.iter().any(|t| at_ms <= t && *t <= c) {
+            continue;
+        }
         let at = (EPOCH_MS + at_ms) / 1000;
         let same = |room: usize| {
             let Some(linked) = model::broadcast_at(&rooms[room].history, rules.grace, at) else {
