@@ -14,14 +14,23 @@ use costream_app::testing::burst::{room, scenario};
 use costream_app::testing::RecordingMpu;
 use costream_core::DecisionConfig;
 
-use crate::helpers::fresh_store;
+use costream_dynamo::DynamoStore;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_burst_of_a_hundred_callbacks_on_dynamodb_is_committed_and_converges() {
-    let (store, counter) = fresh_store("burst").await;
+use crate::helpers::{fresh_store, RequestCounter};
+
+type Containers = (
+    Vec<Arc<Shell<Cached<Arc<DynamoStore>>, Arc<RecordingMpu>, SystemClock>>>,
+    Arc<RecordingMpu>,
+    RequestCounter,
+);
+
+/// Three containers (each with its own process copies) on a fresh moto table, and the
+/// recording Live API they share (0–80 ms a call).
+async fn containers(name: &str) -> Containers {
+    let (store, counter) = fresh_store(name).await;
     let store = Arc::new(store);
     let mpu = Arc::new(RecordingMpu::new(21, Duration::from_millis(80), 0.0));
-    let shells: Vec<_> = (0..3)
+    let shells = (0..3)
         .map(|_| {
             Arc::new(Shell {
                 store: Cached::new(store.clone()),
@@ -32,6 +41,12 @@ async fn a_burst_of_a_hundred_callbacks_on_dynamodb_is_committed_and_converges()
             })
         })
         .collect();
+    (shells, mpu, counter)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_of_a_hundred_callbacks_on_dynamodb_is_committed_and_converges() {
+    let (shells, mpu, counter) = containers("burst").await;
     let key = room(1);
     let before = counter.get();
     let bursts = scenario(&shells, &key, 100, Duration::from_secs(2)).await;
@@ -75,20 +90,7 @@ async fn bench_burst() {
     let runs: usize = std::env::var("COSTREAM_BURST_RUNS")
         .ok()
         .map_or(10, |s| s.parse().expect("COSTREAM_BURST_RUNS: a number"));
-    let (store, counter) = fresh_store("bench-burst").await;
-    let store = Arc::new(store);
-    let mpu = Arc::new(RecordingMpu::new(21, Duration::from_millis(80), 0.0));
-    let shells: Vec<_> = (0..3)
-        .map(|_| {
-            Arc::new(Shell {
-                store: Cached::new(store.clone()),
-                mpu: mpu.clone(),
-                clock: SystemClock,
-                decision: DecisionConfig::default(),
-                config: ShellConfig::default(),
-            })
-        })
-        .collect();
+    let (shells, mpu, counter) = containers("bench-burst").await;
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let pct = |sorted: &[f64], p: f64| -> f64 {
         let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
